@@ -1,0 +1,50 @@
+# clammail: `make run` starts the appliance, `make test` runs the tests.
+# Both install what is missing first (Debian packages, then a virtual
+# environment with the project in it), so they work on a fresh Debian 12
+# machine as root.
+
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_LIST := packaging/apt-packages.txt
+STAMPS := .stamps
+
+.PHONY: run test deps lint bench clean
+
+run: deps
+	$(BIN)/clammail scan -r /usr/share/clamav-testfiles
+
+test: deps
+	$(BIN)/python -m pytest -q
+
+lint: deps
+	$(BIN)/ruff check clammail tests
+
+deps: $(STAMPS)/apt $(STAMPS)/venv
+
+# Debian packages: installed only when one of the list is missing.
+$(STAMPS)/apt: $(APT_LIST)
+	@mkdir -p $(STAMPS)
+	@missing=$$(sed -e 's/#.*//' $(APT_LIST) | xargs -n1 | while read -r pkg; do \
+		dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q '^install ok installed' || echo "$$pkg"; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+# The virtual environment, with the project installed in editable mode.
+# hyperscan (the fast matcher) is optional: without a wheel for this machine
+# the engine uses pyahocorasick.
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check 'hyperscan>=0.4' || \
+		echo "hyperscan is not available here: the engine will use pyahocorasick"
+	@touch $@
+
+clean:
+	rm -rf $(VENV) $(STAMPS) build *.egg-info .pytest_cache

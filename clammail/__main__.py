@@ -1,0 +1,3 @@
+from clammail.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""The scan engine: file typing, matching, unpacking, limits. Knows nothing of sockets."""
+
+from clammail.engine.scanner import Engine, ScanOptions, ScanResult
+
+__all__ = ["Engine", "ScanOptions", "ScanResult"]

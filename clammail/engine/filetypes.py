@@ -1,0 +1,308 @@
+"""File typing: which ClamAV file type (CL_TYPE_*) an object is.
+
+The type chooses the unpacker, decides which body signatures apply (their
+target type) and feeds the `Container:` and `Intermediates:` conditions of
+logical signatures. Detection follows ClamAV's order: magic bytes at fixed
+offsets first (its built-in file-type table), then a look at the content for
+text, HTML and mail that do not start with a fixed magic.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class FileType(enum.Enum):
+    """ClamAV's file types; the value is the name ClamAV uses (CL_TYPE_...)."""
+
+    ANY = "CL_TYPE_ANY"
+    TEXT_ASCII = "CL_TYPE_TEXT_ASCII"
+    TEXT_UTF8 = "CL_TYPE_TEXT_UTF8"
+    TEXT_UTF16LE = "CL_TYPE_TEXT_UTF16LE"
+    TEXT_UTF16BE = "CL_TYPE_TEXT_UTF16BE"
+    BINARY_DATA = "CL_TYPE_BINARY_DATA"
+    IGNORED = "CL_TYPE_IGNORED"
+    # executables
+    MSEXE = "CL_TYPE_MSEXE"
+    ELF = "CL_TYPE_ELF"
+    MACHO = "CL_TYPE_MACHO"
+    MACHO_UNIBIN = "CL_TYPE_MACHO_UNIBIN"
+    JAVA = "CL_TYPE_JAVA"
+    # archives and compressed data
+    ZIP = "CL_TYPE_ZIP"
+    ZIPSFX = "CL_TYPE_ZIPSFX"
+    RAR = "CL_TYPE_RAR"
+    RARSFX = "CL_TYPE_RARSFX"
+    SEVENZIP = "CL_TYPE_7Z"
+    SEVENZIPSFX = "CL_TYPE_7ZSFX"
+    ARJ = "CL_TYPE_ARJ"
+    ARJSFX = "CL_TYPE_ARJSFX"
+    GZ = "CL_TYPE_GZ"
+    BZ = "CL_TYPE_BZ"
+    XZ = "CL_TYPE_XZ"
+    LZMA = "CL_TYPE_LZMA"
+    ZSTD = "CL_TYPE_ZSTD"
+    POSIX_TAR = "CL_TYPE_POSIX_TAR"
+    OLD_TAR = "CL_TYPE_OLD_TAR"
+    CPIO_OLD = "CL_TYPE_CPIO_OLD"
+    CPIO_ODC = "CL_TYPE_CPIO_ODC"
+    CPIO_NEWC = "CL_TYPE_CPIO_NEWC"
+    CPIO_CRC = "CL_TYPE_CPIO_CRC"
+    MSCAB = "CL_TYPE_MSCAB"
+    CABSFX = "CL_TYPE_CABSFX"
+    MSCHM = "CL_TYPE_MSCHM"
+    MSSZDD = "CL_TYPE_MSSZDD"
+    ISO9660 = "CL_TYPE_ISO9660"
+    LHA_LZH = "CL_TYPE_LHA_LZH"
+    AR = "CL_TYPE_AR"
+    ALZ = "CL_TYPE_ALZ"
+    EGG = "CL_TYPE_EGG"
+    XAR = "CL_TYPE_XAR"
+    DMG = "CL_TYPE_DMG"
+    SIS = "CL_TYPE_SIS"
+    NULSFT = "CL_TYPE_NULSFT"
+    AUTOIT = "CL_TYPE_AUTOIT"
+    ISHIELD_MSI = "CL_TYPE_ISHIELD_MSI"
+    # mail and encodings
+    MAIL = "CL_TYPE_MAIL"
+    MHTML = "CL_TYPE_MHTML"
+    UUENCODED = "CL_TYPE_UUENCODED"
+    BINHEX = "CL_TYPE_BINHEX"
+    TNEF = "CL_TYPE_TNEF"
+    # documents
+    MSOLE2 = "CL_TYPE_MSOLE2"
+    OOXML_WORD = "CL_TYPE_OOXML_WORD"
+    OOXML_PPT = "CL_TYPE_OOXML_PPT"
+    OOXML_XL = "CL_TYPE_OOXML_XL"
+    OOXML_HWP = "CL_TYPE_OOXML_HWP"
+    XML_WORD = "CL_TYPE_XML_WORD"
+    XML_XL = "CL_TYPE_XML_XL"
+    XML_HWP = "CL_TYPE_XML_HWP"
+    HWP3 = "CL_TYPE_HWP3"
+    HWPOLE2 = "CL_TYPE_HWPOLE2"
+    PDF = "CL_TYPE_PDF"
+    XDP = "CL_TYPE_XDP"
+    PS = "CL_TYPE_PS"
+    RTF = "CL_TYPE_RTF"
+    HTML = "CL_TYPE_HTML"
+    HTML_UTF16 = "CL_TYPE_HTML_UTF16"
+    SCRIPT = "CL_TYPE_SCRIPT"
+    SCRENC = "CL_TYPE_SCRENC"
+    SWF = "CL_TYPE_SWF"
+    LNK = "CL_TYPE_LNK"
+    ONENOTE = "CL_TYPE_ONENOTE"
+    # graphics
+    GRAPHICS = "CL_TYPE_GRAPHICS"
+    GIF = "CL_TYPE_GIF"
+    PNG = "CL_TYPE_PNG"
+    JPEG = "CL_TYPE_JPEG"
+    TIFF = "CL_TYPE_TIFF"
+    RIFF = "CL_TYPE_RIFF"
+    # disk images
+    MBR = "CL_TYPE_MBR"
+    GPT = "CL_TYPE_GPT"
+    APM = "CL_TYPE_APM"
+    PART_HFSPLUS = "CL_TYPE_PART_HFSPLUS"
+    UDF = "CL_TYPE_UDF"
+    CRYPTFF = "CL_TYPE_CRYPTFF"
+    INTERNAL = "CL_TYPE_INTERNAL"
+
+    @classmethod
+    def from_name(cls, name: str) -> FileType:
+        """The type for a ClamAV name such as ``CL_TYPE_ZIP``; ValueError if unknown."""
+        return cls(name)
+
+
+# The numeric target types of .ndb signatures and the Target: field of .ldb
+# signatures (ClamAV documentation, "Target Types"). 3 and 7 are matched on
+# normalized HTML and normalized text, not on the raw bytes.
+class Target(enum.IntEnum):
+    ANY = 0
+    PE = 1
+    OLE2 = 2
+    HTML = 3
+    MAIL = 4
+    GRAPHICS = 5
+    ELF = 6
+    TEXT = 7
+    UNUSED = 8
+    MACHO = 9
+    PDF = 10
+    FLASH = 11
+    JAVA = 12
+
+
+MAX_TARGET = 14  # ClamAV 1.4 accepts target numbers up to 14 (CLI_MTARGETS - 1)
+
+# The raw bytes of an object of this type are matched against signatures of
+# this target (and of target 0). Types not listed only see target 0.
+RAW_TARGET: dict[FileType, Target] = {
+    FileType.MSEXE: Target.PE,
+    FileType.MSOLE2: Target.OLE2,
+    FileType.HTML: Target.HTML,
+    FileType.MAIL: Target.MAIL,
+    FileType.GRAPHICS: Target.GRAPHICS,
+    FileType.GIF: Target.GRAPHICS,
+    FileType.PNG: Target.GRAPHICS,
+    FileType.JPEG: Target.GRAPHICS,
+    FileType.TIFF: Target.GRAPHICS,
+    FileType.ELF: Target.ELF,
+    FileType.TEXT_ASCII: Target.TEXT,
+    FileType.TEXT_UTF8: Target.TEXT,
+    FileType.MACHO: Target.MACHO,
+    FileType.MACHO_UNIBIN: Target.MACHO,
+    FileType.PDF: Target.PDF,
+    FileType.SWF: Target.FLASH,
+    FileType.JAVA: Target.JAVA,
+}
+
+ARCHIVE_TYPES = frozenset(
+    {
+        FileType.ZIP, FileType.RAR, FileType.SEVENZIP, FileType.ARJ, FileType.GZ,
+        FileType.BZ, FileType.XZ, FileType.LZMA, FileType.ZSTD, FileType.POSIX_TAR,
+        FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC, FileType.CPIO_NEWC,
+        FileType.CPIO_CRC, FileType.MSCAB, FileType.MSCHM, FileType.ISO9660,
+        FileType.LHA_LZH, FileType.AR, FileType.ALZ, FileType.EGG, FileType.XAR,
+        FileType.DMG, FileType.SIS, FileType.MSSZDD,
+    }
+)
+
+# (offset, magic, type) checked in this order; the first hit wins. These are
+# the fixed-offset entries of ClamAV's built-in file-type table.
+_MAGIC: list[tuple[int, bytes, FileType]] = [
+    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", FileType.GRAPHICS),  # JPEG 2000
+    (0, b"\x1f\x8b", FileType.GZ),
+    (0, b"#@~^", FileType.SCRENC),
+    (0, b"%!PS-Adobe-", FileType.PS),
+    (0, b"(This file must be converted with BinHex 4.0)", FileType.BINHEX),
+    (0, b">From ", FileType.MAIL),
+    (0, b"BZh", FileType.BZ),
+    (0, b"GIF", FileType.GIF),
+    (0, b"ITSF", FileType.MSCHM),
+    (0, b"MZ", FileType.MSEXE),
+    (0, b"PK\x03\x04", FileType.ZIP),
+    (0, b"PK00PK\x03\x04", FileType.ZIP),
+    (0, b"RIFF", FileType.RIFF),
+    (0, b"RIFX", FileType.RIFF),
+    (0, b"Rar!", FileType.RAR),
+    (0, b"SZDD", FileType.MSSZDD),
+    (0, b"\x60\xea", FileType.ARJ),
+    (0, b"begin ", FileType.UUENCODED),
+    (0, b"\x78\x9f\x3e\x22", FileType.TNEF),
+    (0, b"\x7fELF", FileType.ELF),
+    (0, b"\x89PNG", FileType.PNG),
+    (0, b"\xb6\xb9\xac\xae\xfe\xff\xff\xff", FileType.CRYPTFF),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", FileType.MSOLE2),
+    (0, b"\xff\xd8\xff", FileType.JPEG),
+    (0, b"{\\rt", FileType.RTF),
+    (257, b"ustar", FileType.POSIX_TAR),
+    (0, b"\xce\xfa\xed\xfe", FileType.MACHO),
+    (0, b"\xcf\xfa\xed\xfe", FileType.MACHO),
+    (0, b"\xfe\xed\xfa\xce", FileType.MACHO),
+    (0, b"\xfe\xed\xfa\xcf", FileType.MACHO),
+    (0, b"7z\xbc\xaf\x27\x1c", FileType.SEVENZIP),
+    (0, b"070701", FileType.CPIO_NEWC),
+    (0, b"070702", FileType.CPIO_CRC),
+    (0, b"070707", FileType.CPIO_ODC),
+    (0, b"\x71\xc7", FileType.CPIO_OLD),
+    (0, b"\xc7\x71", FileType.CPIO_OLD),
+    (0, b"%PDF-", FileType.PDF),
+    (0, b"ZWS", FileType.SWF),
+    (0, b"CWS", FileType.SWF),
+    (0, b"FWS", FileType.SWF),
+    (0, b"MSCF\x00\x00\x00\x00", FileType.MSCAB),
+    (0, b"xar!", FileType.XAR),
+    (0, b"\xfd7zXZ\x00", FileType.XZ),
+    (0, b"II*\x00", FileType.TIFF),
+    (0, b"MM\x00*", FileType.TIFF),
+    (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
+    (0, b"EGGA", FileType.EGG),
+    (0, b"ALZ\x01", FileType.ALZ),
+    (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
+    (0, b"!<arch>\n", FileType.AR),
+    (0, b"\x5d\x00\x00", FileType.LZMA),
+]
+
+# Mail: a header line ClamAV's table recognises at the very start of a file.
+_MAIL_STARTS = (
+    b"Date: ", b"Delivered-To: ", b"Delivery-date: ", b"Envelope-to: ", b"For: ",
+    b"From ", b"From: ", b"Hi. This is the qmail-send", b"Message-ID: ",
+    b"Message-Id: ", b"Received: ", b"Return-Path: ", b"Return-path: ",
+    b"Subject: ", b"To: ", b"X-Apparently-To: ", b"X-EVS", b"X-Envelope-From: ",
+    b"X-Original-To: ", b"X-Real-To: ", b"X-Sieve: ", b"X-Symantec-", b"X-UIDL: ",
+    b"v:\nReceived: ", b"v:\r\nReceived: ", b"Received-SPF: ",
+)
+# Mail whose first header is something else: two telling headers in the
+# first couple of kilobytes (ClamAV's "Mail file" body-pattern types).
+_MAIL_HEADERS = re.compile(
+    rb"\n(?:[Ff]rom|[Mm][Ii][Mm][Ee]-[Vv]ersion|[Mm]essage-[Ii]d|[Rr]eceived): "
+    rb"[^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: "
+)
+_HTML_TAGS = re.compile(
+    rb"<(?:a\s[^>]{0,256}?href|html>|head>|iframe|img|object|script|table|%@ LANGUAGE =)",
+    re.IGNORECASE,
+)
+_LHA = re.compile(rb"^..-l[hz][0-9a-z]-", re.DOTALL)
+
+# How much of an object typing looks at, like ClamAV's typing buffer.
+TYPING_WINDOW = 4096
+
+
+def detect(data: bytes | memoryview) -> FileType:
+    """The ClamAV file type of `data` from its content alone."""
+    head = bytes(data[:TYPING_WINDOW])
+    for offset, magic, ftype in _MAGIC:
+        if head.startswith(magic, offset):
+            return _refine(head, ftype, data)
+    if _LHA.match(head):
+        return FileType.LHA_LZH
+    if len(data) > 0x8006 and bytes(data[0x8001:0x8006]) == b"CD001":
+        return FileType.ISO9660
+    if head.startswith(_MAIL_STARTS):
+        return FileType.MAIL
+    return _text_or_binary(head)
+
+
+def _refine(head: bytes, ftype: FileType, data) -> FileType:
+    if ftype is FileType.MACHO and head.startswith(b"\xca\xfe\xba\xbe"):
+        return FileType.MACHO_UNIBIN
+    if ftype is FileType.LZMA:
+        # A bare LZMA stream has only a weak magic: check the header fields.
+        if len(head) < 13 or head[0] >= 225:
+            return _text_or_binary(head)
+    return ftype
+
+
+def _text_or_binary(head: bytes) -> FileType:
+    """Text, HTML or mail by content; binary data otherwise."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return FileType.TEXT_UTF16LE if head[0] == 0xFF else FileType.TEXT_UTF16BE
+    if _MAIL_HEADERS.search(head[:3072]):
+        return FileType.MAIL
+    if _HTML_TAGS.search(head):
+        return FileType.HTML
+    if not head:
+        return FileType.BINARY_DATA
+    if _looks_like_text(head):
+        try:
+            head.decode("ascii")
+            return FileType.TEXT_ASCII
+        except UnicodeDecodeError:
+            return FileType.TEXT_UTF8
+    return FileType.BINARY_DATA
+
+
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r\f\b\x1b"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    stripped = head.translate(None, _TEXT_BYTES)
+    if not stripped:
+        return True
+    try:
+        # Allow a multi-byte UTF-8 sequence cut at the end of the window.
+        head.decode("utf-8") if len(head) < TYPING_WINDOW else head[:-4].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not any(b < 0x20 for b in stripped)

@@ -1,0 +1,59 @@
+"""The contract between body-signature parsing, the matchers and their users.
+
+A `BodyPattern` is one hex signature with its offset and target: an .ndb
+signature, or one subsignature of an .ldb signature (with its modifiers).
+`BodyMatcher` (in `clammail.engine.match`) is built once from every pattern
+of a database and, for one buffer, returns where each pattern matched.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class OffsetKind(enum.Enum):
+    ANY = "*"  # anywhere
+    ABSOLUTE = "n"  # n
+    EOF_MINUS = "EOF-n"  # file size - n
+    EP_PLUS = "EP+n"  # entry point + n (PE, ELF, Mach-O)
+    EP_MINUS = "EP-n"
+    SECTION = "Sx+n"  # start of section x + n
+    LAST_SECTION = "SL+n"  # start of the last section + n
+    SECTION_ENTIRE = "SEx"  # anywhere within section x
+    VERSION_INFO = "VI"  # at the start of a PE version-information string
+
+
+@dataclass(frozen=True)
+class Offset:
+    """Where a match may start. `max_shift` makes it floating: start in [o, o + max_shift]."""
+
+    kind: OffsetKind = OffsetKind.ANY
+    value: int = 0
+    section: int = 0
+    max_shift: int | None = None
+
+
+ANY_OFFSET = Offset()
+
+
+@dataclass(frozen=True)
+class BodyPattern:
+    """One hex signature to match, with where and in what it may match."""
+
+    hexsig: str  # the signature text as written: hex, ??, *, {n-m}, (a|b), !(..), [n-m], (B) ...
+    offset: Offset = ANY_OFFSET
+    target: int = 0  # 0 = any; else only objects (or normalized views) of that target type
+    # .ldb subsignature modifiers (::i ::w ::a ::f); .ndb patterns use the defaults.
+    nocase: bool = False
+    wide: bool = False
+    ascii: bool = True  # with wide: match the ASCII form too (::wa)
+    fullword: bool = False
+    # How many matches the user needs to see (an .ldb count such as 0>2 needs 3).
+    max_matches: int = 1
+
+
+@dataclass(frozen=True)
+class PatternMatch:
+    start: int  # offset of the first byte of the match
+    end: int  # offset one past the last byte

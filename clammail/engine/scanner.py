@@ -1,0 +1,306 @@
+"""The engine: scan one object, and recursively everything inside it.
+
+`Engine` holds the compiled database and the scan options; it is built once
+(before worker processes fork) and then only read. Each scan creates a
+`ScanJob`, which carries the per-scan state clamd keeps in its scan context:
+the detections so far, the bytes and files counted against the limits, the
+deadline, and the container path used by logical signatures.
+
+Order of work for one object, as in libclamav: type it, look it up in the
+clean cache, match body and logical signatures on its bytes (and on its
+normalized views), then its hashes, then its executable structure, then open
+it and scan what is inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mmap
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clammail.config.options import ENGINE_DEFAULTS
+from clammail.engine.cache import CleanCache
+from clammail.engine.filetypes import RAW_TARGET, FileType, detect
+from clammail.engine.objectinfo import ObjectInfo
+from clammail.signatures.database import Database
+from clammail.unpack import unpacker_for
+from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Engine options by their clamd.conf names, plus the per-scan ALLMATCH switch."""
+
+    values: dict = field(default_factory=lambda: dict(ENGINE_DEFAULTS))
+
+    def __getitem__(self, name: str):
+        return self.values[name]
+
+    @classmethod
+    def from_mapping(cls, overrides: dict) -> ScanOptions:
+        unknown = set(overrides) - set(ENGINE_DEFAULTS)
+        if unknown:
+            raise KeyError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
+        return cls({**ENGINE_DEFAULTS, **overrides})
+
+
+@dataclass
+class ScanResult:
+    detections: list[str] = field(default_factory=list)
+    error: str | None = None  # clamd's error text when the object could not be scanned
+    scanned_bytes: int = 0
+
+    @property
+    def infected(self) -> bool:
+        return bool(self.detections)
+
+
+class _StopScan(Exception):
+    """A detection ends the scan (no ALLMATCH)."""
+
+
+class Engine:
+    def __init__(self, database: Database, options: ScanOptions | None = None,
+                 matcher_backend: str | None = None):
+        from clammail.engine.sigmatch import SignatureMatcher
+
+        self.database = database
+        self.options = options or ScanOptions()
+        self.matcher = SignatureMatcher(database, backend=matcher_backend)
+        self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
+        self._ignored = database.ignored_names
+
+    # -- entry points -----------------------------------------------------
+
+    def scan_bytes(self, data: bytes | memoryview, name: str | None = None,
+                   allmatch: bool = False) -> ScanResult:
+        job = ScanJob(self, allmatch)
+        return job.run(data, name)
+
+    def scan_file(self, path: str, allmatch: bool = False) -> ScanResult:
+        """Scan a file by path. Errors opening it come back as `ScanResult.error`."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+        except OSError as exc:
+            return ScanResult(error=_oserror_text(exc))
+        try:
+            return self.scan_fd(fd, name=path, allmatch=allmatch)
+        finally:
+            os.close(fd)
+
+    def scan_fd(self, fd: int, name: str | None = None, allmatch: bool = False) -> ScanResult:
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                data: bytes | mmap.mmap = b""
+            else:
+                data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            # Not mappable (a pipe, a special file): read it.
+            try:
+                data = _read_all(fd)
+            except OSError:
+                return ScanResult(error=_oserror_text(exc))
+        try:
+            return self.scan_bytes(data, name, allmatch)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _oserror_text(exc: OSError) -> str:
+    return f"{exc.strerror or exc}"
+
+
+class ScanJob:
+    """One top-level scan: the state clamd keeps in its scan context."""
+
+    def __init__(self, engine: Engine, allmatch: bool):
+        self.engine = engine
+        self.options = engine.options
+        self.allmatch = allmatch
+        self.detections: list[str] = []
+        self.heuristics: list[str] = []  # potentially unwanted: reported if nothing else is
+        self.scanned_bytes = 0
+        self.files = 0
+        self.deadline = (
+            time.monotonic() + self.options["MaxScanTime"] / 1000.0
+            if self.options["MaxScanTime"]
+            else None
+        )
+        # The objects from the top level down to the one being scanned: their
+        # hashes decide the allow list (.fp), their types feed Container:.
+        self._stack: list[ObjectInfo] = []
+
+    # -- the UnpackContext interface --------------------------------------
+
+    def alert(self, name: str) -> None:
+        """A heuristic verdict: final at once with HeuristicScanPrecedence, else held back."""
+        if not self.options["HeuristicAlerts"]:
+            return
+        if self.options["HeuristicScanPrecedence"] or self.allmatch:
+            self.report(name)
+        elif name not in self.heuristics:
+            self.heuristics.append(name)
+
+    def check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ScanTimeout()
+
+    def max_object_size(self) -> int:
+        limits = [v for v in (self.options["MaxFileSize"],) if v]
+        if self.options["MaxScanSize"]:
+            limits.append(max(0, self.options["MaxScanSize"] - self.scanned_bytes))
+        return min(limits) if limits else 1 << 62
+
+    def option(self, name: str):
+        return self.options[name]
+
+    def debug(self, message: str) -> None:
+        log.debug("%s", message)
+
+    # -- reporting --------------------------------------------------------
+
+    def report(self, name: str) -> None:
+        """A signature matched the current object."""
+        if name in self.engine._ignored:
+            return
+        if self._allowed():
+            return
+        self.detections.append(name)
+        if not self.allmatch:
+            raise _StopScan()
+
+    def _allowed(self) -> bool:
+        allow = self.engine.database.allow_hashes
+        if not len(allow):
+            return False
+        for info in self._stack:
+            for algo in allow.algorithms():
+                digest = _digest(info, algo)
+                if allow.lookup(digest, info.size):
+                    return True
+        return False
+
+    # -- the recursion ----------------------------------------------------
+
+    def run(self, data: bytes | memoryview, name: str | None) -> ScanResult:
+        error = None
+        try:
+            self.scan_object(data, name=name)
+        except _StopScan:
+            pass
+        except ScanTimeout:
+            self._exceeded("MaxScanTime")
+        except _StopScanWithError as exc:
+            error = str(exc)
+        if not self.detections and self.heuristics:
+            self.detections.append(self.heuristics[0])
+        elif self.allmatch:
+            self.detections.extend(h for h in self.heuristics if h not in self.detections)
+        return ScanResult(self.detections, error, self.scanned_bytes)
+
+    def _exceeded(self, limit: str) -> None:
+        if self.options["AlertExceedsMax"]:
+            try:
+                self.alert(f"Heuristics.Limits.Exceeded.{limit}")
+            except _StopScan:
+                pass
+
+    def scan_object(self, data: bytes | memoryview, name: str | None = None,
+                    ftype: FileType | None = None) -> None:
+        depth = len(self._stack)
+        if depth > self.options["MaxRecursion"]:
+            self._exceeded("MaxRecursion")
+            return
+        size = len(data)
+        if self.options["MaxFileSize"] and size > self.options["MaxFileSize"]:
+            self._exceeded("MaxFileSize")
+            return
+        if self.options["MaxScanSize"] and self.scanned_bytes + size > self.options["MaxScanSize"]:
+            self._exceeded("MaxScanSize")
+            return
+        self.check()
+        self.scanned_bytes += size
+        info = ObjectInfo(data, ftype or detect(data), tuple(i.ftype for i in self._stack), name)
+        cache = self.engine.cache
+        md5 = _digest(info, "md5")
+        if cache is not None and cache.is_clean(md5, size):
+            return
+        found_before = len(self.detections) + len(self.heuristics)
+        self._stack.append(info)
+        try:
+            self._scan_info(info)
+        finally:
+            self._stack.pop()
+        if cache is not None and len(self.detections) + len(self.heuristics) == found_before:
+            cache.add_clean(md5, size)
+
+    def _scan_info(self, info: ObjectInfo) -> None:
+        engine = self.engine
+        target = RAW_TARGET.get(info.ftype, 0)
+        engine.matcher.match_buffer(info.data, target, info, self.report)
+        self._match_hashes(info)
+        if info.ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
+            engine.matcher.match_executable(info, self.report, self.options)
+        unpack = unpacker_for(info.ftype)
+        if unpack is None:
+            return
+        function, switch = unpack
+        if not self.options[switch]:
+            return
+        try:
+            for child in function(info.data, self):
+                self.check()
+                self._scan_child(child, info)
+        except LimitExceeded as exc:
+            self._exceeded(exc.limit)
+
+    def _scan_child(self, child: Extracted, parent: ObjectInfo) -> None:
+        if child.view_target is not None:
+            # A normalized view of the parent: matched, not typed or opened.
+            view = ObjectInfo(child.data, parent.ftype, parent.parents, parent.name)
+            self.engine.matcher.match_buffer(child.data, child.view_target, view, self.report)
+            return
+        self.files += 1
+        if self.options["MaxFiles"] and self.files > self.options["MaxFiles"]:
+            raise LimitExceeded("MaxFiles")
+        self.scan_object(child.data, child.name, child.ftype)
+
+    def _match_hashes(self, info: ObjectInfo) -> None:
+        index = self.engine.database.file_hashes
+        for algo in _ALGO_ORDER:
+            if algo in index.algorithms():
+                for sig in index.lookup(_digest(info, algo), info.size):
+                    self.report(sig)
+
+
+_ALGO_ORDER = ("md5", "sha1", "sha256")
+
+
+class _StopScanWithError(Exception):
+    pass
+
+
+def _digest(info: ObjectInfo, algo: str) -> bytes:
+    """A hash of the object, computed once per object."""
+    digests = info.extra.setdefault("digests", {})
+    if algo not in digests:
+        digests[algo] = hashlib.new(algo, info.data).digest()
+    return digests[algo]
+
+
+ReportFn = Callable[[str], None]

@@ -1,0 +1,75 @@
+"""All signature matching on one buffer, in the order clamd reports it.
+
+Body (.ndb) and logical (.ldb, .yar) signatures share one `BodyMatcher` over
+all their hex patterns; this module turns its hits into reported names:
+body signatures in the order their matches start, then logical signatures.
+Executable structure (PE section hashes, import hashes) is matched in
+`match_executable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clammail.engine.objectinfo import ObjectInfo
+from clammail.signatures.database import Database
+
+Report = Callable[[str], None]
+
+
+class SignatureMatcher:
+    def __init__(self, database: Database, backend: str | None = None):
+        from clammail.engine.match import BodyMatcher
+
+        self.database = database
+        self._body_sigs = list(database.body_signatures)
+        patterns = [sig.pattern for sig in self._body_sigs]
+        self._logical = None
+        if database.logical_signatures or database.yara_rules:
+            from clammail.engine.logical import LogicalMatcher
+
+            self._logical = LogicalMatcher(
+                database.logical_signatures, database.yara_rules, first_pattern=len(patterns)
+            )
+            patterns.extend(self._logical.patterns)
+        self.body = BodyMatcher(patterns, backend=backend)
+
+    @property
+    def backend_name(self) -> str:
+        return self.body.backend_name
+
+    def match_buffer(self, data, target: int, info: ObjectInfo, report: Report) -> None:
+        """Report every body and logical signature that matches `data` seen as `target`."""
+        if not self.body.pattern_count:
+            return
+        hits = self.body.scan(data, target, info)
+        if not hits:
+            if self._logical is not None:
+                self._logical.evaluate({}, data, target, info, report)
+            return
+        count = len(self._body_sigs)
+        direct = sorted(
+            (matches[0].start, index) for index, matches in hits.items() if index < count
+        )
+        for _, index in direct:
+            report(self._body_sigs[index].name)
+        if self._logical is not None:
+            self._logical.evaluate(hits, data, target, info, report)
+
+    def match_executable(self, info: ObjectInfo, report: Report, options) -> None:
+        """PE section hashes (.mdb/.msb) and import-table hashes (.imp)."""
+        db = self.database
+        if not (len(db.section_hashes) or len(db.import_hashes)):
+            return
+        exe = info.executable
+        if exe is None:
+            return
+        from clammail.formats.executable import import_hash_candidates, section_hash_candidates
+
+        for index, candidates in ((db.section_hashes, section_hash_candidates),
+                                  (db.import_hashes, import_hash_candidates)):
+            if not len(index):
+                continue
+            for digest, size in candidates(exe, info.data, index.algorithms()):
+                for name in index.lookup(digest, size):
+                    report(name)

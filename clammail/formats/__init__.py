@@ -1,0 +1,1 @@
+"""Parsers of file formats the engine needs to understand (executables, ...)."""

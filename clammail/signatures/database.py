@@ -1,0 +1,65 @@
+"""A loaded signature database: everything the engine matches, immutable once built.
+
+`Database` is the product of loading (see `clammail.signatures.loader`); the
+engine compiles its matchers from it. Nothing here parses files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class HashIndex(Protocol):
+    """Hash signatures of one kind: (digest, size) -> signature names."""
+
+    def lookup(self, digest: bytes, size: int) -> list[str]:
+        """Names of the signatures for this digest with this size or with size `*`."""
+
+    def algorithms(self) -> frozenset[str]:
+        """Which digests ("md5", "sha1", "sha256") the index holds, to compute only those."""
+
+    def __len__(self) -> int: ...
+
+
+class EmptyHashIndex:
+    def lookup(self, digest: bytes, size: int) -> list[str]:
+        return []
+
+    def algorithms(self) -> frozenset[str]:
+        return frozenset()
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass
+class DatabaseInfo:
+    """What clamd reports about its database (VERSION, STATS, log lines)."""
+
+    version: int | None = None  # of daily (else main) .cvd/.cld, for VERSION
+    build_time: str | None = None  # its header's build time, e.g. "Tue Nov 25 09:23:45 2026"
+    signatures: int = 0  # "Known viruses"
+    files: list[str] = field(default_factory=list)  # loaded database files, in load order
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not loaded
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Database:
+    # Whole-object hashes: .hdb .hsb (.hdu .hsu with DetectPUA) and the hash
+    # forms inside .cvd/.cld.
+    file_hashes: HashIndex = field(default_factory=EmptyHashIndex)
+    # PE section hashes (.mdb .msb) and import-table hashes (.imp).
+    section_hashes: HashIndex = field(default_factory=EmptyHashIndex)
+    import_hashes: HashIndex = field(default_factory=EmptyHashIndex)
+    # Allow lists (.fp .sfp): an object with such a hash is never reported.
+    allow_hashes: HashIndex = field(default_factory=EmptyHashIndex)
+    # Names of signatures to ignore (.ign .ign2).
+    ignored_names: frozenset[str] = frozenset()
+    # Body signatures (.ndb): `clammail.signatures.bodysig.BodySignature`.
+    body_signatures: list = field(default_factory=list)
+    # Logical signatures (.ldb) and YARA rules (.yar): `clammail.signatures.logical`.
+    logical_signatures: list = field(default_factory=list)
+    yara_rules: list = field(default_factory=list)
+    info: DatabaseInfo = field(default_factory=DatabaseInfo)

@@ -1,0 +1,59 @@
+"""Which unpacker opens which file type, and which clamd.conf switch turns it off.
+
+Unpackers are imported on first use: a family whose module is missing or
+whose library is not installed simply is not opened (its objects are still
+matched as they are), and the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from clammail.engine.filetypes import FileType as T
+from clammail.unpack.base import Unpacker
+
+log = logging.getLogger(__name__)
+
+# file type -> (module, function, the clamd.conf option that enables it)
+_REGISTRY: dict[T, tuple[str, str, str]] = {
+    T.MAIL: ("clammail.unpack.mail", "unpack_mail", "ScanMail"),
+    T.MHTML: ("clammail.unpack.mail", "unpack_mail", "ScanMail"),
+    T.UUENCODED: ("clammail.unpack.mail", "unpack_uuencoded", "ScanMail"),
+    T.BINHEX: ("clammail.unpack.mail", "unpack_binhex", "ScanMail"),
+    T.TNEF: ("clammail.unpack.tnef", "unpack_tnef", "ScanMail"),
+    **{
+        t: ("clammail.unpack.archive", "unpack_archive", "ScanArchive")
+        for t in (
+            T.ZIP, T.RAR, T.SEVENZIP, T.GZ, T.BZ, T.XZ, T.LZMA, T.ZSTD, T.POSIX_TAR,
+            T.OLD_TAR, T.CPIO_OLD, T.CPIO_ODC, T.CPIO_NEWC, T.CPIO_CRC, T.MSCAB,
+            T.ISO9660, T.LHA_LZH, T.AR, T.XAR, T.ARJ, T.MSCHM, T.MSSZDD,
+        )
+    },
+    T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.MSOLE2: ("clammail.unpack.ole2", "unpack_ole2", "ScanOLE2"),
+    T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
+    T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
+    T.RTF: ("clammail.unpack.rtf", "unpack_rtf", "ScanOLE2"),
+}
+
+_loaded: dict[tuple[str, str], Unpacker | None] = {}
+
+
+def unpacker_for(ftype: T) -> tuple[Unpacker, str] | None:
+    """The unpacker for a type and the option that switches it, or None."""
+    entry = _REGISTRY.get(ftype)
+    if entry is None:
+        return None
+    module, function, switch = entry
+    key = (module, function)
+    if key not in _loaded:
+        try:
+            _loaded[key] = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as exc:
+            log.warning("no unpacker for %s: %s", ftype.value, exc)
+            _loaded[key] = None
+    fn = _loaded[key]
+    return (fn, switch) if fn is not None else None
