@@ -2,7 +2,8 @@
 
 Body (.ndb) and logical (.ldb, .yar) signatures share one `BodyMatcher` over
 all their hex patterns; this module turns its hits into reported names:
-body signatures in the order their matches start, then logical signatures.
+body signatures in the order clamd reports them (`BodyMatcher.report_order`),
+then logical signatures.
 Executable structure (PE section hashes, import hashes) is matched in
 `match_executable`.
 """
@@ -48,10 +49,8 @@ class SignatureMatcher:
                 self._logical.evaluate({}, data, target, info, report)
             return
         count = len(self._body_sigs)
-        direct = sorted(
-            (matches[0].start, index) for index, matches in hits.items() if index < count
-        )
-        for _, index in direct:
+        direct = self.body.report_order(hits, [index for index in hits if index < count])
+        for index in direct:
             report(self._body_sigs[index].name)
         if self._logical is not None:
             self._logical.evaluate(hits, data, target, info, report)

@@ -38,7 +38,21 @@ def load_database(paths: list[str], options: LoadOptions | None = None) -> Datab
             files += sorted(os.path.join(path, f) for f in os.listdir(path))
         else:
             files.append(path)
+    options = options or LoadOptions()
+    body = []
     for path in files:
+        if path.endswith((".ndb", ".ndu")):
+            # Placeholder dispatch until the full loader lands (.ndu needs DetectPUA).
+            if path.endswith(".ndu") and not options.detect_pua:
+                continue
+            from clammail.signatures.bodysig import load_ndb
+
+            with open(path, encoding="latin-1", newline="") as fh:
+                loaded = load_ndb(fh.read(), path, False, options)
+            body.extend(loaded)
+            info.signatures += len(loaded)
+            info.files.append(path)
+            continue
         if not path.endswith((".hdb", ".hsb")):
             continue
         with open(path, encoding="latin-1") as fh:
@@ -54,4 +68,4 @@ def load_database(paths: list[str], options: LoadOptions | None = None) -> Datab
                 index.add(digest, size, display_name(fields[2], False))
                 info.signatures += 1
         info.files.append(path)
-    return Database(file_hashes=index, info=info)
+    return Database(file_hashes=index, body_signatures=body, info=info)

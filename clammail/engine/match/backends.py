@@ -1,0 +1,146 @@
+"""The multi-literal search: where each anchor literal occurs in a buffer.
+
+Two interchangeable backends with one method, `occurrences`: pyahocorasick
+(always installed) and hyperscan (the fast path, used when importable). Both
+return the same answer: for each literal that occurs, its start positions in
+increasing order, at most `LITERAL_CAP + 1` of them (one more than the cap
+tells the caller the literal is dense and needs another strategy).
+Case-insensitive literals (.ldb `::i`) are given lower-case and searched in
+the lower-cased buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+# A literal with more occurrences than this in one buffer is "dense": its
+# parts are then searched by regular expression instead of one candidate at a
+# time, which bounds the time spent on hostile data (one byte repeated).
+LITERAL_CAP = 20_000
+
+Occurrences = dict[int, list[int]]
+
+
+def available_backends() -> list[str]:
+    names = []
+    try:
+        import hyperscan  # noqa: F401
+
+        names.append("hyperscan")
+    except ImportError:
+        pass
+    names.append("ahocorasick")
+    return names
+
+
+def make_backend(name: str | None, literals: Sequence[tuple[bytes, bool]]):
+    """A backend over `literals` ((bytes, nocase) by literal id); None picks the fastest."""
+    if name in (None, "auto"):
+        name = available_backends()[0]
+    if name == "hyperscan":
+        return HyperscanBackend(literals)
+    if name in ("ahocorasick", "pyahocorasick"):
+        return AhoCorasickBackend(literals)
+    raise ValueError(f"unknown matcher backend {name!r}")
+
+
+class AhoCorasickBackend:
+    """pyahocorasick automata over str keys (bytes decoded as latin-1, one char per byte)."""
+
+    name = "ahocorasick"
+
+    def __init__(self, literals: Sequence[tuple[bytes, bool]]):
+        import ahocorasick
+
+        self._lengths = [len(lit) for lit, _ in literals]
+        self._exact = ahocorasick.Automaton()
+        self._nocase = ahocorasick.Automaton()
+        for ident, (literal, nocase) in enumerate(literals):
+            (self._nocase if nocase else self._exact).add_word(literal.decode("latin-1"), ident)
+        self._has_exact = len(self._exact) > 0
+        self._has_nocase = len(self._nocase) > 0
+        if self._has_exact:
+            self._exact.make_automaton()
+        if self._has_nocase:
+            self._nocase.make_automaton()
+
+    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:
+        found: Occurrences = {}
+        if self._has_exact:
+            self._collect(self._exact, buf, found)
+        if self._has_nocase:
+            self._collect(self._nocase, lowered(), found)
+        return found
+
+    def _collect(self, automaton, buf: bytes, found: Occurrences) -> None:
+        lengths = self._lengths
+        cap = LITERAL_CAP
+        for end, ident in automaton.iter(buf.decode("latin-1")):
+            starts = found.get(ident)
+            if starts is None:
+                found[ident] = [end - lengths[ident] + 1]
+            elif len(starts) <= cap:
+                starts.append(end - lengths[ident] + 1)
+
+
+class HyperscanBackend:
+    """One hyperscan database reporting each literal once; `bytes.find` lists the rest."""
+
+    name = "hyperscan"
+
+    def __init__(self, literals: Sequence[tuple[bytes, bool]]):
+        import hyperscan
+
+        self._literals = [lit for lit, _ in literals]
+        self._nocase = [nocase for _, nocase in literals]
+        self._database = None
+        if literals:
+            # Every byte escaped: a NUL would otherwise end the expression.
+            expressions = [b"".join(b"\\x%02x" % c for c in lit) for lit in self._literals]
+            flags = [hyperscan.HS_FLAG_SINGLEMATCH
+                     | (hyperscan.HS_FLAG_CASELESS if nocase else 0)
+                     for nocase in self._nocase]
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            database.compile(expressions=expressions, ids=list(range(len(expressions))),
+                             elements=len(expressions), flags=flags)
+            self._database = database
+
+    def __getstate__(self):
+        import hyperscan
+
+        state = dict(self.__dict__)
+        if self._database is not None:
+            state["_database"] = hyperscan.dumpb(self._database)
+        return state
+
+    def __setstate__(self, state):
+        import hyperscan
+
+        if state["_database"] is not None:
+            state["_database"] = hyperscan.loadb(state["_database"], hyperscan.HS_MODE_BLOCK)
+        self.__dict__.update(state)
+
+    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:
+        if self._database is None or not buf:
+            return {}
+        first: dict[int, int] = {}
+
+        def on_match(ident, start, end, flags, context):
+            first[ident] = end
+
+        self._database.scan(buf, match_event_handler=on_match)
+        found: Occurrences = {}
+        cap = LITERAL_CAP
+        for ident, end in first.items():
+            literal = self._literals[ident]
+            haystack = lowered() if self._nocase[ident] else buf
+            position = end - len(literal)
+            starts = [position]
+            find = haystack.find
+            while len(starts) <= cap:
+                position = find(literal, position + 1)
+                if position < 0:
+                    break
+                starts.append(position)
+            found[ident] = starts
+        return found
