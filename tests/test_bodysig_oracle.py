@@ -364,7 +364,80 @@ def family_offsets(rng):
     return sigs, files
 
 
+def family_order(rng):
+    """Several signatures in one file: which one clamd reports first, and in what order."""
+    makers = [
+        lambda: [lit(rng, rng.randint(3, 6))],  # Boyer-Moore
+        lambda: [lit(rng, 3), Wild("??", 0, 0), lit(rng, 2)],
+        lambda: [Wild("??", 0, 0), lit(rng, 4)],
+        lambda: [lit(rng, 2), random_gap(rng, 5), lit(rng, 3)],
+        lambda: [lit(rng, 3), random_gap(rng, 0), lit(rng, 3)],
+        lambda: [lit(rng, 2), Alt("(aa|bb)", (b"\xaa", b"\xbb")), lit(rng, 3)],
+    ]
+    sigs, instances = [], []
+    for k in range(24):
+        pieces = makers[k % len(makers)]()
+        sigs.append(f"Ord{k}:0:*:{render(pieces)}")
+        instances.append(pieces)
+    # the same bytes under two kinds of signature
+    shared = lit(rng, 4)
+    sigs += [f"Same1:0:*:{shared.text}", f"Same2:0:*:{shared.text[:6]}??",
+             f"Same3:0:*:{shared.text[:6]}", f"Same4:0:*:??{shared.text[2:]}"]
+    instances.append([shared])
+    files = []
+    for _ in range(40):
+        chosen = [rng.choice(instances) for _ in range(rng.randint(2, 4))]
+        core = b"".join(high(rng, rng.randint(0, 6)) + instance(p, rng) for p in chosen)
+        files.append(binary_file(core, rng))
+    files.append(binary_file(high(rng, 40), rng))
+    return sigs, files
+
+
+def family_quirks(rng):
+    """Lines clamd accepts with surprising meanings; clammail must agree on each."""
+    a, b, c = lit(rng, 3), lit(rng, 3), lit(rng, 2)
+    x, y = high(rng, 1), high(rng, 2)
+    cases = [
+        (f"{a.text}{{5-3}}{b.text}", [a.data + high(rng, 4) + b.data]),
+        (f"{a.text}({x.hex()}||{y.hex()}){b.text}",
+         [a.data + b.data, a.data + x + b.data, a.data + y + b.data, a.data + c.data + b.data]),
+        (f"{a.text}({x.hex()}|){b.text}", [a.data + b.data, a.data + x + b.data]),
+        (f"??[1-2]{a.text}{b.text}", [a.data + b.data, x + a.data + b.data]),
+        (f"a?[1-2]{a.text}{b.text}", [a.data + b.data, x + a.data + b.data]),
+        (f"{a.text}{{ 5}}{b.text}", [a.data + high(rng, 5) + b.data]),
+        (f"{a.text}{{+2}}{b.text}", [a.data + high(rng, 2) + b.data]),
+        (f"{a.text}(B){b.text}", [a.data + b" ", a.data + b" " + b.data, a.data + b"A"]),
+        (f"{a.text}(L){b.text}", [a.data + b"\n", a.data + b"\r\n" + b.data,
+                                  a.data + b"\r\n"]),
+        (f"{a.text}({x.hex()}|{y.hex()}{c.text}){b.text}",
+         [a.data + y + c.data, a.data + y + c.data + b.data, a.data + x + b.data]),
+        (f"0000{a.text}", [b"\x00\x00" + a.data, b"\x00" + a.data]),
+        (f"(W){a.text}(W)", [a.data, b"Z" + a.data + b" ", b" " + a.data + b"z"]),
+        (f"(L)(W){a.text}", [b"\n " + a.data, a.data]),
+        (f"{a.text}(W)(L)", [a.data + b" \n", a.data + b" x"]),
+        (f"{a.text}[0-0]{x.hex()}", [a.data + x, a.data + b"\x81" + x]),
+        (f"{a.text}{{0}}{b.text}", [a.data + high(rng, 9) + b.data, b.data + a.data]),
+        (f"{a.text}{{1--3}}{b.text}", [a.data + high(rng, 2) + b.data,
+                                       a.data + high(rng, 4) + b.data]),
+        (f"{x.hex()}[2]{a.text}", [x + high(rng, 2) + a.data, x + high(rng, 1) + a.data]),
+        (f"!({x.hex()}|{y[:1].hex()}){a.text}", [x + a.data, c.data[:1] + a.data]),
+    ]
+    sigs, files = [], []
+    for k, (sig, datas) in enumerate(cases):
+        sigs.append(f"Quirk{k}:0:*:{sig}")
+        for data in datas:
+            # Never at offset 0: clamscan 1.4.6 reads before the buffer (and may crash)
+            # when a marker or negation that is not the very first token meets offset 0.
+            files += [binary_file(data, rng, before=rng.randint(1, 9)),
+                      binary_file(data, rng, before=rng.randint(1, 9), after=0),
+                      binary_file(data, rng, before=1)]
+    files.append(binary_file(high(rng, 30), rng))
+    return sigs, files
+
+
 FAMILIES = {
+    "order": family_order,
+    "quirks": family_quirks,
     "plain": family_plain,
     "wildcards": family_wildcards,
     "gaps": family_gaps,
