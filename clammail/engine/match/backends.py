@@ -45,42 +45,80 @@ def make_backend(name: str | None, literals: Sequence[tuple[bytes, bool]]):
 
 
 class AhoCorasickBackend:
-    """pyahocorasick automata over str keys (bytes decoded as latin-1, one char per byte)."""
+    """pyahocorasick automata over str keys (bytes decoded as latin-1, one char per byte).
+
+    pyahocorasick reports every occurrence, so a literal that is everywhere
+    (hostile data) would cost a Python step per byte. The buffer is therefore
+    walked in chunks; once literals turn dense, the rest of the buffer is
+    searched with an automaton built without them.
+    """
 
     name = "ahocorasick"
+    CHUNK = 1 << 20
 
     def __init__(self, literals: Sequence[tuple[bytes, bool]]):
+        self._literals = [(lit.decode("latin-1"), nocase) for lit, nocase in literals]
+        self._lengths = [len(lit) for lit, _ in literals]
+        self._longest = max(self._lengths, default=1)
+        self._exact = self._build(False, frozenset())
+        self._nocase = self._build(True, frozenset())
+        self._reduced: dict[tuple[bool, frozenset[int]], object] = {}
+
+    def _build(self, nocase: bool, without: frozenset[int]):
         import ahocorasick
 
-        self._lengths = [len(lit) for lit, _ in literals]
-        self._exact = ahocorasick.Automaton()
-        self._nocase = ahocorasick.Automaton()
-        for ident, (literal, nocase) in enumerate(literals):
-            (self._nocase if nocase else self._exact).add_word(literal.decode("latin-1"), ident)
-        self._has_exact = len(self._exact) > 0
-        self._has_nocase = len(self._nocase) > 0
-        if self._has_exact:
-            self._exact.make_automaton()
-        if self._has_nocase:
-            self._nocase.make_automaton()
+        automaton = ahocorasick.Automaton()
+        for ident, (word, is_nocase) in enumerate(self._literals):
+            if is_nocase == nocase and ident not in without:
+                automaton.add_word(word, ident)
+        if len(automaton) == 0:
+            return None
+        automaton.make_automaton()
+        return automaton
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_reduced"] = {}
+        return state
 
     def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:
         found: Occurrences = {}
-        if self._has_exact:
-            self._collect(self._exact, buf, found)
-        if self._has_nocase:
-            self._collect(self._nocase, lowered(), found)
+        if self._exact is not None:
+            self._collect(False, self._exact, buf, found)
+        if self._nocase is not None:
+            self._collect(True, self._nocase, lowered(), found)
         return found
 
-    def _collect(self, automaton, buf: bytes, found: Occurrences) -> None:
+    def _collect(self, nocase: bool, automaton, buf: bytes, found: Occurrences) -> None:
+        text = buf.decode("latin-1")
         lengths = self._lengths
         cap = LITERAL_CAP
-        for end, ident in automaton.iter(buf.decode("latin-1")):
-            starts = found.get(ident)
-            if starts is None:
-                found[ident] = [end - lengths[ident] + 1]
-            elif len(starts) <= cap:
-                starts.append(end - lengths[ident] + 1)
+        dense: set[int] = set()
+        size = len(text)
+        position = 0
+        while position < size:
+            stop = min(size, position + self.CHUNK)
+            # Start early enough to see literals that end in this chunk.
+            begin = max(0, position - self._longest + 1)
+            for end, ident in automaton.iter(text, begin, stop):
+                if end < position:
+                    continue
+                starts = found.get(ident)
+                if starts is None:
+                    found[ident] = [end - lengths[ident] + 1]
+                elif len(starts) <= cap:
+                    starts.append(end - lengths[ident] + 1)
+                    if len(starts) > cap:
+                        dense.add(ident)
+            position = stop
+            if dense and position < size:
+                key = (nocase, frozenset(dense))
+                reduced = self._reduced.get(key)
+                if reduced is None:
+                    reduced = self._reduced[key] = self._build(nocase, key[1])
+                if reduced is None:
+                    return
+                automaton = reduced
 
 
 class HyperscanBackend:
@@ -117,7 +155,9 @@ class HyperscanBackend:
         import hyperscan
 
         if state["_database"] is not None:
-            state["_database"] = hyperscan.loadb(state["_database"], hyperscan.HS_MODE_BLOCK)
+            database = hyperscan.loadb(state["_database"], hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)
+            state["_database"] = database
         self.__dict__.update(state)
 
     def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:

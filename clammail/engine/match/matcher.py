@@ -29,14 +29,26 @@ from clammail.engine.match.compile import (
     ALT_CHAR,
     ALT_FIXED,
     ALT_GENERIC,
+    B_LEFT,
+    B_LEFT_NEG,
+    B_RIGHT,
+    B_RIGHT_NEG,
     CHAR,
     IGNORE,
     KIND_MASK,
+    L_LEFT,
+    L_LEFT_NEG,
+    L_RIGHT,
+    L_RIGHT_NEG,
     NIBBLE_HIGH,
     NIBBLE_LOW,
     NOCASE,
     SPECIAL,
     STRONG_LITERAL,
+    W_LEFT,
+    W_LEFT_NEG,
+    W_RIGHT,
+    W_RIGHT_NEG,
     Part,
     Plan,
     compile_pattern,
@@ -280,8 +292,11 @@ class BodyMatcher:
 
     def _chain(self, parts, keys, buf, candidates, dense, window, wanted):
         """ClamAV's bookkeeping for multi-part patterns (offmatrix in matcher-ac.c)."""
+        # Sparse parts first: a part without matches settles it before any dense one is searched.
+        order = sorted(range(len(parts)), key=lambda n: (keys[n] in dense, n))
         events = []
-        for number, (part, key) in enumerate(zip(parts, keys, strict=True)):
+        for number in order:
+            part, key = parts[number], keys[number]
             first_window = window if number == 0 else True
             matched = list(self._part_matches(part, key, buf, candidates, dense, first_window))
             if not matched:
@@ -431,14 +446,18 @@ def _in_window(window, start: int, check_vi: bool = True) -> bool:
 def _part_regex(part: Part):
     """A regex whose matches include every anchor of `part` (found.start() - shift = anchor).
 
-    It covers the run of fixed-width elements around the anchor; verification
-    decides the rest, so the regex only has to be necessary, not sufficient.
+    It covers the run of fixed-width elements around the anchor and, when
+    that run is the whole part, the (B)/(L)/(W) markers at its ends and the
+    byte anchored after it; verification decides the rest, so the regex only
+    has to be necessary, not sufficient.
     """
     pieces: list[bytes] = []
     special = part.prefix_specials
+    whole_body = True
     for element in part.body:
         piece, width = _element_regex(element, part, special)
         if piece is None:
+            whole_body = False
             break
         if element & KIND_MASK == SPECIAL:
             special += 1
@@ -446,18 +465,67 @@ def _part_regex(part: Part):
     left: list[bytes] = []
     special = part.prefix_specials - 1
     shift = 0
+    whole_prefix = True
     for element in reversed(part.prefix):
         piece, width = _element_regex(element, part, special)
         if piece is None:
+            whole_prefix = False
             break
         if element & KIND_MASK == SPECIAL:
             special -= 1
         left.append(piece)
         shift += width
+    if whole_prefix:
+        left.append(_left_marks(part))
+    if whole_body:
+        pieces.append(_right_marks(part))
+        if part.right is not None and not part.right[0] & IGNORE:
+            element, lo, hi = part.right
+            target, _ = _element_regex(element, part, 0)
+            if target is not None:
+                pieces.append(b"(?=.{%d,%d}%s)" % (lo, hi, target))
     source = b"".join(left[::-1] + pieces)
     if not source:
         return None
-    return re.compile(b"(?=" + source + b")", re.DOTALL), -shift
+    # Not wrapped in a lookahead, so re can use a literal prefix to skip ahead;
+    # the caller restarts one byte after each match start to see overlaps.
+    return re.compile(source, re.DOTALL), -shift
+
+
+_AT_START = rb"(?<![\s\S])"
+_AT_END = rb"(?![\s\S])"
+_LEFT_BOUNDARY = rb"[ \-./<@_]"  # clamd's boundary table, kinds 1 and 3
+_RIGHT_BOUNDARY = rb"[\n\r \"'\-/=>_]"  # kinds 2 and 3
+_NOT_ALNUM = rb"[^0-9A-Za-z]"
+
+
+def _left_marks(part: Part) -> bytes:
+    flags = part.boundary
+    out = []
+    for flag, negative, cls in ((B_LEFT, B_LEFT_NEG, _LEFT_BOUNDARY), (L_LEFT, L_LEFT_NEG, rb"\n"),
+                                (W_LEFT, W_LEFT_NEG, _NOT_ALNUM)):
+        if not flags & flag or (flag == W_LEFT and part.wide):
+            continue
+        if flags & negative:
+            out.append(rb"(?<=[\s\S])(?<!" + cls + b")")
+        else:
+            out.append(b"(?:" + _AT_START + b"|(?<=" + cls + b"))")
+    return b"".join(out)
+
+
+def _right_marks(part: Part) -> bytes:
+    flags = part.boundary
+    out = []
+    for flag, negative, cls in ((B_RIGHT, B_RIGHT_NEG, _RIGHT_BOUNDARY),
+                                (L_RIGHT, L_RIGHT_NEG, rb"(?:\n|\r\n)"),
+                                (W_RIGHT, W_RIGHT_NEG, _NOT_ALNUM)):
+        if not flags & flag or (flag == W_RIGHT and part.wide):
+            continue
+        if flags & negative:
+            out.append(rb"(?=[\s\S])(?!" + cls + b")")
+        else:
+            out.append(b"(?:" + _AT_END + b"|(?=" + cls + b"))")
+    return b"".join(out)
 
 
 def _element_regex(element: int, part: Part, special: int) -> tuple[bytes | None, int]:
