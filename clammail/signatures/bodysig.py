@@ -23,7 +23,7 @@ _TARGET_COUNT = 15  # CLI_MTARGETS: target numbers 15 and up are skipped, not re
 LINE_BUFFER = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BodySignature:
     name: str  # as clamd reports it (".UNOFFICIAL" appended outside signed databases)
     pattern: BodyPattern

@@ -25,7 +25,7 @@ class OffsetKind(enum.Enum):
     MACRO = "$n$"  # a macro group of a logical signature (value = group); never matches alone
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offset:
     """Where a match may start. `max_shift` makes it floating: start in [o, o + max_shift]."""
 
@@ -38,7 +38,7 @@ class Offset:
 ANY_OFFSET = Offset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BodyPattern:
     """One hex signature to match, with where and in what it may match."""
 
@@ -58,7 +58,7 @@ class BodyPattern:
     anchors: tuple | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PatternMatch:
     start: int  # offset of the first byte of the match
     end: int  # offset one past the last byte

@@ -33,15 +33,31 @@ def available_backends() -> list[str]:
     return names
 
 
-def make_backend(name: str | None, literals: Sequence[tuple[bytes, bool]]):
-    """A backend over `literals` ((bytes, nocase) by literal id); None picks the fastest."""
+def backend_name(name: str | None) -> str:
+    """The backend `name` stands for (None and "auto": the fastest installed one)."""
     if name in (None, "auto"):
-        name = available_backends()[0]
+        return available_backends()[0]
+    if name == "pyahocorasick":
+        return "ahocorasick"
+    if name not in ("hyperscan", "ahocorasick"):
+        raise ValueError(f"unknown matcher backend {name!r}")
+    return name
+
+
+def make_backend(name: str | None, literals: Sequence[tuple[bytes, bool]],
+                 windows: Sequence[bytes] = ()):
+    """A backend over `literals` ((bytes, nocase) by literal id).
+
+    `windows` are hyperscan regular expressions (ids after the literals) whose
+    presence is reported: the short-anchored parts, which hyperscan can look
+    for as a whole fixed window instead of a two-byte literal.
+    """
+    name = backend_name(name)
     if name == "hyperscan":
-        return HyperscanBackend(literals)
-    if name in ("ahocorasick", "pyahocorasick"):
-        return AhoCorasickBackend(literals)
-    raise ValueError(f"unknown matcher backend {name!r}")
+        return HyperscanBackend(literals, windows)
+    if windows:
+        raise ValueError("only hyperscan searches for windows")
+    return AhoCorasickBackend(literals)
 
 
 class AhoCorasickBackend:
@@ -81,13 +97,14 @@ class AhoCorasickBackend:
         state["_reduced"] = {}
         return state
 
-    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:
+    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> tuple[Occurrences, set]:
+        """(literal id -> starts, ids of windows present); this backend has no windows."""
         found: Occurrences = {}
         if self._exact is not None:
             self._collect(False, self._exact, buf, found)
         if self._nocase is not None:
             self._collect(True, self._nocase, lowered(), found)
-        return found
+        return found, set()
 
     def _collect(self, nocase: bool, automaton, buf: bytes, found: Occurrences) -> None:
         text = buf.decode("latin-1")
@@ -126,18 +143,20 @@ class HyperscanBackend:
 
     name = "hyperscan"
 
-    def __init__(self, literals: Sequence[tuple[bytes, bool]]):
+    def __init__(self, literals: Sequence[tuple[bytes, bool]], windows: Sequence[bytes] = ()):
         import hyperscan
 
         self._literals = [lit for lit, _ in literals]
         self._nocase = [nocase for _, nocase in literals]
         self._database = None
-        if literals:
+        if literals or windows:
             # Every byte escaped: a NUL would otherwise end the expression.
             expressions = [b"".join(b"\\x%02x" % c for c in lit) for lit in self._literals]
             flags = [hyperscan.HS_FLAG_SINGLEMATCH
                      | (hyperscan.HS_FLAG_CASELESS if nocase else 0)
                      for nocase in self._nocase]
+            expressions += list(windows)
+            flags += [hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(windows)
             database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             database.compile(expressions=expressions, ids=list(range(len(expressions))),
                              elements=len(expressions), flags=flags)
@@ -160,9 +179,10 @@ class HyperscanBackend:
             state["_database"] = database
         self.__dict__.update(state)
 
-    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> Occurrences:
+    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> tuple[Occurrences, set]:
+        """(literal id -> starts, ids of windows present)."""
         if self._database is None or not buf:
-            return {}
+            return {}, set()
         first: dict[int, int] = {}
 
         def on_match(ident, start, end, flags, context):
@@ -170,8 +190,13 @@ class HyperscanBackend:
 
         self._database.scan(buf, match_event_handler=on_match)
         found: Occurrences = {}
+        windows = set()
         cap = LITERAL_CAP
+        count = len(self._literals)
         for ident, end in first.items():
+            if ident >= count:
+                windows.add(ident - count)
+                continue
             literal = self._literals[ident]
             haystack = lowered() if self._nocase[ident] else buf
             position = end - len(literal)
@@ -183,4 +208,4 @@ class HyperscanBackend:
                     break
                 starts.append(position)
             found[ident] = starts
-        return found
+        return found, windows

@@ -17,10 +17,11 @@ with a clamd-like reason for everything clamd refuses to load.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from clammail.engine.match.api import BodyPattern, Offset, OffsetKind
+from clammail.engine.match.api import ANY_OFFSET, BodyPattern, Offset, OffsetKind
 from clammail.signatures.common import SignatureError
 
 # -- element encoding ---------------------------------------------------------
@@ -172,10 +173,14 @@ def _scan_unsigned(text: str, pos: int) -> tuple[int, int] | None:
 # -- offsets ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_offset(text: str) -> Offset:
-    """An offset field (`*`, `n`, `n,m`, `EOF-n`, `EP+n`, `EP-n`, `Sx+n`, `SL+n`, `SEx`, `VI`)."""
+    """An offset field (`*`, `n`, `n,m`, `EOF-n`, `EP+n`, `EP-n`, `Sx+n`, `SL+n`, `SEx`, `VI`).
+
+    Cached: databases repeat the same few offsets, and equal ones share one object.
+    """
     if text == "*":
-        return Offset()
+        return ANY_OFFSET
     if len(text) > OFFSET_MAX_LEN:
         raise SignatureError("cli_caloff: Offset string too long")
     base, comma, shift_text = text.partition(",")
@@ -509,7 +514,7 @@ def _compile_part(text: str, nocase: bool, wide: bool, modified: bool,
         depth += 1
     if depth < AC_MINDEPTH:
         raise SignatureError("cli_ac_addpatt: Signature is too short")
-    prefix_specials = sum(1 for e in prefix if e & WILDCARD_MASK == SPECIAL)
+    prefix_specials = sum(1 for e in prefix if e & WILDCARD_MASK == SPECIAL) if specials else 0
     prefix_min, prefix_max = _lengths(prefix, specials[:prefix_specials])
     body_min, body_max = _lengths(body, specials[prefix_specials:])
     return Part(prefix, body, depth, tuple(specials), prefix_specials, boundary, left, right,
@@ -859,54 +864,82 @@ def part_literal(part: Part) -> tuple[bytes, int, bool]:
 
     Returns (literal, delta, nocase): the literal starts `delta` bytes after
     the anchor (negative: in the prefix). Only elements ClamAV always checks
-    are used, so a hit of the literal is necessary for a match.
+    are used (the window stops at the first element of varying width), so a
+    hit of the literal is necessary for a match.
     """
-    placed: list[tuple[int, int]] = []  # (position relative to the anchor, element)
-    position = 0
-    special = part.prefix_specials
-    for element in part.body:
-        width = _exact_width(element, part.specials, special)
+    specials = part.specials
+    if not specials and not part.boundary and not (part.body and max(part.body) >= NOCASE):
+        return _plain_part_literal(part)
+    # The window: prefix elements back to the last varying one, then body elements.
+    first = len(part.prefix)
+    number = part.prefix_specials - 1
+    offset = 0
+    while first > 0:
+        element = part.prefix[first - 1]
+        width = _exact_width(element, specials, number)
         if width is None:
             break
-        placed.append((position, element))
         if element & KIND_MASK == SPECIAL:
-            special += 1
+            number -= 1
+        offset -= width
+        first -= 1
+    window = part.prefix[first:] + part.body
+    number += 1  # the first special inside the window
+    best_len = best_pos = best_index = 0
+    run_len = run_pos = run_index = 0
+    position = offset
+    for index, element in enumerate(window):
+        if not element & WILDCARD_MASK:
+            if not run_len:
+                run_pos, run_index = position, index
+            run_len += 1
+            if run_len > best_len:
+                best_len, best_pos, best_index = run_len, run_pos, run_index
+            position += 1
+            continue
+        run_len = 0
+        width = _exact_width(element, specials, number)
+        if width is None:
+            break
+        if element & KIND_MASK == SPECIAL:
+            number += 1
         position += width
-    position = 0
-    special = part.prefix_specials - 1
-    left: list[tuple[int, int]] = []
-    for element in reversed(part.prefix):
-        width = _exact_width(element, part.specials, special)
-        if width is None:
-            break
-        position -= width
-        left.append((position, element))
-        if element & KIND_MASK == SPECIAL:
-            special -= 1
-    placed = left[::-1] + placed
-    best: list[tuple[int, int]] = []
-    run: list[tuple[int, int]] = []
-    for pos, element in placed:
-        static = element & WILDCARD_MASK == 0 and element & KIND_MASK != SPECIAL
-        if static and run and run[-1][0] + 1 == pos:
-            run.append((pos, element))
-        elif static:
-            run = [(pos, element)]
-        else:
-            run = []
-        if len(run) > len(best):
-            best = list(run)
-    if len(best) > LITERAL_MAX:
+    run = window[best_index:best_index + best_len]
+    if best_len > LITERAL_MAX:
         skip = 0
-        while skip < len(best) - LITERAL_MAX and best[skip][1] & 0xFF in _COMMON_BYTES:
+        while skip < best_len - LITERAL_MAX and run[skip] & 0xFF in _COMMON_BYTES:
             skip += 1
-        best = best[skip:skip + LITERAL_MAX]
-    literal = bytes(element & 0xFF for _, element in best)
-    nocase = any(element & KIND_MASK == NOCASE for _, element in best)
-    return literal, best[0][0] if best else 0, nocase
+        run = run[skip:skip + LITERAL_MAX]
+        best_pos += skip
+    if not run:
+        return b"", best_pos, False
+    if max(run) < 0x100:
+        return bytes(run), best_pos, False
+    return bytes(element & 0xFF for element in run), best_pos, True
+
+
+_STATIC_RUN = re.compile("[\x00-\xff]+")
+
+
+def _plain_part_literal(part: Part) -> tuple[bytes, int, bool]:
+    """part_literal for a part of bytes and wildcards only: every element is one byte wide.
+
+    Elements become characters (static bytes are the ones below 0x100), so
+    the regex engine finds the runs.
+    """
+    text = "".join(map(chr, part.prefix + part.body))
+    best = max(_STATIC_RUN.finditer(text), key=lambda m: m.end() - m.start(), default=None)
+    if best is None:
+        return b"", 0, False
+    start, end = best.start(), best.end()
+    if end - start > LITERAL_MAX:
+        while end - start > LITERAL_MAX and ord(text[start]) in _COMMON_BYTES:
+            start += 1
+        end = start + LITERAL_MAX
+    return text[start:end].encode("latin-1"), start - len(part.prefix), False
 
 
 def plan_anchors(plan: Plan) -> tuple:
     """Per variant: (boyer_moore, ((literal, delta, nocase), ...) per part)."""
-    return tuple((variant.boyer_moore, tuple(part_literal(p) for p in variant.parts))
+    return tuple((variant.boyer_moore, tuple([part_literal(p) for p in variant.parts]))
                  for variant in plan.variants)

@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 
 from clammail.engine.match.api import BodyPattern, Offset, OffsetKind, PatternMatch
-from clammail.engine.match.backends import LITERAL_CAP, make_backend
+from clammail.engine.match.backends import LITERAL_CAP, backend_name, make_backend
 from clammail.engine.match.compile import (
     ALT_CHAR,
     ALT_FIXED,
@@ -85,9 +85,13 @@ class BodyMatcher:
         self._plans: dict[int, Plan | None] = {}  # compiled on first candidate
         literal_ids: dict[tuple[bytes, bool], int] = {}
         literals: list[tuple[bytes, bool]] = []
-        self._entries: list[list[int]] = []  # per strong literal id
+        self._entries: list[list[int]] = []  # per literal id: candidate keys with deltas
         self._weak: dict[tuple[bytes, bool], list[int]] = {}  # short literals: the slow path
         self._weak_patterns: set[int] = set()
+        self._computed_anchors: dict[int, tuple] = {}  # for patterns built without them
+        name = backend_name(backend)
+        windows: list[bytes] = []  # hyperscan: whole windows for the short-anchored parts
+        self._window_entries: list[list[int]] = []
         shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         buckets: dict[int, set[int]] = {0: set(), 1: set()}
         for index, pattern in enumerate(self.patterns):
@@ -97,25 +101,34 @@ class BodyMatcher:
                     anchors = plan_anchors(compile_pattern(pattern))
                 except SignatureError:
                     anchors = ()  # a pattern ClamAV would refuse: it never matches
+                self._computed_anchors[index] = anchors
             shape = tuple(len(parts) for _, parts in anchors)
             self._shapes.append(shapes.setdefault(shape, shape))
             boyer_moore = bool(anchors) and anchors[0][0]
             self._boyer_moore.append(1 if boyer_moore else 0)
             self._bm_shift.append(_bm_block(pattern, buckets) if boyer_moore else 0)
             for variant, (_, parts) in enumerate(anchors):
-                for part, (literal, delta, nocase) in enumerate(parts):
-                    entry = _key(index, variant, part) * _DELTA_SPAN + delta + _DELTA_BIAS
-                    if len(literal) < STRONG_LITERAL:
+                # One literal per variant goes to the automaton: the longest of its
+                # parts. The other parts are looked for only when it occurs.
+                lead = max(range(len(parts)), key=lambda n: (len(parts[n][0]), -n))
+                literal, delta, nocase = parts[lead]
+                entry = _key(index, variant, lead) * _DELTA_SPAN + delta + _DELTA_BIAS
+                if len(literal) < STRONG_LITERAL:
+                    self._weak_patterns.add(index)
+                    window = self._window(index, variant, lead) if name == "hyperscan" else None
+                    if window is not None:
+                        windows.append(window)
+                        self._window_entries.append([entry])
+                    else:
                         self._weak.setdefault((literal, nocase), []).append(entry)
-                        self._weak_patterns.add(index)
-                        continue
-                    ident = literal_ids.get((literal, nocase))
-                    if ident is None:
-                        ident = literal_ids[(literal, nocase)] = len(literals)
-                        literals.append((literal, nocase))
-                        self._entries.append([])
-                    self._entries[ident].append(entry)
-        self._backend = make_backend(backend, literals)
+                    continue
+                ident = literal_ids.get((literal, nocase))
+                if ident is None:
+                    ident = literal_ids[(literal, nocase)] = len(literals)
+                    literals.append((literal, nocase))
+                    self._entries.append([])
+                self._entries[ident].append(entry)
+        self._backend = make_backend(name, literals, windows)
         self.backend_name = self._backend.name
         self._regexes: dict[int, re.Pattern | None] = {}
 
@@ -127,8 +140,16 @@ class BodyMatcher:
 
     @property
     def unanchored_count(self) -> int:
-        """Patterns with a part whose best literal is under three bytes (the slow path)."""
+        """Patterns whose best literal is under three bytes (the slow path)."""
         return len(self._weak_patterns)
+
+    def _window(self, index: int, variant: int, part: int) -> bytes | None:
+        plan = self._plan(index)
+        return _hyperscan_window(plan.variants[variant].parts[part]) if plan else None
+
+    def _anchors(self, index: int) -> tuple:
+        anchors = self.patterns[index].anchors
+        return anchors if anchors is not None else self._computed_anchors[index]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -173,10 +194,16 @@ class BodyMatcher:
         candidates: dict[int, list[int]] = {}  # key -> anchor positions, increasing
         dense: set[int] = set()
         targets = self._targets
-        occurrences = self._backend.occurrences(buf, lowered)
+        occurrences, windows = self._backend.occurrences(buf, lowered)
         for ident, starts in occurrences.items():
             self._add_candidates(self._entries[ident], starts, target, targets,
                                  candidates, dense)
+        for window in windows:
+            # A short-anchored part whose whole window occurs: enumerate it by regex.
+            for entry in self._window_entries[window]:
+                key = entry // _DELTA_SPAN
+                if targets[key >> 11] in (0, target):
+                    dense.add(key)
         for (literal, nocase), entries in self._weak.items():
             if not any(targets[e // _DELTA_SPAN >> 11] in (0, target) for e in entries):
                 continue
@@ -188,9 +215,18 @@ class BodyMatcher:
             touched[key >> 11] = None
         for key in dense:
             touched[key >> 11] = None
+        found_literals: dict[tuple[bytes, bool], list[int]] = {}
+
+        def find(literal: bytes, nocase: bool) -> list[int]:
+            starts = found_literals.get((literal, nocase))
+            if starts is None:
+                starts = found_literals[(literal, nocase)] = _find_all(
+                    lowered() if nocase else buf, literal)
+            return starts
+
         results: dict[int, list[PatternMatch]] = {}
         for index in touched:
-            matches = self._match_pattern(index, buf, target, info, candidates, dense)
+            matches = self._match_pattern(index, buf, target, info, candidates, dense, find)
             if matches:
                 results[index] = matches
         return results
@@ -208,6 +244,22 @@ class BodyMatcher:
             delta -= _DELTA_BIAS
             candidates[key] = [s - delta for s in starts] if delta else list(starts)
 
+    def _other_parts(self, index, variant, keys, candidates, dense, find) -> bool:
+        """Candidates for the parts whose literal is not in the automaton; False if one has none."""
+        parts = self._anchors(index)[variant][1]
+        for number, key in enumerate(keys):
+            if key in candidates or key in dense:
+                continue
+            literal, delta, nocase = parts[number]
+            starts = find(literal, nocase)
+            if not starts:
+                return False
+            if len(starts) > LITERAL_CAP:
+                dense.add(key)
+            else:
+                candidates[key] = [s - delta for s in starts] if delta else starts
+        return True
+
     def _plan(self, index: int) -> Plan | None:
         if index not in self._plans:
             try:
@@ -216,14 +268,18 @@ class BodyMatcher:
                 self._plans[index] = None
         return self._plans[index]
 
-    def _match_pattern(self, index: int, buf: bytes, target: int, info, candidates, dense):
+    def _match_pattern(self, index: int, buf: bytes, target: int, info, candidates, dense,
+                       find):
         shape = self._shapes[index]
         pattern = self.patterns[index]
         plan = None
         found: list[PatternMatch] = []
         for variant, count in enumerate(shape):
             keys = [_key(index, variant, part) for part in range(count)]
-            if not all(k in candidates or k in dense for k in keys):
+            if not any(k in candidates or k in dense for k in keys):
+                continue
+            if count > 1 and not self._other_parts(index, variant, keys, candidates, dense,
+                                                   find):
                 continue
             if plan is None:
                 plan = self._plan(index)
@@ -526,6 +582,59 @@ def _right_marks(part: Part) -> bytes:
         else:
             out.append(b"(?:" + _AT_END + b"|(?=" + cls + b"))")
     return b"".join(out)
+
+
+def _hyperscan_window(part: Part) -> bytes | None:
+    """The fixed-width window around a part's anchor as a hyperscan expression (no lookarounds)."""
+    pieces: list[bytes] = []
+    special = part.prefix_specials
+    for element in part.body:
+        piece = _hyperscan_element(element, part, special)
+        if piece is None:
+            break
+        special += element & KIND_MASK == SPECIAL
+        pieces.append(piece)
+    left: list[bytes] = []
+    special = part.prefix_specials - 1
+    for element in reversed(part.prefix):
+        piece = _hyperscan_element(element, part, special)
+        if piece is None:
+            break
+        special -= element & KIND_MASK == SPECIAL
+        left.append(piece)
+    return b"".join(left[::-1] + pieces) or None
+
+
+def _hx(value: int) -> bytes:
+    return b"\\x%02x" % value
+
+
+def _hyperscan_element(element: int, part: Part, special: int) -> bytes | None:
+    kind = element & KIND_MASK
+    if kind == CHAR:
+        return _hx(element)
+    if kind == NOCASE:
+        value = element & 0xFF
+        return b"[" + _hx(value) + _hx(value - 32) + b"]" if 0x61 <= value <= 0x7A else _hx(value)
+    if kind == IGNORE:
+        return b"."
+    if kind == NIBBLE_HIGH:
+        return b"[" + _hx(element & 0xF0) + b"-" + _hx(element & 0xF0 | 0x0F) + b"]"
+    if kind == NIBBLE_LOW:
+        return b"[" + b"".join(_hx(h << 4 | element & 0x0F) for h in range(16)) + b"]"
+    if kind == SPECIAL:
+        spec = part.specials[special]
+        if spec.kind == ALT_CHAR:
+            members = b"".join(_hx(c) for c in sorted(spec.chars))
+            return (b"[^" if spec.negative else b"[") + members + b"]"
+        if spec.kind == ALT_FIXED:
+            if spec.negative:
+                return b"." * spec.minlen
+            return b"(?:" + b"|".join(b"".join(_hx(c) for c in s)
+                                      for s in sorted(spec.strings)) + b")"
+        if spec.kind == ALT_GENERIC and spec.minlen == spec.maxlen:
+            return b"." * spec.minlen
+    return None
 
 
 def _element_regex(element: int, part: Part, special: int) -> tuple[bytes | None, int]:
