@@ -136,6 +136,9 @@ class ScanJob:
         self.heuristics: list[str] = []  # potentially unwanted: reported if nothing else is
         self.scanned_bytes = 0
         self.files = 0
+        # Limits hit so far: an object whose scan hit one was not fully
+        # scanned and must not enter the clean cache (ClamAV's emax_reached).
+        self.limits_hit = 0
         self.deadline = (
             time.monotonic() + self.options["MaxScanTime"] / 1000.0
             if self.options["MaxScanTime"]
@@ -165,6 +168,14 @@ class ScanJob:
         if self.options["MaxScanSize"]:
             limits.append(max(0, self.options["MaxScanSize"] - self.scanned_bytes))
         return min(limits) if limits else 1 << 62
+
+    def limit_exceeded(self, limit: str) -> None:
+        self._exceeded(limit)
+
+    def scan_size_left(self) -> int | None:
+        if not self.options["MaxScanSize"]:
+            return None
+        return max(0, self.options["MaxScanSize"] - self.scanned_bytes)
 
     def option(self, name: str):
         return self.options[name]
@@ -214,6 +225,7 @@ class ScanJob:
         return ScanResult(self.detections, error, self.scanned_bytes)
 
     def _exceeded(self, limit: str) -> None:
+        self.limits_hit += 1
         if self.options["AlertExceedsMax"]:
             try:
                 self.alert(f"Heuristics.Limits.Exceeded.{limit}")
@@ -241,12 +253,14 @@ class ScanJob:
         if cache is not None and cache.is_clean(md5, size):
             return
         found_before = len(self.detections) + len(self.heuristics)
+        limits_before = self.limits_hit
         self._stack.append(info)
         try:
             self._scan_info(info)
         finally:
             self._stack.pop()
-        if cache is not None and len(self.detections) + len(self.heuristics) == found_before:
+        if (cache is not None and len(self.detections) + len(self.heuristics) == found_before
+                and self.limits_hit == limits_before):
             cache.add_clean(md5, size)
 
     def _scan_info(self, info: ObjectInfo) -> None:
