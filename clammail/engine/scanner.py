@@ -271,13 +271,19 @@ class ScanJob:
         if info.ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             engine.matcher.match_executable(info, self.report, self.options)
         unpack = unpacker_for(info.ftype)
-        if unpack is None:
-            return
-        function, switch = unpack
-        if not self.options[switch]:
-            return
+        if unpack is not None:
+            function, switch = unpack
+            if self.options[switch]:
+                self._scan_children(function(info.data, self), info)
+        # Archives and executables embedded anywhere in the object, as
+        # ClamAV's raw scan finds them (self-extractors, appended zips).
+        from clammail.unpack.embedded import embedded_objects
+
+        self._scan_children(embedded_objects(info.data, info.ftype, self), info)
+
+    def _scan_children(self, children, info: ObjectInfo) -> None:
         try:
-            for child in function(info.data, self):
+            for child in children:
                 self.check()
                 self._scan_child(child, info)
         except LimitExceeded as exc:

@@ -138,6 +138,13 @@ def _zip(data, ctx: UnpackContext) -> Iterator[Extracted]:
             yield from _zip_entry(data, record, limits, extras)
 
 
+def zip_single_entry(data, offset: int, ctx: UnpackContext) -> Iterator[Extracted]:
+    """The one entry whose local header is at `offset` (zip data inside another file)."""
+    record, _consumed, _encrypted = zipfmt.parse_local(data, offset, None)
+    if record is not None:
+        yield from _zip_entry(data, record, Limits(ctx), _extras(ctx))
+
+
 def _zip_entry(data, record: zipfmt.Record, limits: Limits, extras: bool) -> Iterator[Extracted]:
     limits.ctx.check()
     if record.encrypted:
@@ -220,6 +227,11 @@ _POLICIES: dict[FileType, Policy] = {
     FileType.XAR: Policy(("xar",), "stop"),
     FileType.AR: Policy(("ar",), "skip", extra=True),
 }
+
+
+def libarchive_members(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extracted]:
+    """The members of a libarchive-read archive of type `ftype` (e.g. one embedded in a file)."""
+    yield from _libarchive_members(data, ctx, _POLICIES[ftype])
 
 
 def _libarchive(policy: Policy):
@@ -323,8 +335,14 @@ def _iso(data, ctx: UnpackContext) -> Iterator[Extracted]:
     from clammail.unpack import archive_iso as iso
 
     offset = iso.find_descriptor(data)
-    if offset is None:
-        return
+    if offset is not None:
+        yield from iso_members(data, offset, ctx)
+
+
+def iso_members(data, offset: int, ctx: UnpackContext) -> Iterator[Extracted]:
+    """The files of the ISO image whose primary volume descriptor is at `offset`."""
+    from clammail.unpack import archive_iso as iso
+
     limits = Limits(ctx)
     for tree, entry in iso.iso_files(data, offset, ctx.check):
         limit = limits.exceeded(entry.size)

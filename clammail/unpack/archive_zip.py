@@ -318,7 +318,10 @@ def _inflate(decoder, raw, cap: int, error) -> tuple[bytes, bool]:
 
 
 def _inflate64(raw, cap: int) -> tuple[bytes, bool]:
-    import inflate64
+    try:
+        import inflate64
+    except ImportError as exc:
+        raise Unsupported("deflate64 needs the inflate64 package") from exc
 
     decoder = inflate64.Inflater()
     out = bytearray()

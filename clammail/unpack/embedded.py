@@ -1,0 +1,150 @@
+"""Archives and executables embedded inside other objects, found as ClamAV finds them.
+
+During its raw scan ClamAV also matches "type-1" file-type signatures
+anywhere in an object (libclamav's built-in file-type table, entries with
+offset `*`), and opens what they point at (libclamav scanners.c, the loop
+over the matched types in the raw scan):
+
+| magic at offset > 0        | what ClamAV does                       | not for   |
+|----------------------------|----------------------------------------|-----------|
+| `PK\\x03\\x04` (ZIP-SFX)     | extracts that one entry from its local | zip       |
+|                            | header (no data descriptor, no         |           |
+|                            | encryption heuristic)                  |           |
+| `Rar!\\x1a\\x07\\x00` (RAR-SFX) | reads a RAR archive from there (RAR 4) | RAR       |
+| `MSCF\\0\\0\\0\\0` (CAB-SFX)    | reads a cabinet from there             | cab       |
+| `7z\\xbc\\xaf'\\x1c` (7Z-SFX)   | reads a 7z archive from there          | 7z        |
+| ISO 9660 descriptors       | reads the image                        | ISO       |
+| `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
+|                            | object, when its PE header parses; the |           |
+|                            | other hits are then left to that scan  |           |
+
+Measured with clamscan 1.4.6: an embedded PE is looked for anywhere in an
+executable, and in binary data, text, HTML, OLE2 and zip objects only when
+the whole signature lies in their first 1024 bytes (the typing buffer);
+never in images or PDFs, nor in objects bigger than MaxEmbeddedPE. A zip
+bigger than MaxZipTypeRcg is not searched at all. ARJ self-extractors are
+not opened (no ARJ reader).
+
+`embedded_objects(data, ftype, ctx)` yields what these find; the engine
+scans each like any other child of the object.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+
+from clammail.engine.filetypes import FileType
+from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
+
+_SFX = re.compile(
+    rb"(?P<zip>PK\x03\x04)|(?P<rar>Rar!\x1a\x07\x00)|(?P<cab>MSCF\x00\x00\x00\x00)"
+    rb"|(?P<sevenzip>7z\xbc\xaf\x27\x1c)|(?P<iso>\x01CD001)|(?P<pe>MZ)"
+)
+# The type-1 signature 4d5a{60-300}50450000: "PE\0\0" 60 to 300 bytes after "MZ".
+_PE_GAP = (60, 300)
+TYPING_BUFFER = 1024
+
+_SKIP_FOR = {
+    "zip": {FileType.ZIP},
+    "rar": {FileType.RAR},
+    "cab": {FileType.MSCAB},
+    "sevenzip": {FileType.SEVENZIP},
+    "iso": {FileType.ISO9660},
+}
+_TEXT_LIKE = {
+    FileType.BINARY_DATA, FileType.TEXT_ASCII, FileType.TEXT_UTF8, FileType.TEXT_UTF16LE,
+    FileType.TEXT_UTF16BE, FileType.HTML, FileType.MSOLE2, FileType.ZIP,
+}
+_CONTAINER = {
+    "zip": FileType.ZIP, "rar": FileType.RAR, "cab": FileType.MSCAB,
+    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660,
+}
+
+
+def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extracted]:
+    """Members of archives embedded in `data`, and executables embedded in it."""
+    if not ctx.option("ScanArchive") and not ctx.option("ScanPE"):
+        return
+    if ftype is FileType.ZIP and len(data) > (ctx.option("MaxZipTypeRcg") or 0):
+        return
+    for kind, offset in _hits(data, ftype, ctx):
+        ctx.check()
+        if kind == "pe":
+            yield Extracted(data[offset:], name=None, extra={"embedded_at": offset})
+            return  # the scan of that object finds what follows it
+        if not ctx.option("ScanArchive"):
+            continue
+        try:
+            for child in _open(kind, data, offset, ctx):
+                child.extra.setdefault("container", _CONTAINER[kind])
+                child.extra.setdefault("embedded_at", offset)
+                yield child
+        except LimitExceeded as exc:
+            # That archive stops; the other embedded ones are still opened.
+            report = getattr(ctx, "limit_exceeded", None)
+            if report is not None:
+                report(exc.limit)
+
+
+def _hits(data, ftype: FileType, ctx: UnpackContext) -> Iterator[tuple[str, int]]:
+    pe_anywhere = ftype is FileType.MSEXE
+    pe_allowed = (pe_anywhere or ftype in _TEXT_LIKE) and ctx.option("ScanPE") and (
+        not ctx.option("MaxEmbeddedPE") or len(data) <= ctx.option("MaxEmbeddedPE"))
+    for match in _SFX.finditer(data):
+        offset = match.start()
+        kind = match.lastgroup
+        if not offset or ftype in _SKIP_FOR.get(kind, ()):
+            continue
+        if kind == "pe":
+            if not pe_allowed or not _pe_header(data, offset):
+                continue
+            end = offset + _pe_signature_end(data, offset)
+            if not pe_anywhere and end > TYPING_BUFFER:
+                continue
+        elif kind == "iso" and not _iso_follows(data, offset):
+            continue
+        yield kind, offset
+
+
+def _pe_signature_end(data, offset: int) -> int:
+    (lfanew,) = struct.unpack_from("<I", data, offset + 0x3C)
+    return lfanew + 4
+
+
+def _pe_header(data, offset: int) -> bool:
+    """Enough of a PE header at `offset` for ClamAV to take it for an executable."""
+    if offset + 0x40 > len(data):
+        return False
+    (lfanew,) = struct.unpack_from("<I", data, offset + 0x3C)
+    if not _PE_GAP[0] + 2 <= lfanew <= _PE_GAP[1] + 2:
+        return False
+    pe = offset + lfanew
+    if pe + 24 > len(data) or bytes(data[pe:pe + 4]) != b"PE\x00\x00":
+        return False
+    sections, = struct.unpack_from("<H", data, pe + 6)
+    optional_size, = struct.unpack_from("<H", data, pe + 20)
+    if not 1 <= sections <= 96 or optional_size < 2 or pe + 24 + 2 > len(data):
+        return False
+    magic, = struct.unpack_from("<H", data, pe + 24)
+    if magic not in (0x10B, 0x20B):
+        return False
+    return pe + 24 + optional_size + 40 * sections <= len(data)
+
+
+def _iso_follows(data, offset: int) -> bool:
+    window = bytes(data[offset + 6 + 2043:offset + 6 + 2443 + 5])
+    return b"CD001" in window
+
+
+def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracted]:
+    from clammail.unpack import archive
+
+    if kind == "zip":
+        yield from archive.zip_single_entry(data, offset, ctx)
+    elif kind == "iso":
+        yield from archive.iso_members(data, offset, ctx)
+    else:
+        ftype = _CONTAINER[kind]
+        yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)
