@@ -261,10 +261,21 @@ def detect(data: bytes | memoryview) -> FileType:
         return FileType.ISO9660
     if head.startswith(_MAIL_STARTS):
         return FileType.MAIL
-    return _text_or_binary(head)
+    ftype = _text_or_binary(head)
+    if ftype is FileType.BINARY_DATA:
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
+        from clammail.unpack.archive_typing import tar_type
+
+        return tar_type(head) or ftype
+    return ftype
 
 
 def _refine(head: bytes, ftype: FileType, data) -> FileType:
+    if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
+        # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
+        from clammail.unpack.archive_typing import zip_document_type
+
+        return zip_document_type(data) or ftype
     if ftype is FileType.MACHO and head.startswith(b"\xca\xfe\xba\xbe"):
         return FileType.MACHO_UNIBIN
     if ftype is FileType.LZMA:

@@ -18,12 +18,12 @@ over the matched types in the raw scan):
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
 
-Measured with clamscan 1.4.6: an embedded PE is looked for anywhere in an
-executable, and in binary data, text, HTML, OLE2 and zip objects only when
-the whole signature lies in their first 1024 bytes (the typing buffer);
-never in images or PDFs, nor in objects bigger than MaxEmbeddedPE. A zip
-bigger than MaxZipTypeRcg is not searched at all. ARJ self-extractors are
-not opened (no ARJ reader).
+Measured with clamscan 1.4.6 (--allmatch counts each path to a member):
+zip, tar, cpio and LHA objects are not searched at all; an embedded PE is
+looked for anywhere in an executable, and in binary data, text, HTML and
+OLE2 objects only when the whole signature lies in their first 1024 bytes
+(the typing buffer); never in images or PDFs, nor in objects bigger than
+MaxEmbeddedPE. ARJ self-extractors are not opened (no ARJ reader).
 
 `embedded_objects(data, ftype, ctx)` yields what these find; the engine
 scans each like any other child of the object.
@@ -53,9 +53,13 @@ _SKIP_FOR = {
     "sevenzip": {FileType.SEVENZIP},
     "iso": {FileType.ISO9660},
 }
+_NOT_SEARCHED = {
+    FileType.ZIP, FileType.POSIX_TAR, FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC,
+    FileType.CPIO_NEWC, FileType.CPIO_CRC, FileType.LHA_LZH,
+}
 _TEXT_LIKE = {
     FileType.BINARY_DATA, FileType.TEXT_ASCII, FileType.TEXT_UTF8, FileType.TEXT_UTF16LE,
-    FileType.TEXT_UTF16BE, FileType.HTML, FileType.MSOLE2, FileType.ZIP,
+    FileType.TEXT_UTF16BE, FileType.HTML, FileType.MSOLE2,
 }
 _CONTAINER = {
     "zip": FileType.ZIP, "rar": FileType.RAR, "cab": FileType.MSCAB,
@@ -67,7 +71,7 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
     """Members of archives embedded in `data`, and executables embedded in it."""
     if not ctx.option("ScanArchive") and not ctx.option("ScanPE"):
         return
-    if ftype is FileType.ZIP and len(data) > (ctx.option("MaxZipTypeRcg") or 0):
+    if ftype in _NOT_SEARCHED:
         return
     for kind, offset in _hits(data, ftype, ctx):
         ctx.check()
