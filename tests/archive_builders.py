@@ -291,3 +291,41 @@ def rar5_stored(members: Members) -> bytes:
         out += _rar5_block(header) + data
     out += _rar5_block(_vint(5) + _vint(0) + _vint(0))  # end of archive
     return bytes(out)
+
+
+# -- differential runs -----------------------------------------------------
+
+def hdb_line(data: bytes, name: str) -> str:
+    import hashlib
+
+    return f"{hashlib.md5(data).hexdigest()}:{len(data)}:{name}\n"
+
+
+def run_both(tmp_path, files: dict[str, bytes], signatures: list[str], *flags: str,
+             allmatch: bool = False):
+    """Write `files` and an .hdb of `signatures`, scan them with clamscan and clammail.
+
+    Returns (clamscan results, clammail results) as {file name: [names]}.
+    Member contents should be unique per file: clamscan's clean cache spans
+    the files of one run, and an object seen clean in one file is skipped
+    in the next.
+    """
+    from conftest import clammail_results, clamscan_results
+
+    folder = tmp_path / "files"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for name, data in files.items():
+        path = folder / name
+        path.write_bytes(data)
+        paths.append(path)
+    db = tmp_path / "archive-test.hdb"
+    db.write_text("".join(signatures) or "00000000000000000000000000000000:1:Never\n")
+    _, theirs, err1 = clamscan_results([db], paths, *flags, allmatch=allmatch)
+    _, ours, err2 = clammail_results([db], paths, *flags, allmatch=allmatch)
+    assert "Traceback" not in err2, err2
+
+    def short(results):
+        return {os.path.basename(path): sorted(names) for path, names in results.items()}
+
+    return short(theirs), short(ours)

@@ -283,7 +283,13 @@ def _member(reader, entry, limits: Limits, policy: Policy) -> Extracted | None:
     room = limits.room()
     if policy.oversize in ("skip", "stop") and entry.size is not None and entry.size > room:
         return _oversized(limits, policy, entry.size)
-    out, more, error = reader.read(room)
+    if entry.size is not None:
+        # The header's size is what the member has: libarchive 3.6's xar
+        # reader returns some members' data twice.
+        out, _more, error = reader.read(min(room, entry.size))
+        more = entry.size > room
+    else:
+        out, more, error = reader.read(room)
     if error:
         limits.ctx.debug(f"archive {policy.formats[0]}: {entry.name}: {error}")
     if more:
