@@ -155,7 +155,10 @@ class ScanJob:
         if not self.options["HeuristicAlerts"]:
             return
         if self.options["HeuristicScanPrecedence"] or self.allmatch:
-            self.report(name)
+            # clamscan --allmatch names a heuristic once per file, however
+            # often it fired (two encrypted zip entries: one line).
+            if name not in self.detections:
+                self.report(name)
         elif name not in self.heuristics:
             self.heuristics.append(name)
 
@@ -210,6 +213,9 @@ class ScanJob:
 
     def run(self, data: bytes | memoryview, name: str | None) -> ScanResult:
         error = None
+        # MaxFiles counts every object scanned, the top-level one too (clamscan
+        # --max-files=2 scans one member of an archive).
+        self.files = 1
         try:
             self.scan_object(data, name=name)
         except _StopScan:
