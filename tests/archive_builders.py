@@ -285,7 +285,7 @@ def rar5_stored(members: Members) -> bytes:
     out += _rar5_block(_vint(1) + _vint(0) + _vint(0))  # main archive header
     for name, data in members:
         raw = name.encode()
-        file_fields = (_vint(0x04) + _vint(len(data)) + _vint(0o644) + struct.pack("<I", zlib.crc32(data))
+        file_fields = (_vint(0x04) + _vint(len(data)) + _vint(0o100644) + struct.pack("<I", zlib.crc32(data))
                        + _vint(0) + _vint(1) + _vint(len(raw)) + raw)
         header = _vint(2) + _vint(0x02) + _vint(len(data)) + file_fields
         out += _rar5_block(header) + data
