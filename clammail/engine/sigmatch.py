@@ -18,7 +18,7 @@ Report = Callable[[str], None]
 
 
 class SignatureMatcher:
-    def __init__(self, database: Database, backend: str | None = None):
+    def __init__(self, database: Database, backend: str | None = None, options=None):
         from clammail.engine.match import BodyMatcher
 
         self.database = database
@@ -26,10 +26,11 @@ class SignatureMatcher:
         patterns = [sig.pattern for sig in self._body_sigs]
         self._logical = None
         if database.logical_signatures or database.yara_rules:
-            from clammail.engine.logical import LogicalMatcher
+            from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules, first_pattern=len(patterns)
+                database.logical_signatures, database.yara_rules, first_pattern=len(patterns),
+                limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
         self.body = BodyMatcher(patterns, backend=backend)
