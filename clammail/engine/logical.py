@@ -132,13 +132,21 @@ class LogicalMatcher:
             for compiled in self._by_pattern.get(index, ()):
                 candidates[id(compiled)] = compiled
         groups = [target, 0] if target else [0]
+        rule_results: dict[str, bool] = {}  # YARA rules by identifier, for rule references
         for group in groups:
             todo = [c for c in self._by_target.get(group, ()) if c.always or id(c) in candidates]
             for compiled in todo:
-                if self._matches(compiled, hits, data, info):
-                    report(compiled.sig.name)
+                matched = self._matches(compiled, hits, data, info, rule_results)
+                sig = compiled.sig
+                if isinstance(sig, LogicalSignature):
+                    if matched:
+                        report(sig.name)
+                    continue
+                rule_results[sig.identifier] = matched
+                if matched and not sig.private:
+                    report(sig.name)
 
-    def _matches(self, compiled: _Compiled, hits, data, info: ObjectInfo) -> bool:
+    def _matches(self, compiled: _Compiled, hits, data, info: ObjectInfo, rule_results) -> bool:
         sig = compiled.sig
         if not _tdb_holds(sig.tdb, info):
             return False
@@ -157,7 +165,7 @@ class LogicalMatcher:
                 offsets[number] = starts
         if isinstance(sig, LogicalSignature):
             return sig.expression.evaluate(counts) and _final_checks(sig.tdb, info)
-        return sig.condition_holds(counts, offsets, data, info)
+        return sig.condition_holds(counts, offsets, data, info, rule_results)
 
 
 def _may_match_without_hits(sig) -> bool:

@@ -42,6 +42,9 @@ class SignatureMatcher:
     def match_buffer(self, data, target: int, info: ObjectInfo, report: Report) -> None:
         """Report every body and logical signature that matches `data` seen as `target`."""
         if not self.body.pattern_count:
+            # Rules made only of PCREs (YARA regex strings) still need evaluating.
+            if self._logical is not None:
+                self._logical.evaluate({}, data, target, info, report)
             return
         hits = self.body.scan(data, target, info)
         if not hits:
