@@ -372,15 +372,18 @@ def body_pattern(hexsig: str, offset: str, target: int, **modifiers):
 def parse_offset_text(text: str):
     try:
         from clammail.signatures.bodysig import parse_offset
-    except ImportError:  # until the body-signature module lands: `*`, `n`, `n,m`
+    except ImportError:  # until the body-signature module lands: `*`, `n`, `EOF-n` (`,m`)
         from clammail.engine.match.api import ANY_OFFSET, Offset, OffsetKind
 
         if text == "*":
             return ANY_OFFSET
         base, _, shift = text.partition(",")
+        kind = OffsetKind.ABSOLUTE
+        if base.startswith("EOF-"):
+            kind, base = OffsetKind.EOF_MINUS, base[4:]
         if not base.isdigit() or (shift and not shift.isdigit()):
             raise SignatureError(f"invalid offset {text!r}") from None
-        return Offset(OffsetKind.ABSOLUTE, int(base), max_shift=int(shift) if shift else None)
+        return Offset(kind, int(base), max_shift=int(shift) if shift else None)
     return parse_offset(text)
 
 
