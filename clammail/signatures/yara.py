@@ -796,8 +796,8 @@ class _Env:
         var, source = node.value
         if source[0] == "range":
             low, high = self.eval(source[1]), self.eval(source[2])
-            if low is UNDEFINED or high is UNDEFINED:
-                return False
+            if low is UNDEFINED or high is UNDEFINED or low > high:
+                return False  # ClamAV's YARA: an empty range makes the loop false
             values = range(low, high + 1)
         else:
             values = [self.eval(item) for item in source[1:]]
