@@ -80,7 +80,7 @@ class Engine:
 
         self.database = database
         self.options = options or ScanOptions()
-        self.matcher = SignatureMatcher(database, backend=matcher_backend)
+        self.matcher = SignatureMatcher(database, backend=matcher_backend, options=self.options)
         self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
         self._ignored = database.ignored_names
 
