@@ -252,7 +252,10 @@ class ScanJob:
     def _scan_info(self, info: ObjectInfo) -> None:
         engine = self.engine
         target = RAW_TARGET.get(info.ftype, 0)
-        engine.matcher.match_buffer(info.data, target, info, self.report)
+        if not (info.ftype is FileType.HTML and self.options["ScanHTML"]):
+            # libclamav matches HTML only in its normalized views while HTML
+            # parsing is on (DOC_CONF_HTML_SKIPRAW), never the raw bytes.
+            engine.matcher.match_buffer(info.data, target, info, self.report)
         self._match_hashes(info)
         if info.ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             engine.matcher.match_executable(info, self.report, self.options)
