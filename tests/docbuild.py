@@ -9,6 +9,7 @@ module streams whose source starts at MODULEOFFSET).
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 
@@ -76,7 +77,7 @@ def build_ole2(tree: list, clsid: bytes = b"\0" * 16) -> bytes:
     dir_start = chain(dir_sectors)
     minifat_start = chain(minifat_sectors) if minifat_sectors else END
     ministream_start = chain(ministream_sectors) if ministream_sectors else END
-    for (index, data), count in zip(big, big_sectors):
+    for (index, data), count in zip(big, big_sectors, strict=True):
         entries[index]["start"] = chain(count)
         entries[index]["size"] = len(data)
     entries[0]["start"], entries[0]["size"] = ministream_start, len(mini_stream)
@@ -86,7 +87,7 @@ def build_ole2(tree: list, clsid: bytes = b"\0" * 16) -> bytes:
     for entry in entries:
         kids = entry["children"]
         entry["child"] = kids[0] if kids else FREE
-        for a, b in zip(kids, kids[1:]):
+        for a, b in zip(kids, kids[1:], strict=False):
             entries[a]["right"] = b
     for entry in entries:
         name = entry["name"].encode("utf-16-le") + b"\0\0"
@@ -112,7 +113,7 @@ def build_ole2(tree: list, clsid: bytes = b"\0" * 16) -> bytes:
         mf = b"".join(struct.pack("<I", v) for v in minifat)
         body += mf.ljust(minifat_sectors * SECTOR, b"\xff")
     body += bytes(mini_stream).ljust(ministream_sectors * SECTOR, b"\0")
-    for (_, data), count in zip(big, big_sectors):
+    for (_, data), count in zip(big, big_sectors, strict=True):
         body += data.ljust(count * SECTOR, b"\0")
     return bytes(header) + bytes(body)
 
@@ -171,7 +172,12 @@ def vba_dir_stream(modules: list[tuple[str, int]], project: str = "VBAProject") 
     return bytes(out)
 
 
-def vba_storage(modules: dict[str, str], performance_cache: bytes = b"") -> list:
+# Stands in for the compiled p-code that precedes the source in real files
+# (and keeps the module streams from being typed as text).
+PCODE = bytes(random.Random(3).randrange(256) for _ in range(512))
+
+
+def vba_storage(modules: dict[str, str], performance_cache: bytes = PCODE) -> list:
     """The `VBA` storage for {module name: source}; the source follows an optional p-code cache."""
     streams = [("_VBA_PROJECT", b"\xcc\x61\xff\xff\x00\x00\x00")]
     offsets = []
@@ -236,3 +242,46 @@ def pdf_file(objects: list[bytes], trailer_extra: bytes = b"", xref: bool = True
 
 def pdf_stream(data: bytes, dictionary: bytes = b"") -> bytes:
     return b"<< /Length %d %s>>\nstream\n" % (len(data), dictionary) + data + b"\nendstream"
+
+
+# -- scanning both ways -------------------------------------------------------
+
+
+def ndb_line(name: str, target: int, text: bytes) -> str:
+    return f"{name}:{target}:*:{text.hex()}"
+
+
+def clammail_scan(databases, paths, options=None, allmatch=False) -> dict[str, list[str]]:
+    """clammail's answers for `paths`, in process.
+
+    Uses the project's database loader; while it does not load .ndb files yet
+    (the foundation's placeholder), literal .ndb lines are added here so the
+    documents can be tested against body signatures now.
+    """
+    from dataclasses import dataclass
+
+    from clammail.engine import Engine, ScanOptions
+    from clammail.engine.match.api import BodyPattern
+    from clammail.signatures.loader import load_database
+
+    @dataclass(frozen=True)
+    class _Sig:
+        name: str
+        pattern: BodyPattern
+
+    db = load_database([str(d) for d in databases])
+    if not db.body_signatures:
+        sigs = []
+        for path in databases:
+            if str(path).endswith(".ndb"):
+                for line in open(path, encoding="latin-1").read().splitlines():
+                    if line.strip():
+                        name, target, _offset, hexsig = line.split(":")[:4]
+                        sigs.append(_Sig(name + ".UNOFFICIAL", BodyPattern(hexsig, target=int(target))))
+        db.body_signatures = sigs
+    engine = Engine(db, ScanOptions.from_mapping(options or {}))
+    results = {}
+    for path in paths:
+        result = engine.scan_file(str(path), allmatch=allmatch)
+        results[str(path)] = list(result.detections)
+    return results

@@ -17,9 +17,11 @@ Follows libclamav's ole2_extract.c and the OLE2 part of scanners.c:
   a "REM" header, then each module's source decompressed and normalized
   (lowercase outside strings, runs of blanks collapsed, `_` continuations
   joined). It is matched as a normalized view (target 0).
-* Heuristics: Heuristics.OLE2.ContainsMacros.VBA (AlertOLE2Macros) and
-  Heuristics.Encrypted.OLE2 (AlertEncryptedDoc) for password-protected Word,
-  Excel and PowerPoint files and encrypted OOXML packages.
+* Heuristics: Heuristics.OLE2.ContainsMacros.VBA (AlertOLE2Macros). ClamAV
+  1.4.6 has no verdict for password-protected Word, Excel or PowerPoint
+  files or encrypted OOXML packages (Heuristics.Encrypted.OLE2 came later):
+  with or without AlertEncryptedDoc they scan clean, and so they do here.
+  The encryption is still recognized and logged.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ _MAX_WALK_DEPTH = 100
 _MAX_WALK_FILES = 100000
 
 _MACRO_ALERT = "Heuristics.OLE2.ContainsMacros.VBA"
-_ENCRYPTED_ALERT = "Heuristics.Encrypted.OLE2"
 
 
 @dataclass
@@ -348,8 +349,8 @@ def unpack_ole2(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extrac
     if not cfb.valid:
         return
     root = cfb.walk()
-    if cfb.encrypted and ctx.option("AlertEncryptedDoc"):
-        ctx.alert(_ENCRYPTED_ALERT)
+    if cfb.encrypted:
+        ctx.debug("ole2: the document is encrypted (no verdict in ClamAV 1.4.6)")
     names = {s.name for s in root.all_streams()}
     limit = ctx.max_object_size()
     if names & {"_vba_project", "powerpoint document", "worddocument", "_1_ole10native"}:
