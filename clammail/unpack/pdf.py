@@ -60,6 +60,7 @@ class PdfObject:
     body: bytes  # between "obj" and "endobj"
     dictionary: bytes  # up to "stream" (the whole body when there is no stream)
     stream: bytes | None
+    raw_stream: bytes | None = None  # up to "endstream", end-of-line kept
 
 
 def unpack_pdf(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
@@ -82,6 +83,9 @@ def unpack_pdf(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extract
             if filters and not names & _ALWAYS_DUMP and b"ObjStm" not in names:
                 continue
             raw = obj.stream
+            if not filters and obj.raw_stream is not None and _declared_length(obj.dictionary) is None:
+                # Without a usable /Length libclamav keeps the end-of-line before "endstream".
+                raw = obj.raw_stream
             if crypt is not None and crypt.key is not None and b"XRef" not in names:
                 raw = crypt.decrypt(obj.number, obj.generation, raw)
             decoded = decode_stream(raw, filters, _decode_parms(obj.dictionary), limit)
@@ -113,7 +117,7 @@ def find_objects(data: bytes, ctx: UnpackContext) -> list[PdfObject]:
         start = m.end()
         end = data.find(b"endobj", start)
         stream_at = data.find(b"stream", start, end if end >= 0 else len(data))
-        stream = None
+        stream = raw_stream = None
         if stream_at >= 0 and data[stream_at - 3: stream_at] != b"end":
             dictionary = data[start:stream_at]
             body_start = stream_at + 6
@@ -124,7 +128,8 @@ def find_objects(data: bytes, ctx: UnpackContext) -> list[PdfObject]:
             stream_end = data.find(b"endstream", body_start)
             if stream_end < 0:
                 stream_end = end if end >= 0 else len(data)
-            stream = _trim_eol(data[body_start:stream_end])
+            raw_stream = data[body_start:stream_end]
+            stream = _trim_eol(raw_stream)
             if end < stream_end:
                 end = data.find(b"endobj", stream_end)
         else:
@@ -132,9 +137,15 @@ def find_objects(data: bytes, ctx: UnpackContext) -> list[PdfObject]:
         if end < 0:
             end = len(data)
         objects.append(PdfObject(int(m.group(1)), int(m.group(2)) & 0xFF, data[start:end],
-                                 dictionary, stream))
+                                 dictionary, stream, raw_stream))
         pos = max(end, m.end())
     return objects
+
+
+def _declared_length(dictionary: bytes) -> int | None:
+    """A direct /Length as libclamav reads it: the value must be followed by a delimiter."""
+    m = re.search(rb"/Length[\x00\t\n\f\r ]+(\d+)(?![\x00\t\n\f\r ]+\d+[\x00\t\n\f\r ]+R)[/>\r\n]", dictionary)
+    return int(m.group(1)) if m else None
 
 
 def _trim_eol(stream: bytes) -> bytes:
