@@ -266,7 +266,7 @@ class ScanJob:
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
         self._match_hashes(info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
-            engine.matcher.match_executable(info, self.report, self.options)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert)
         if ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 ftype = FileType.HTML  # found by the raw scan past the typing window
