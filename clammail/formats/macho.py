@@ -100,9 +100,9 @@ def parse_macho_header(data) -> MachOHeader:
                     raw, align_exp = u32(at + 48), u32(at + 52)
                 else:
                     rva, vsz, raw, align_exp = u32(at + 32), u32(at + 36), u32(at + 40), u32(at + 44)
-                    # (uint64_t)1 << align, as x86 shifts: the count taken mod 64.
-                    if (1 << (align_exp & 63)) > 0x7FFFFFFF:
-                        raise MachOError("malformed section alignment", broken=True)
+                # (uint64_t)1 << align, as x86 shifts: the count taken mod 64.
+                if (1 << (align_exp & 63)) > 0x7FFFFFFF:
+                    raise MachOError("malformed section alignment", broken=True)
                 # `1 << align` in a 32-bit int: the count taken mod 32.
                 align = (1 << (align_exp & 31)) & U32
                 rsz = (vsz + (align - vsz % align) % align) & U32

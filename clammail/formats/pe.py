@@ -10,8 +10,8 @@ One parse (`parse_pe_header`) has the switches of libclamav's cli_peheader:
 `strict` (the checks that only count with AlertBrokenExecutables),
 `remove_missing` (drop sections that start past the end of the file, as the
 PE scanner does; the signature matcher instead keeps them with size 0) and
-`version_info` (collect the VI offsets). All reads are bounded: at most 96
-sections, 16 version resources, and the resource-tree walk caches each
+`version_info` (collect the VI offsets). All reads are bounded: at most 65535
+sections (40 bytes each), 16 version resources, and the resource-tree walk caches each
 directory so hostile counts cannot make it quadratic.
 """
 
@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-MAX_SECTIONS = 96  # libclamav PE_MAXSECTIONS: more is a broken PE
+# libclamav 1.4 takes any NumberOfSections but 0 (older releases stopped at 96).
+MAX_SECTIONS = 0xFFFF
 MAX_NAME = 256  # PE_MAXNAMESIZE: DLL and function names are cut there
 MAX_IMPORT_DLLS = 1024  # PE_MAXIMPORTS (libclamav applies it to DLLs only)
 MAX_VERSION_RESOURCES = 16  # libclamav keeps the first 16 VERSIONINFO resources
