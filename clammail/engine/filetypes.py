@@ -202,6 +202,7 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"\xcf\xfa\xed\xfe", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xce", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xcf", FileType.MACHO),
+    (0, b"\xca\xfe\xba\xbe", FileType.MACHO),  # universal binary or Java class: see _refine
     (0, b"7z\xbc\xaf\x27\x1c", FileType.SEVENZIP),
     (0, b"070701", FileType.CPIO_NEWC),
     (0, b"070702", FileType.CPIO_CRC),
@@ -293,6 +294,9 @@ def contains_html(data: bytes | memoryview) -> bool:
 
 def _refine(head: bytes, ftype: FileType) -> FileType:
     if ftype is FileType.MACHO and head.startswith(b"\xca\xfe\xba\xbe"):
+        # ClamAV's "cafebabe0000002?" / "cafebabe0000003?": a Java class file.
+        if len(head) >= 8 and head[4:7] == b"\0\0\0" and 0x20 <= head[7] <= 0x3F:
+            return FileType.JAVA
         return FileType.MACHO_UNIBIN
     if ftype is FileType.LZMA:
         # A bare LZMA stream has only a weak magic: check the header fields.

@@ -272,7 +272,10 @@ class ScanJob:
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
             self._match_hashes(info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
-            engine.matcher.match_executable(info, self.report, self.options)
+            # libclamav's raw scan of a PE scans the PE files embedded in it
+            # before its PE scanner looks at the file's own structure.
+            self._unpack(info, ftype)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert)
         elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
