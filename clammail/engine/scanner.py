@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 
 from clammail.config.options import ENGINE_DEFAULTS
 from clammail.engine.cache import CleanCache
-from clammail.engine.filetypes import RAW_TARGET, FileType, detect
+from clammail.engine.filetypes import (
+    RAW_TARGET,
+    TEXT_TYPES,
+    FileType,
+    Target,
+    contains_html,
+    detect,
+)
 from clammail.engine.objectinfo import ObjectInfo
+from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
@@ -251,12 +259,31 @@ class ScanJob:
 
     def _scan_info(self, info: ObjectInfo) -> None:
         engine = self.engine
-        target = RAW_TARGET.get(info.ftype, 0)
-        engine.matcher.match_buffer(info.data, target, info, self.report)
+        ftype = info.ftype
+        parse_html = self.options["ScanHTML"]
+        # clamd does not match the raw bytes of HTML it normalizes: only the views.
+        if not (ftype is FileType.HTML and parse_html):
+            engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
         self._match_hashes(info)
-        if info.ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
+        if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             engine.matcher.match_executable(info, self.report, self.options)
-        unpack = unpacker_for(info.ftype)
+        if ftype in TEXT_TYPES:
+            if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
+                ftype = FileType.HTML  # found by the raw scan past the typing window
+            else:
+                self._match_normalized_text(info)
+                return
+        self._unpack(info, ftype)
+
+    def _match_normalized_text(self, info: ObjectInfo) -> None:
+        limit = self.options["MaxScriptNormalize"]
+        if limit and info.size > limit:
+            return
+        normalized = normalize_text(info.data)
+        self.engine.matcher.match_buffer(normalized, Target.TEXT, info, self.report)
+
+    def _unpack(self, info: ObjectInfo, ftype: FileType) -> None:
+        unpack = unpacker_for(ftype)
         if unpack is None:
             return
         function, switch = unpack
