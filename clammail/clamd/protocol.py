@@ -188,6 +188,28 @@ class Connection:
             if self.pending_fd is not None:
                 os.close(self.pending_fd)
             self.pending_fd = fd
+        view = memoryview(data)
+        first = True
+        while first or view:
+            # clamd reads commands into a buffer of COMMAND_BUFFER bytes: what
+            # does not fit is read (as a new packet) once the buffer drained.
+            if self.mode is Mode.COMMAND or self.mode is Mode.WAIT_FD:
+                room = max(0, COMMAND_BUFFER - len(self.buffer))
+            else:
+                room = len(view)
+            part, view = view[:room], view[room:]
+            self._receive_packet(bytes(part), events)
+            first = False
+            if self.mode is Mode.DONE:
+                break
+            if self.mode is Mode.COMMAND and len(self.buffer) >= COMMAND_BUFFER:
+                # The buffer is full without a complete command: clamd drops
+                # the client without a word.
+                self._finish(events)
+                break
+        return events
+
+    def _receive_packet(self, data: bytes, events: list[Event]) -> None:
         self.buffer.extend(data)
         if self.mode is Mode.WAIT_FD:
             term, id = self.fildes
@@ -196,13 +218,8 @@ class Connection:
             del self.buffer[:1]  # the dummy byte that carried the descriptor
             self._dispatch_fildes(term, id, events)
             if self.mode is Mode.DONE:
-                return events
+                return
         events.extend(self._process(fresh_packet=True))
-        if self.mode is Mode.COMMAND and len(self.buffer) >= COMMAND_BUFFER:
-            # The command buffer is full without a complete command: clamd
-            # drops the client without a word.
-            self._finish(events)
-        return events
 
     def eof(self) -> list[Event]:
         """The client closed its side (or the read failed)."""
@@ -231,8 +248,8 @@ class Connection:
             fresh_packet = False
             if command is None:
                 break
-            text, term, bare = command
-            self._command(text, term, bare, events)
+            text, term, bare, span = command
+            self._command(text, term, bare, span, events)
         if self.pending_fd is not None and self.mode is not Mode.WAIT_FD:
             os.close(self.pending_fd)
             self.pending_fd = None
@@ -241,22 +258,31 @@ class Connection:
                 self._finish(events)
         return events
 
-    def _next_command(self, fresh_packet: bool) -> tuple[bytes, bytes, bool] | None:
-        """The next complete command in the buffer: (text, delimiter, bare)."""
+    def _next_command(self, fresh_packet: bool) -> tuple[bytes, bytes, bool, int] | None:
+        """The next complete command: (text, delimiter, bare, bytes after it).
+
+        The last value is what clamd's FILDES test looks at: how many bytes
+        followed the command's first byte after the prefix in the buffer.
+        """
         first = self.buffer[:1]
         if first in (b"z", b"n"):
             term = NUL if first == b"z" else NL
             end = self.buffer.find(term)
             if end < 0:
                 return None
-            text = bytes(self.buffer[1:end])
+            span = len(self.buffer) - 1
+            raw = bytes(self.buffer[1:end])
+            text = raw.rstrip(b"\r\n") if term == NL else raw
             del self.buffer[: end + 1]
-            if term == NL:
-                text = text.rstrip(b"\r\n")
-            return text, term, False
+            if len(text) < len(raw):
+                # clamd overwrites the stripped CR/LF with NULs and steps over
+                # only the kept text: the NULs stay in its buffer.
+                self.buffer[:0] = NUL * (len(raw) - len(text))
+            return text.split(NUL, 1)[0], term, False, span
         if not fresh_packet:
             # clamd reads a bare command only at the start of a packet.
             return None
+        span = len(self.buffer)
         end = self.buffer.find(NL)
         if end < 0:
             text = bytes(self.buffer)
@@ -265,9 +291,10 @@ class Connection:
             text = bytes(self.buffer[:end])
             del self.buffer[: end + 1]
         text = text.split(NUL, 1)[0].rstrip(b"\r\n")
-        return text, NL, True
+        return text, NL, True, span
 
-    def _command(self, text: bytes, term: bytes, bare: bool, events: list[Event]) -> None:
+    def _command(self, text: bytes, term: bytes, bare: bool, span: int,
+                 events: list[Event]) -> None:
         id = self.next_id if self.in_session else 0
         if self.in_session and bare:
             events.append(Send(reply_line(id, term, "Only new-line terminated nCMDS or NULL-terminated zCMDS are accepted inside IDSESSION. ERROR")))
@@ -297,13 +324,15 @@ class Connection:
             self.stream_id, self.stream_term = id, term
             events.append(StreamStart(id, term))
         elif name == "FILDES":
-            if not self.buffer and self.pending_fd is None:
-                # The descriptor comes with the next packet.
+            if span <= len(b"FILDES\n"):
+                # Nothing after the command yet: the descriptor comes with
+                # the next packet (and its dummy byte).
                 self.mode = Mode.WAIT_FD
                 self.fildes = (term, id)
                 return
-            if self.buffer[:1] and self.pending_fd is not None:
-                del self.buffer[:1]  # the dummy byte sent with the descriptor
+            # clamd steps over one more byte: the dummy byte that carries the
+            # descriptor (or whatever is there).
+            del self.buffer[:1]
             self._dispatch_fildes(term, id, events)
         elif name in ("PING", "VERSION", "VERSIONCOMMANDS", "STATS"):
             events.append(Request(name, argument, term, id))

@@ -352,7 +352,8 @@ class _Session:
         walk = pathscan.Walk(path, self.daemon.walk_options, multiscan=True)
         items = await asyncio.to_thread(list, walk.items())
         pool = self.daemon.pool
-        tally = walk.tally
+        # clamd counts a MULTISCAN's outcome over the files it dispatched only.
+        tally = pathscan.Tally(total=sum(isinstance(i, pathscan.File) for i in items))
 
         async def scan_one(file_path: str) -> None:
             found, error = [], None
