@@ -9,7 +9,6 @@ answered until it closed the connection or went quiet.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket

@@ -65,7 +65,7 @@ class DaemonLog:
         self.rotate = bool(config["LogRotate"])
         self.clean = bool(config["LogClean"])
         self.syslog = bool(config["LogSyslog"])
-        self.to_stderr = foreground and not self.path
+        self.to_stderr = foreground  # clamd in the foreground also prints its log
         self.disabled = False
         self._fh = None
         self._lock = threading.Lock()
@@ -79,6 +79,7 @@ class DaemonLog:
     def open(self) -> None:
         if self.path:
             try:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
                 self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
                 raise StartError(f"Can't open {self.path} in append mode (check permissions!).") from exc
@@ -265,7 +266,9 @@ class Daemon:
     def __init__(self, config: Config, log: DaemonLog, database_paths: list[str] | None = None):
         self.config = config
         self.log = log
-        self.database_paths = database_paths or [config["DatabaseDirectory"]]
+        # Absolute: a daemon changes to / when it detaches, and reloads later.
+        self.database_paths = [os.path.abspath(p) for p in
+                               (database_paths or [config["DatabaseDirectory"]])]
         self.walk_options = pathscan.WalkOptions.from_config(config)
         self.pool: WorkerPool | None = None
         self.database = None

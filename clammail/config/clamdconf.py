@@ -193,6 +193,9 @@ def check_typed(option: Option, value: object) -> object:
         if option.kind is not Kind.BOOL:
             raise ValueError(f"Incorrect argument format for option {option.name}")
         return value
+    if isinstance(value, int) and option.kind in (Kind.STRING, Kind.REGEX, Kind.COMMAND,
+                                                  Kind.CATEGORY):
+        return parse_value(option, str(value))
     if isinstance(value, int):
         if option.kind not in (Kind.NUMBER, Kind.SIZE) or value < 0:
             raise ValueError(f"Incorrect argument format for option {option.name}")
