@@ -74,6 +74,8 @@ def make_root() -> Path:
 def write_config(path: Path, options: dict[str, object], unix: str, port: int) -> None:
     lines = [f"LocalSocket {unix}", f"TCPSocket {port}", "TCPAddr 127.0.0.1", "Foreground yes"]
     for name, value in options.items():
+        if value is None:
+            continue
         values = value if isinstance(value, list) else [value]
         lines += [f"{name} {v}" for v in values]
     path.write_text("\n".join(lines) + "\n")
