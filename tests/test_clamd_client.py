@@ -108,3 +108,37 @@ def test_async_client_errors():
     with pytest.raises(ClamdError):
         parse_verdict("something else")
     assert parse_verdict("INSTREAM size limit exceeded. ERROR").status == "ERROR"
+
+
+def dscan(daemon, *args: str) -> tuple[int, list[str]]:
+    import sys
+
+    conf = daemon.workdir / "clamd.conf"
+    proc = subprocess.run([sys.executable, "-m", "clammail", "dscan", "--config-file", str(conf),
+                           *args], capture_output=True, text=True, timeout=120)
+    return proc.returncode, _comparable(proc.stdout + proc.stderr)
+
+
+def _comparable(text: str) -> list[str]:
+    drop = ("Time:", "Start Date:", "End Date:")
+    return sorted(re.sub(r"fd\[\d+\]", "fd[N]", line) for line in text.splitlines()
+                  if not line.startswith(drop))
+
+
+@pytest.mark.parametrize("mode", MODES[:6] + [["--allmatch"], ["-i"]],
+                         ids=lambda m: " ".join(m) or "default")
+def test_dscan_prints_what_clamdscan_prints(pair, mode):
+    files = pair.extra["files"]
+    targets = [str(files), str(files / "eicar.com"), str(files / "clean.txt"), str(files / "nope")]
+    conf = pair.clamd.workdir / "clamd.conf"
+    proc = subprocess.run(["clamdscan", "--config-file", str(conf), *mode, *targets],
+                          capture_output=True, text=True, timeout=120)
+    expected = (proc.returncode, _comparable(proc.stdout + proc.stderr))
+    assert dscan(pair.clammail, *mode, *targets) == expected
+
+
+def test_dscan_ping_reload_version(pair):
+    assert dscan(pair.clammail, "--ping", "2:0.1")[0] == 0
+    assert dscan(pair.clammail, "--reload")[0] == 0
+    code, lines = dscan(pair.clammail, "--version")
+    assert code == 0 and lines == ["clammail 0.1.0"]

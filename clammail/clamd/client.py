@@ -83,7 +83,7 @@ class ClamdClient:
                 return await asyncio.wait_for(asyncio.open_unix_connection(self.where), self.timeout)
             host, port = self.where
             return await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ClamdError(f"cannot connect to {self.address}: {exc}") from None
 
     async def _command(self, command: bytes, body: AsyncIterable[bytes] | None = None) -> list[str]:
@@ -96,7 +96,7 @@ class ClamdClient:
                     await asyncio.wait_for(writer.drain(), self.timeout)
             await asyncio.wait_for(writer.drain(), self.timeout)
             data = await asyncio.wait_for(_read_all(reader), self.timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             raise ClamdError(f"{self.address}: {exc or type(exc).__name__}") from None
         finally:
             writer.close()
@@ -153,7 +153,7 @@ class ClamdClient:
                 data.extend(chunk)
                 if data.endswith(b"\0"):
                     break
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise ClamdError(f"{self.address}: {exc or type(exc).__name__}") from None
         finally:
             sock.close()
