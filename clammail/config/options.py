@@ -60,7 +60,7 @@ ENGINE_OPTIONS = _opts(
     Option("MaxPartitions", Z, 50),
     Option("MaxIconsPE", Z, 100),
     Option("MaxRecHWP3", N, 16),
-    Option("PCREMatchLimit", N, 100000),
+    Option("PCREMatchLimit", N, 10000),
     Option("PCRERecMatchLimit", N, 2000),
     Option("PCREMaxFileSize", Z, 100 * MB),
     Option("AlertExceedsMax", B, False),
