@@ -27,7 +27,7 @@ from clamd_harness import EICAR, TEST_DB, exchange, make_root, start_pair
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 
 TESTFILE = Path("/usr/share/clamav-testfiles/clam.exe")
-QUIET = 1.2
+QUIET = 2.0
 
 
 def chunk(data: bytes) -> bytes:
