@@ -15,7 +15,6 @@ in the middle of a job is replaced; the job ends with `WorkerLost`.
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import hashlib
 import logging
@@ -28,7 +27,7 @@ import traceback
 from collections.abc import AsyncIterator
 
 from clammail.clamd import pathscan
-from clammail.engine import Engine, ScanOptions
+from clammail.engine import Engine
 
 log = logging.getLogger("clammail.daemon")
 
@@ -97,14 +96,8 @@ class _Scanner:
         if not raw:
             return self.engine
         if self._raw is None:
-            # The same compiled matchers with the container switches off: a
-            # shallow copy, so nothing is recompiled.
-            raw_engine = copy.copy(self.engine)
-            values = dict(self.engine.options.values)
-            values.update({name: False for name in RAW_SWITCHES})
-            raw_engine.options = ScanOptions.from_mapping(values)
-            raw_engine.cache = None
-            self._raw = raw_engine
+            # The same compiled matchers with the container switches off.
+            self._raw = self.engine.with_options({name: False for name in RAW_SWITCHES})
         return self._raw
 
     def scan_fd(self, fd: int, name: str | None, allmatch: bool, raw: bool = False):

@@ -14,6 +14,7 @@ it and scan what is inside.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import mmap
@@ -83,6 +84,14 @@ class Engine:
         self.matcher = SignatureMatcher(database, backend=matcher_backend, options=self.options)
         self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
         self._ignored = database.ignored_names
+
+    def with_options(self, overrides: dict) -> Engine:
+        """The same compiled database with some options changed (RAWSCAN's
+        switches, for one): nothing is recompiled; the twin has its own cache."""
+        twin = copy.copy(self)
+        twin.options = ScanOptions.from_mapping({**self.options.values, **overrides})
+        twin.cache = None if twin.options["DisableCache"] else CleanCache(twin.options["CacheSize"])
+        return twin
 
     # -- entry points -----------------------------------------------------
 
