@@ -400,8 +400,13 @@ def _resolve_duplicates(keys, offs, lens, seq, same, dsize):
 
 
 def _clamd_key(digest: bytes) -> tuple[int, bytes]:
-    """matcher-hash.c hm_cmp on little-endian hosts: first 4 bytes as a native uint32."""
-    return int.from_bytes(digest[:4], "little"), digest[4:]
+    """The order of matcher-hash.c hm_cmp on little-endian hosts.
+
+    It compares the first 4 bytes as a native uint32 and returns
+    `(i < r) * 2 - 1`, i.e. +1 when the first is smaller: descending on that
+    word, then ascending (memcmp) on the rest.
+    """
+    return -int.from_bytes(digest[:4], "little"), digest[4:]
 
 
 def _clamd_winner(digests: list[bytes]) -> dict[bytes, int]:
