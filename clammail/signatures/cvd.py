@@ -8,9 +8,10 @@ then a tar archive (gzip-compressed unless it starts with "COPYING") of
 plain database files plus NAME.info, which lists every file with its size
 and SHA256 and, in signed containers, ends with a DSIG line.
 
-What clamd 1.4.6 checks, and so do we:
-* .cvd and .cld: the MD5 of everything after the header equals MD5, and
-  DSIG is ClamAV's RSA signature of that MD5 (`verify_md5_signature`);
+What clamd 1.4.6 checks (found by experiment), and so do we:
+* .cvd: the MD5 of everything after the header equals MD5, and DSIG is
+  ClamAV's RSA signature of that MD5 (`verify_md5_signature`); a .cld's
+  header MD5 and DSIG are not checked (freshclam patched its content);
 * the .info's header line matches the container header (version,
   signatures, FLEVEL, build seconds); in .cvd/.cld the .info carries its own
   signature (`verify_info_signature`, a PSS-style scheme over SHA256);
@@ -256,6 +257,7 @@ class _Stream:
     """Reads the tar, decompressing on the fly; counts what it delivered."""
 
     def __init__(self, raw: io.BufferedIOBase) -> None:
+        raw.seek(HEADER_SIZE)
         start = raw.read(7)
         raw.seek(HEADER_SIZE)
         # clamd: plain tar if it begins with the COPYING member, else gzip.
@@ -413,16 +415,8 @@ def open_container(path: str, cvd_key: RsaKey = CLAMAV_CVD_KEY,
     try:
         try:
             header = read_header(fh.read(HEADER_SIZE))
-            if kind != ContainerKind.CUD:
-                md5 = hashlib.md5()
-                while chunk := fh.read(1 << 20):
-                    md5.update(chunk)
-                if md5.hexdigest() != header.md5[:32]:
-                    raise SignatureError("can't verify database integrity: MD5 mismatch")
-                try:
-                    verify_md5_signature(md5.hexdigest(), header.dsig, cvd_key)
-                except SignatureError as exc:
-                    raise SignatureError(f"can't verify database integrity: {exc.reason}") from None
+            if kind == ContainerKind.CVD:
+                _verify_body(fh, header, cvd_key)
             fh.seek(0)
             info = None
             for member in iter_members(fh):
@@ -445,6 +439,30 @@ def open_container(path: str, cvd_key: RsaKey = CLAMAV_CVD_KEY,
     except BaseException:
         fh.close()
         raise
+
+
+def _verify_body(fh: io.BufferedReader, header: CvdHeader, key: RsaKey) -> None:
+    """cli_cvdverify: the MD5 of what follows the header, and its signature."""
+    md5 = hashlib.md5()
+    while chunk := fh.read(1 << 20):
+        md5.update(chunk)
+    if md5.hexdigest() != header.md5[:32]:
+        raise SignatureError("can't verify database integrity: MD5 mismatch")
+    try:
+        verify_md5_signature(md5.hexdigest(), header.dsig, key)
+    except SignatureError as exc:
+        raise SignatureError(f"can't verify database integrity: {exc.reason}") from None
+
+
+def verify_cvd_file(path: str, key: RsaKey = CLAMAV_CVD_KEY) -> CvdHeader:
+    """Header, MD5 and signature of a .cvd (as checked when it is a .cld's twin)."""
+    with open(path, "rb") as fh:
+        try:
+            header = read_header(fh.read(HEADER_SIZE))
+            _verify_body(fh, header, key)
+        except SignatureError as exc:
+            raise exc.located(path) from None
+    return header
 
 
 def _read_all(member: Member, limit: int = 1 << 30) -> bytes:

@@ -48,6 +48,7 @@ from clammail.signatures.cvd import (
     load_members,
     open_container,
     peek_header,
+    verify_cvd_file,
 )
 from clammail.signatures.database import Database, DatabaseInfo
 from clammail.signatures.hashsigs import (
@@ -375,7 +376,10 @@ class _Loader:
         other = path[:-2] + ("l" if kind == ContainerKind.CVD else "v") + path[-1]
         if not os.access(other, os.R_OK):
             return False
-        mine, theirs = peek_header(path).version, peek_header(other).version
+        mine = peek_header(path).version
+        # clamd checks a .cvd twin in full, a .cld twin by its header only.
+        theirs = (verify_cvd_file(other, self.keys[0]) if kind == ContainerKind.CLD
+                  else peek_header(other)).version
         if theirs > mine or (theirs == mine and kind == ContainerKind.CVD):
             self.info.warnings.append(
                 f"Detected duplicate databases {path} and {other}: {path} is not loaded")
