@@ -188,3 +188,19 @@ def test_sigtool_list_sigs_matches_debian(tmp_path, target, sigdir):
         ours = subprocess.run([sys.executable, "-m", "clammail", "sigtool",
                                f"--list-sigs={arg}"], capture_output=True, text=True)
         assert ours.stdout == theirs.stdout and theirs.stdout
+
+
+def test_clamav_unit_hash_signatures_load_with_clamscans_count(tmp_path, target):
+    """ClamAV's own .hdb/.hsb/.mdb/.msb/.imp test signatures: same count, right indexes."""
+    from conftest import need_unit_data
+
+    sigs = need_unit_data() / "pe_allmatch" / "alert-sigs"
+    folder = tmp_path / "unit"
+    folder.mkdir()
+    for path in sigs.iterdir():
+        if path.suffix in (".hdb", ".hsb", ".mdb", ".msb", ".imp"):
+            (folder / path.name).write_bytes(path.read_bytes())
+    db = load_database([str(folder)])
+    assert db.info.signatures == clamscan([folder], [target])[3]
+    assert len(db.section_hashes) > 0 and len(db.import_hashes) > 0
+    assert len(db.file_hashes) > 0 and not db.info.warnings

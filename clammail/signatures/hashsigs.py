@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -726,7 +725,3 @@ class HashFileParser:
 
 _NAME_TABLE_WIDTH = 128
 _POW10 = 10 ** np.arange(10, dtype=np.int64)
-
-
-def file_digests(data: bytes | memoryview, algorithms: Iterable[str]) -> dict[str, bytes]:
-    return {algo: hashlib.new(algo, data).digest() for algo in algorithms}
