@@ -333,12 +333,12 @@ class _Loader:
         name = getattr(record, "raw_name", None) or getattr(record, "name", "")
         if not official and name.endswith(".UNOFFICIAL"):
             name = name[: -len(".UNOFFICIAL")]
-        raw = name.encode("utf-8", "surrogateescape")
+        raw = name.encode("latin-1", "replace")
         line = getattr(record, "line", None)
         if line is None:
             return self.ignore.ignores_name(raw)
         if isinstance(line, str):
-            line = line.encode("utf-8", "surrogateescape")
+            line = line.encode("latin-1", "replace")
         return self.ignore(raw, line)
 
     # -- containers -------------------------------------------------------
@@ -475,7 +475,8 @@ def _read_text(source: _Source, line_limit: int | None) -> str:
             if run >= line_limit:
                 raise SignatureError("line too long", source.path, number)
         parts.append(chunk)
-    return b"".join(parts).decode("utf-8", "surrogateescape")
+    # latin-1: one character per byte, as the format parsers expect their text.
+    return b"".join(parts).decode("latin-1")
 
 
 def _line_of_long(chunk: bytes, run: int, limit: int) -> int:
