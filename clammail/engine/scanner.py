@@ -14,6 +14,7 @@ it and scan what is inside.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import mmap
@@ -24,8 +25,16 @@ from dataclasses import dataclass, field
 
 from clammail.config.options import ENGINE_DEFAULTS
 from clammail.engine.cache import CleanCache
-from clammail.engine.filetypes import RAW_TARGET, FileType, detect
+from clammail.engine.filetypes import (
+    RAW_TARGET,
+    TEXT_TYPES,
+    FileType,
+    Target,
+    contains_html,
+    detect,
+)
 from clammail.engine.objectinfo import ObjectInfo
+from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
@@ -72,9 +81,17 @@ class Engine:
 
         self.database = database
         self.options = options or ScanOptions()
-        self.matcher = SignatureMatcher(database, backend=matcher_backend)
+        self.matcher = SignatureMatcher(database, backend=matcher_backend, options=self.options)
         self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
         self._ignored = database.ignored_names
+
+    def with_options(self, overrides: dict) -> Engine:
+        """The same compiled database with some options changed (RAWSCAN's
+        switches, for one): nothing is recompiled; the twin has its own cache."""
+        twin = copy.copy(self)
+        twin.options = ScanOptions.from_mapping({**self.options.values, **overrides})
+        twin.cache = None if twin.options["DisableCache"] else CleanCache(twin.options["CacheSize"])
+        return twin
 
     # -- entry points -----------------------------------------------------
 
@@ -270,22 +287,55 @@ class ScanJob:
             cache.add_clean(md5, size)
 
     def _scan_info(self, info: ObjectInfo) -> None:
+        """libclamav's order: open containers first, then match the raw bytes
+        (and hashes), then the passes that depend on the raw scan's findings:
+        executable structure, normalized text, binary data as target 14."""
         engine = self.engine
-        target = RAW_TARGET.get(info.ftype, 0)
-        engine.matcher.match_buffer(info.data, target, info, self.report)
-        self._match_hashes(info)
-        if info.ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
-            engine.matcher.match_executable(info, self.report, self.options)
-        unpack = unpacker_for(info.ftype)
-        if unpack is not None:
-            function, switch = unpack
-            if self.options[switch]:
-                self._scan_children(function(info.data, self), info)
-        # Archives and executables embedded anywhere in the object, as
-        # ClamAV's raw scan finds them (self-extractors, appended zips).
-        from clammail.unpack.embedded import embedded_objects
+        ftype = info.ftype
+        parse_html = self.options["ScanHTML"]
+        if ftype not in _AFTER_RAW:
+            self._unpack(info, ftype)
+        # clamd matches HTML only in its normalized views while HTML parsing
+        # is on (DOC_CONF_HTML_SKIPRAW), never the raw bytes.
+        if not (ftype is FileType.HTML and parse_html):
+            engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
+            self._match_hashes(info)
+            # The raw scan also opens archives and executables embedded
+            # anywhere in the object (self-extractors, appended zips).
+            from clammail.unpack.embedded import embedded_objects
 
-        self._scan_children(embedded_objects(info.data, info.ftype, self), info)
+            self._scan_children(embedded_objects(info.data, ftype, self), info)
+        if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
+            # libclamav's raw scan of a PE scans the PE files embedded in it
+            # before its PE scanner looks at the file's own structure.
+            self._unpack(info, ftype)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert)
+        elif ftype in TEXT_TYPES:
+            if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
+                self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
+            else:
+                self._match_normalized_text(info)
+        elif ftype is FileType.BINARY_DATA:
+            # clamd scans unrecognised data a second time as CL_TYPE_OTHER
+            # (target 14), hashes included: ALLMATCH lists show names twice.
+            engine.matcher.match_buffer(info.data, Target.OTHER, info, self.report)
+            self._match_hashes(info)
+
+    def _match_normalized_text(self, info: ObjectInfo) -> None:
+        limit = self.options["MaxScriptNormalize"]
+        if limit and info.size > limit:
+            return
+        normalized = normalize_text(info.data)
+        self.engine.matcher.match_buffer(normalized, Target.TEXT, info, self.report)
+
+    def _unpack(self, info: ObjectInfo, ftype: FileType) -> None:
+        unpack = unpacker_for(ftype)
+        if unpack is None:
+            return
+        function, switch = unpack
+        if not self.options[switch]:
+            return
+        self._scan_children(function(info.data, self), info)
 
     def _scan_children(self, children, info: ObjectInfo) -> None:
         try:
@@ -315,6 +365,12 @@ class ScanJob:
 
 
 _ALGO_ORDER = ("md5", "sha1", "sha256")
+
+# Types whose own parsing comes after the raw scan in libclamav (the rest of
+# the containers are opened before it, so their contents are reported first).
+_AFTER_RAW = frozenset(
+    {FileType.MSEXE, FileType.ELF, FileType.MACHO, FileType.BINARY_DATA} | TEXT_TYPES
+)
 
 
 class _StopScanWithError(Exception):

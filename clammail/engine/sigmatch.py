@@ -9,6 +9,7 @@ Executable structure (PE section hashes, import hashes) is matched in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from clammail.engine.objectinfo import ObjectInfo
@@ -16,9 +17,21 @@ from clammail.signatures.database import Database
 
 Report = Callable[[str], None]
 
+_HEX_ONLY = re.compile(r"[0-9a-fA-F]+")
+
+
+def _is_bm_pattern(pattern) -> bool:
+    """Whether clamd puts this pattern in its Boyer-Moore matcher: plain hex of
+    at least 3 bytes, of target 0 or 1 (the only roots that have one)."""
+    return (
+        pattern.target in (0, 1)
+        and len(pattern.hexsig) >= 6
+        and _HEX_ONLY.fullmatch(pattern.hexsig) is not None
+    )
+
 
 class SignatureMatcher:
-    def __init__(self, database: Database, backend: str | None = None):
+    def __init__(self, database: Database, backend: str | None = None, options=None):
         from clammail.engine.match import BodyMatcher
 
         self.database = database
@@ -26,10 +39,11 @@ class SignatureMatcher:
         patterns = [sig.pattern for sig in self._body_sigs]
         self._logical = None
         if database.logical_signatures or database.yara_rules:
-            from clammail.engine.logical import LogicalMatcher
+            from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules, first_pattern=len(patterns)
+                database.logical_signatures, database.yara_rules, first_pattern=len(patterns),
+                limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
         self.body = BodyMatcher(patterns, backend=backend)
@@ -41,6 +55,9 @@ class SignatureMatcher:
     def match_buffer(self, data, target: int, info: ObjectInfo, report: Report) -> None:
         """Report every body and logical signature that matches `data` seen as `target`."""
         if not self.body.pattern_count:
+            # Rules made only of PCREs (YARA regex strings) still need evaluating.
+            if self._logical is not None:
+                self._logical.evaluate({}, data, target, info, report)
             return
         hits = self.body.scan(data, target, info)
         if not hits:
@@ -49,23 +66,48 @@ class SignatureMatcher:
             return
         count = len(self._body_sigs)
         direct = sorted(
-            (matches[0].start, index) for index, matches in hits.items() if index < count
+            self._report_order(index, matches[0].start)
+            for index, matches in hits.items()
+            if index < count
         )
-        for _, index in direct:
+        for *_, index in direct:
             report(self._body_sigs[index].name)
         if self._logical is not None:
             self._logical.evaluate(hits, data, target, info, report)
 
-    def match_executable(self, info: ObjectInfo, report: Report, options) -> None:
-        """PE section hashes (.mdb/.msb) and import-table hashes (.imp)."""
+    def _report_order(self, index: int, start: int) -> tuple:
+        """clamd's order within one buffer: signatures of the buffer's own target
+        before generic ones; in each, static patterns (its Boyer-Moore matcher)
+        before wildcard ones (its Aho-Corasick matcher); then by offset. Static
+        patterns at the same offset come out last-loaded first."""
+        pattern = self._body_sigs[index].pattern
+        static = _is_bm_pattern(pattern)
+        return (pattern.target == 0, not static, start, -index if static else index, index)
+
+    def match_executable(self, info: ObjectInfo, report: Report, options,
+                         alert: Report | None = None) -> None:
+        """Heuristics.Broken.Executable, PE section hashes (.mdb/.msb), import hashes (.imp)."""
         db = self.database
-        if not (len(db.section_hashes) or len(db.import_hashes)):
+        hashes = len(db.section_hashes) or len(db.import_hashes)
+        check_broken = alert is not None and options["AlertBrokenExecutables"]
+        if not (hashes or check_broken):
             return
         exe = info.executable
         if exe is None:
             return
-        from clammail.formats.executable import import_hash_candidates, section_hash_candidates
+        # libclamav's PE and ELF scanners run only with ScanPE / ScanELF.
+        switch = {"PE": "ScanPE", "ELF": "ScanELF"}.get(exe.kind)
+        if switch and not options[switch]:
+            return
+        from clammail.formats.executable import (
+            BROKEN_EXECUTABLE,
+            import_hash_candidates,
+            section_hash_candidates,
+        )
 
+        if check_broken and exe.broken:
+            alert(BROKEN_EXECUTABLE)  # and libclamav looks no further at it
+            return
         for index, candidates in ((db.section_hashes, section_hash_candidates),
                                   (db.import_hashes, import_hash_candidates)):
             if not len(index):

@@ -38,6 +38,10 @@ _REGISTRY: dict[T, tuple[str, str, str]] = {
     T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
     T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
     T.RTF: ("clammail.unpack.rtf", "unpack_rtf", "ScanOLE2"),
+    # PE files embedded in PE files; the slices of a universal Mach-O binary
+    # (which clamd opens whatever its options: ScanArchive is the nearest switch).
+    T.MSEXE: ("clammail.unpack.executable", "unpack_pe", "ScanPE"),
+    T.MACHO_UNIBIN: ("clammail.unpack.executable", "unpack_macho_fat", "ScanArchive"),
 }
 
 _loaded: dict[tuple[str, str], Unpacker | None] = {}
