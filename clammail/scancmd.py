@@ -42,6 +42,8 @@ _ENGINE_FLAGS = {
     "scan-html": "ScanHTML", "scan-xmldocs": "ScanXMLDOCS", "scan-hwp3": "ScanHWP3",
     "scan-archive": "ScanArchive", "scan-image": "ScanImage",
     "detect-pua": "DetectPUA", "disable-cache": "DisableCache",
+    # clammail's own (not clamscan's): open formats ClamAV 1.4.6 leaves closed.
+    "extra-archive-formats": "ExtraArchiveFormats",
 }
 
 

@@ -270,6 +270,11 @@ def detect(data: bytes | memoryview) -> FileType:
     head = bytes(data[:TYPING_WINDOW])
     for offset, magic, ftype in _MAGIC:
         if head.startswith(magic, offset):
+            if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
+                # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
+                from clammail.unpack.archive_typing import zip_document_type
+
+                return zip_document_type(data) or ftype
             return _refine(head, ftype)
     if _LHA.match(head):
         return FileType.LHA_LZH
@@ -283,6 +288,11 @@ def detect(data: bytes | memoryview) -> FileType:
             return FileType.HTML
         if _MAIL_PAIRS.search(bytes(data[:3072])):
             return FileType.MAIL
+    if ftype is FileType.BINARY_DATA:
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
+        from clammail.unpack.archive_typing import tar_type
+
+        return tar_type(head) or ftype
     return ftype
 
 

@@ -33,6 +33,7 @@ _REGISTRY: dict[T, tuple[str, str, str]] = {
     T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.OOXML_HWP: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.MSOLE2: ("clammail.unpack.ole2", "unpack_ole2", "ScanOLE2"),
     T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
     T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
