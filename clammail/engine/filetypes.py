@@ -221,10 +221,12 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
     (0, b"\x5d\x00\x00", FileType.LZMA),
 ]
+EXTRA_FORMAT_TYPES = frozenset({FileType.ZSTD, FileType.AR, FileType.LZMA})
 
 # What typing looks at: the first kilobyte, like libclamav's magic buffer
 # (CL_FILE_MBUFF_SIZE). Content further in does not change the type.
@@ -265,10 +267,13 @@ TEXT_TYPES = frozenset(
 )
 
 
-def detect(data: bytes | memoryview) -> FileType:
-    """The ClamAV file type of `data` from its first kilobyte."""
+def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
+    """The ClamAV file type of `data` from its first kilobyte. With
+    `extra_formats`, also the archive types ClamAV 1.4.6 does not know."""
     head = bytes(data[:TYPING_WINDOW])
     for offset, magic, ftype in _MAGIC:
+        if ftype in EXTRA_FORMAT_TYPES and not extra_formats:
+            continue
         if head.startswith(magic, offset):
             if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
                 # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).

@@ -270,7 +270,8 @@ class ScanJob:
             return
         self.check()
         self.scanned_bytes += size
-        info = ObjectInfo(data, ftype or detect(data), tuple(i.ftype for i in self._stack), name)
+        ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
+        info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
         md5 = _digest(info, "md5")
         if cache is not None and cache.is_clean(md5, size):

@@ -46,7 +46,7 @@ MEMBER_CAP = 1 << 30
 
 
 def unpack_archive(data, ctx: UnpackContext) -> Iterator[Extracted]:
-    ftype = detect(data)
+    ftype = detect(data, extra_formats=bool(ctx.option(EXTRA_OPTION)))
     handler = _HANDLERS.get(ftype)
     if handler is None:
         ctx.debug(f"archive: no reader for {ftype.value}")
