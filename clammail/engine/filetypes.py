@@ -131,12 +131,15 @@ class Target(enum.IntEnum):
     PDF = 10
     FLASH = 11
     JAVA = 12
+    INTERNAL = 13
+    OTHER = 14  # unrecognised binary data, in a second pass
 
 
 MAX_TARGET = 14  # ClamAV 1.4 accepts target numbers up to 14 (CLI_MTARGETS - 1)
 
 # The raw bytes of an object of this type are matched against signatures of
-# this target (and of target 0). Types not listed only see target 0.
+# this target (and of target 0). Types not listed only see target 0; text is
+# matched as target 7 only in its normalized form (clammail.engine.textnorm).
 RAW_TARGET: dict[FileType, Target] = {
     FileType.MSEXE: Target.PE,
     FileType.MSOLE2: Target.OLE2,
@@ -148,8 +151,6 @@ RAW_TARGET: dict[FileType, Target] = {
     FileType.JPEG: Target.GRAPHICS,
     FileType.TIFF: Target.GRAPHICS,
     FileType.ELF: Target.ELF,
-    FileType.TEXT_ASCII: Target.TEXT,
-    FileType.TEXT_UTF8: Target.TEXT,
     FileType.MACHO: Target.MACHO,
     FileType.MACHO_UNIBIN: Target.MACHO,
     FileType.PDF: Target.PDF,
@@ -201,6 +202,7 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"\xcf\xfa\xed\xfe", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xce", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xcf", FileType.MACHO),
+    (0, b"\xca\xfe\xba\xbe", FileType.MACHO),  # universal binary or Java class: see _refine
     (0, b"7z\xbc\xaf\x27\x1c", FileType.SEVENZIP),
     (0, b"070701", FileType.CPIO_NEWC),
     (0, b"070702", FileType.CPIO_CRC),
@@ -219,13 +221,38 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
     (0, b"\x5d\x00\x00", FileType.LZMA),
 ]
+EXTRA_FORMAT_TYPES = frozenset({FileType.ZSTD, FileType.AR, FileType.LZMA})
 
-# Mail: a header line ClamAV's table recognises at the very start of a file.
-_MAIL_STARTS = (
+# What typing looks at: the first kilobyte, like libclamav's magic buffer
+# (CL_FILE_MBUFF_SIZE). Content further in does not change the type.
+TYPING_WINDOW = 1024
+
+# Mail, HTML and a few others are recognised by patterns that may sit
+# anywhere in the typing window (ClamAV's "type 1" file-type signatures).
+# Their case variants are exactly the ones ClamAV lists: "<HtMl>" is not HTML.
+_HTML_TAGS = re.compile(
+    rb"<(?:A |a )[^\0]*?(?:[hH][rR](?:EF|ef))"
+    rb"|<(?:HEAD>|HTML>|Head>|Html>|IFRAME|IMG|Img|OBJECT|Object|SCRIPT|Script|TABLE"
+    rb"|head>|html>|iframe|img|object|script|table)",
+    re.DOTALL,
+)
+_HTML_ASP = b"<%@ LANGUAGE ="
+# "Mail file": a From:/MIME-Version:/Message-Id:/Received: header starting
+# within the first 1024 (2048 for Received) bytes, followed within a couple
+# of kilobytes by a Content-Type: header.
+_MAIL_PAIRS = re.compile(
+    rb"\n(?:[Ff]rom: [^\0]{0,1024}?\n(?:[Mm][Ii][Mm][Ee]-[Vv]ersion: |[Cc]ontent-[Tt]ype: )"
+    rb"|[Mm][Ii][Mm][Ee]-[Vv]ersion: [^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: "
+    rb"|[Mm]essage-[Ii]d: [^\0]{0,1024}?\n[Cc]ontent-[Tt]ype: "
+    rb"|[Rr]eceived: [^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: )",
+    re.DOTALL,
+)
+_MAIL_AT_START = (
     b"Date: ", b"Delivered-To: ", b"Delivery-date: ", b"Envelope-to: ", b"For: ",
     b"From ", b"From: ", b"Hi. This is the qmail-send", b"Message-ID: ",
     b"Message-Id: ", b"Received: ", b"Return-Path: ", b"Return-path: ",
@@ -233,76 +260,141 @@ _MAIL_STARTS = (
     b"X-Original-To: ", b"X-Real-To: ", b"X-Sieve: ", b"X-Symantec-", b"X-UIDL: ",
     b"v:\nReceived: ", b"v:\r\nReceived: ", b"Received-SPF: ",
 )
-# Mail whose first header is something else: two telling headers in the
-# first couple of kilobytes (ClamAV's "Mail file" body-pattern types).
-_MAIL_HEADERS = re.compile(
-    rb"\n(?:[Ff]rom|[Mm][Ii][Mm][Ee]-[Vv]ersion|[Mm]essage-[Ii]d|[Rr]eceived): "
-    rb"[^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: "
-)
-_HTML_TAGS = re.compile(
-    rb"<(?:a\s[^>]{0,256}?href|html>|head>|iframe|img|object|script|table|%@ LANGUAGE =)",
-    re.IGNORECASE,
-)
 _LHA = re.compile(rb"^..-l[hz][0-9a-z]-", re.DOTALL)
 
-# How much of an object typing looks at, like ClamAV's typing buffer.
-TYPING_WINDOW = 4096
+TEXT_TYPES = frozenset(
+    {FileType.TEXT_ASCII, FileType.TEXT_UTF8, FileType.TEXT_UTF16LE, FileType.TEXT_UTF16BE}
+)
 
 
-def detect(data: bytes | memoryview) -> FileType:
-    """The ClamAV file type of `data` from its content alone."""
+def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
+    """The ClamAV file type of `data` from its first kilobyte. With
+    `extra_formats`, also the archive types ClamAV 1.4.6 does not know."""
     head = bytes(data[:TYPING_WINDOW])
     for offset, magic, ftype in _MAGIC:
+        if ftype in EXTRA_FORMAT_TYPES and not extra_formats:
+            continue
         if head.startswith(magic, offset):
-            return _refine(head, ftype, data)
+            if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
+                # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
+                from clammail.unpack.archive_typing import zip_document_type
+
+                return zip_document_type(data) or ftype
+            return _refine(head, ftype)
     if _LHA.match(head):
         return FileType.LHA_LZH
     if len(data) > 0x8006 and bytes(data[0x8001:0x8006]) == b"CD001":
         return FileType.ISO9660
-    if head.startswith(_MAIL_STARTS):
+    if head.startswith(_MAIL_AT_START):
         return FileType.MAIL
-    return _text_or_binary(head)
+    ftype = text_type(head)
+    if ftype in TEXT_TYPES:
+        if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
+            return FileType.HTML
+        if _MAIL_PAIRS.search(bytes(data[:3072])):
+            return FileType.MAIL
+    if ftype is FileType.BINARY_DATA:
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
+        from clammail.unpack.archive_typing import tar_type
+
+        return tar_type(head) or ftype
+    return ftype
 
 
-def _refine(head: bytes, ftype: FileType, data) -> FileType:
+def contains_html(data: bytes | memoryview) -> bool:
+    """Whether HTML markers occur anywhere: ClamAV's raw scan of an ASCII text
+    file re-types it as HTML when they do, even past the typing window."""
+    return _HTML_TAGS.search(data) is not None
+
+
+def _refine(head: bytes, ftype: FileType) -> FileType:
     if ftype is FileType.MACHO and head.startswith(b"\xca\xfe\xba\xbe"):
+        # ClamAV's "cafebabe0000002?" / "cafebabe0000003?": a Java class file.
+        if len(head) >= 8 and head[4:7] == b"\0\0\0" and 0x20 <= head[7] <= 0x3F:
+            return FileType.JAVA
         return FileType.MACHO_UNIBIN
     if ftype is FileType.LZMA:
         # A bare LZMA stream has only a weak magic: check the header fields.
         if len(head) < 13 or head[0] >= 225:
-            return _text_or_binary(head)
+            return text_type(head)
     return ftype
 
 
-def _text_or_binary(head: bytes) -> FileType:
-    """Text, HTML or mail by content; binary data otherwise."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return FileType.TEXT_UTF16LE if head[0] == 0xFF else FileType.TEXT_UTF16BE
-    if _MAIL_HEADERS.search(head[:3072]):
-        return FileType.MAIL
-    if _HTML_TAGS.search(head):
-        return FileType.HTML
-    if not head:
-        return FileType.BINARY_DATA
-    if _looks_like_text(head):
-        try:
-            head.decode("ascii")
-            return FileType.TEXT_ASCII
-        except UnicodeDecodeError:
-            return FileType.TEXT_UTF8
+# Byte classes of libclamav's text detection (after file(1)'s ascmagic):
+# T appears in plain ASCII text, I in ISO-8859 text, X in other extended
+# ASCII, F never in text.
+_F, _T, _I, _X = 0, 1, 2, 3
+_TEXT_CLASS = bytes(
+    [_F] * 7 + [_T, _T, _T, _T, _F, _T, _T, _F, _F]  # 0x00-0x0f: BEL BS HT LF FF CR
+    + [_F] * 11 + [_T] + [_F] * 4  # 0x10-0x1f: ESC
+    + [_T] * 95 + [_F]  # 0x20-0x7f: DEL is not text
+    + [_X] * 5 + [_T] + [_X] * 26  # 0x80-0x9f: NEL is text
+    + [_I] * 96  # 0xa0-0xff
+)
+_NOT_ASCII = bytes(i for i in range(256) if _TEXT_CLASS[i] == _F)
+
+
+def text_type(head: bytes) -> FileType:
+    """ASCII, UTF-8, UTF-16 text or binary data, decided as libclamav does."""
+    if head.translate(None, _NOT_ASCII) == head:
+        return FileType.TEXT_ASCII
+    if _is_utf8(head):
+        return FileType.TEXT_UTF8
+    utf16 = _utf16_kind(head)
+    if utf16 is not None:
+        return utf16
     return FileType.BINARY_DATA
 
 
-_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r\f\b\x1b"
+def _is_utf8(buf: bytes) -> bool:
+    """Valid UTF-8 (a sequence cut at the end counts) with at least one
+    multi-byte character and no control characters."""
+    got_one = False
+    i, n = 0, len(buf)
+    while i < n:
+        b = buf[i]
+        if b < 0x80:
+            if _TEXT_CLASS[b] != _T:
+                return False
+        elif not b & 0x40:
+            return False
+        else:
+            following = next((k for k, bit in enumerate((0x20, 0x10, 0x08, 0x04, 0x02), 1)
+                              if not b & bit), None)
+            if following is None:
+                return False
+            for _ in range(following):
+                i += 1
+                if i >= n:
+                    return got_one
+                if buf[i] & 0xC0 != 0x80:
+                    return False
+            got_one = True
+        i += 1
+    return got_one
 
 
-def _looks_like_text(head: bytes) -> bool:
-    stripped = head.translate(None, _TEXT_BYTES)
-    if not stripped:
-        return True
-    try:
-        # Allow a multi-byte UTF-8 sequence cut at the end of the window.
-        head.decode("utf-8") if len(head) < TYPING_WINDOW else head[:-4].decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return not any(b < 0x20 for b in stripped)
+def _utf16_kind(buf: bytes) -> FileType | None:
+    """libclamav's UTF-16 test. Without a byte-order mark it reads big-endian
+    and fails only on a code unit below 128 that is not a text character, so
+    mostly-ASCII data with a stray control byte comes out as UTF-16BE."""
+    if len(buf) < 2:
+        return None
+    if buf[0] == 0xFF and buf[1] == 0xFE:
+        big, bom = False, True
+    elif buf[0] == 0xFE and buf[1] == 0xFF:
+        big, bom = True, True
+    else:
+        big, bom = True, False
+    bad = 0
+    for i in range(2, len(buf) - 1, 2):
+        c = (buf[i] << 8 | buf[i + 1]) if big else (buf[i + 1] << 8 | buf[i])
+        if c == 0xFFFE:
+            return None
+        if c < 128 and _TEXT_CLASS[c] != _T:
+            if not bom:
+                return None
+            bad += 1
+    if bom and bad >= len(buf) // 2:
+        return None
+    return FileType.TEXT_UTF16BE if big else FileType.TEXT_UTF16LE

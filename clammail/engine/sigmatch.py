@@ -2,8 +2,9 @@
 
 Body (.ndb) and logical (.ldb, .yar) signatures share one `BodyMatcher` over
 all their hex patterns; this module turns its hits into reported names:
-body signatures in the order clamd reports them (`BodyMatcher.report_order`),
-then logical signatures.
+body signatures in the order clamd reports them (`BodyMatcher.report_order`:
+target before generic, Boyer-Moore before Aho-Corasick, then where clamd's
+scan notices each match), then logical signatures.
 Executable structure (PE section hashes, import hashes) is matched in
 `match_executable`.
 """
@@ -17,9 +18,8 @@ from clammail.signatures.database import Database
 
 Report = Callable[[str], None]
 
-
 class SignatureMatcher:
-    def __init__(self, database: Database, backend: str | None = None):
+    def __init__(self, database: Database, backend: str | None = None, options=None):
         from clammail.engine.match import BodyMatcher
 
         self.database = database
@@ -27,10 +27,11 @@ class SignatureMatcher:
         patterns = [sig.pattern for sig in self._body_sigs]
         self._logical = None
         if database.logical_signatures or database.yara_rules:
-            from clammail.engine.logical import LogicalMatcher
+            from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules, first_pattern=len(patterns)
+                database.logical_signatures, database.yara_rules, first_pattern=len(patterns),
+                limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
         self.body = BodyMatcher(patterns, backend=backend)
@@ -42,6 +43,9 @@ class SignatureMatcher:
     def match_buffer(self, data, target: int, info: ObjectInfo, report: Report) -> None:
         """Report every body and logical signature that matches `data` seen as `target`."""
         if not self.body.pattern_count:
+            # Rules made only of PCREs (YARA regex strings) still need evaluating.
+            if self._logical is not None:
+                self._logical.evaluate({}, data, target, info, report)
             return
         hits = self.body.scan(data, target, info)
         if not hits:
@@ -55,16 +59,30 @@ class SignatureMatcher:
         if self._logical is not None:
             self._logical.evaluate(hits, data, target, info, report)
 
-    def match_executable(self, info: ObjectInfo, report: Report, options) -> None:
-        """PE section hashes (.mdb/.msb) and import-table hashes (.imp)."""
+    def match_executable(self, info: ObjectInfo, report: Report, options,
+                         alert: Report | None = None) -> None:
+        """Heuristics.Broken.Executable, PE section hashes (.mdb/.msb), import hashes (.imp)."""
         db = self.database
-        if not (len(db.section_hashes) or len(db.import_hashes)):
+        hashes = len(db.section_hashes) or len(db.import_hashes)
+        check_broken = alert is not None and options["AlertBrokenExecutables"]
+        if not (hashes or check_broken):
             return
         exe = info.executable
         if exe is None:
             return
-        from clammail.formats.executable import import_hash_candidates, section_hash_candidates
+        # libclamav's PE and ELF scanners run only with ScanPE / ScanELF.
+        switch = {"PE": "ScanPE", "ELF": "ScanELF"}.get(exe.kind)
+        if switch and not options[switch]:
+            return
+        from clammail.formats.executable import (
+            BROKEN_EXECUTABLE,
+            import_hash_candidates,
+            section_hash_candidates,
+        )
 
+        if check_broken and exe.broken:
+            alert(BROKEN_EXECUTABLE)  # and libclamav looks no further at it
+            return
         for index, candidates in ((db.section_hashes, section_hash_candidates),
                                   (db.import_hashes, import_hash_candidates)):
             if not len(index):
