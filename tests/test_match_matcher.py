@@ -32,7 +32,7 @@ def exe_info(data: bytes, entry=64, sections=((32, 16), (96, 64)), vi=()):
         kind="PE", entry_point=entry,
         sections=[Section(raw, size, 0x1000 * (i + 1), size) for i, (raw, size) in
                   enumerate(sections)],
-        version_info_offsets=list(vi))
+        version_info_offsets=list(vi), header_ok=True)
     return FakeExe(data, exe)
 
 

@@ -453,6 +453,8 @@ def _offset_window(offset: Offset, size: int, info, object_target: int):
     if kind is OffsetKind.ABSOLUTE:
         return _span(offset.value, shift)
     exe = getattr(info, "executable", None) if info is not None else None
+    if exe is not None and not getattr(exe, "header_ok", True):
+        exe = None  # libclamav has no target info for it
     if kind is OffsetKind.EOF_MINUS:
         if object_target in _EXE_TARGETS and exe is None:
             return None
