@@ -285,7 +285,8 @@ class BodyMatcher:
                 plan = self._plan(index)
                 if plan is None:
                     return []
-            window = _offset_window(pattern.offset, len(buf), info, target)
+            window = _offset_window(pattern.offset, len(buf), info, target,
+                                    self._boyer_moore[index] and pattern.target == 1)
             if window is None:
                 return []
             parts = plan.variants[variant].parts
@@ -438,11 +439,14 @@ def _find_all(haystack: bytes, literal: bytes) -> list[int]:
 # -- offsets ----------------------------------------------------------------------
 
 
-def _offset_window(offset: Offset, size: int, info, object_target: int):
+def _offset_window(offset: Offset, size: int, info, object_target: int,
+                   exact: bool = False):
     """Where a match may start: True (anywhere), (lo, hi), ("VI", offsets), or None (never).
 
     Like clamd, relative offsets (even EOF-n) of an executable object whose
-    layout could not be parsed never match.
+    layout could not be parsed never match. `exact`: clamd's Boyer-Moore
+    matcher for PE signatures looks only at each offset's first position, so
+    there SEx means the start of section x.
     """
     kind = offset.kind
     if kind is OffsetKind.ANY:
@@ -479,7 +483,7 @@ def _offset_window(offset: Offset, size: int, info, object_target: int):
     if kind is OffsetKind.SECTION:
         return _span(section.raw_offset + offset.value, shift)
     # SECTION_ENTIRE: anywhere in the section, plus the shift (as clamd computes it)
-    return _span(section.raw_offset, section.raw_size + shift)
+    return _span(section.raw_offset, 0 if exact else section.raw_size + shift)
 
 
 def _span(start: int, shift: int):
