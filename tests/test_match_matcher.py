@@ -171,8 +171,9 @@ def test_backends_agree_on_generated_patterns_and_data():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_repeated_byte_against_wildcard_patterns(backend):
-    """50 MB of one byte: every literal of 41s is everywhere; the answers still come."""
-    data = b"A" * (50 << 20)
+    """50 MB of one byte (16 MB for the slower pyahocorasick, to keep the suite short):
+    every literal of 41s is everywhere; the answers still come, in seconds."""
+    data = b"A" * ((50 if backend == "hyperscan" else 16) << 20)
     patterns = [parse_body_pattern(h) for h in (
         "41414141??42", "4141*4243", "4141{1-64}4142", "4141??41??41??4143", "(41|42)414141??44",
         "41414141", "4141??41(B)", "41414141{200}4243",
