@@ -1,10 +1,12 @@
 """Body signatures: .ndb/.ndu files (`Name:Target:Offset:HexSig[:MinFL[:MaxFL]]`).
 
 Loading follows clamd 1.4's rules line by line: which lines are skipped
-(comments, phishing names, engine levels that exclude us, target numbers
-past 14), which are errors (and with what reason), which load but can never
-match. `parse_offset` and `parse_body_pattern` are shared with the .ldb
-loader, whose subsignatures use the same hex syntax and offsets.
+(comments, engine levels that exclude us, target numbers past 14), which are
+errors (and with what reason), which load but can never match (`{5-3}`,
+`$1$` offsets, ...). The hex syntax itself is compiled by
+`clammail.engine.match.compile`, which the matcher shares.
+`parse_offset` and `parse_body_pattern` are shared with the .ldb loader,
+whose subsignatures use the same hex syntax and offsets.
 """
 
 from __future__ import annotations

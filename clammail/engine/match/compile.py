@@ -398,24 +398,18 @@ def _split_ranged(text: str, nocase: bool, wide: bool, modified: bool) -> list[P
 
 
 def _parse_gap(inner: str) -> tuple[int, int]:
+    """The n or n-m of a `{...}` gap, with cli_strtok's idea of fields."""
     if "-" not in inner:
         if not _is_number(inner) or _atoi(inner) < 0:
             raise SignatureError(f"Problem adding signature: bad range {{{inner}}}")
         return _atoi(inner), _atoi(inner)
-    lo = hi = 0
-    first = _strtok(inner, 0, "-")
-    if first is not None:
-        if not _is_number(first) or _atoi(first) < 0:
+    fields = [f or None for f in _split_runs(inner, "-")] + [None, None, None]
+    for field in fields[:2]:
+        if field is not None and (not _is_number(field) or _atoi(field) < 0):
             raise SignatureError(f"Problem adding signature: bad range {{{inner}}}")
-        lo = _atoi(first)
-    second = _strtok(inner, 1, "-")
-    if second is not None:
-        if not _is_number(second) or _atoi(second) < 0:
-            raise SignatureError(f"Problem adding signature: bad range {{{inner}}}")
-        hi = _atoi(second)
-    if _strtok(inner, 2, "-") is not None:
+    if fields[2] is not None:
         raise SignatureError(f"Problem adding signature: bad range {{{inner}}}")
-    return lo, hi
+    return _atoi(fields[0] or ""), _atoi(fields[1] or "")
 
 
 def _split_stars(text: str, nocase: bool, wide: bool, modified: bool) -> list[Part]:
@@ -428,9 +422,10 @@ def _split_stars(text: str, nocase: bool, wide: bool, modified: bool) -> list[Pa
         elif c == "*" and nest:
             raise SignatureError("Alternative match cannot contain unbounded wildcards")
     count = text.count("*") + 1
+    fields = _split_runs(text, "*")
     parts = []
     for number in range(count):
-        piece = _strtok(text, number, "*")
+        piece = fields[number] if number < len(fields) and fields[number] else None
         if piece is None:
             raise SignatureError(f"Can't extract part {number + 1} of partial signature")
         parts.append(_compile_part(piece, nocase, wide, modified, 0, 0))
@@ -925,18 +920,21 @@ def _plain_part_literal(part: Part) -> tuple[bytes, int, bool]:
     """part_literal for a part of bytes and wildcards only: every element is one byte wide.
 
     Elements become characters (static bytes are the ones below 0x100), so
-    the regex engine finds the runs.
+    the regex engine finds the runs; the first longest run wins.
     """
     text = "".join(map(chr, part.prefix + part.body))
-    best = max(_STATIC_RUN.finditer(text), key=lambda m: m.end() - m.start(), default=None)
-    if best is None:
+    runs = _STATIC_RUN.findall(text)
+    if not runs:
         return b"", 0, False
-    start, end = best.start(), best.end()
-    if end - start > LITERAL_MAX:
-        while end - start > LITERAL_MAX and ord(text[start]) in _COMMON_BYTES:
-            start += 1
-        end = start + LITERAL_MAX
-    return text[start:end].encode("latin-1"), start - len(part.prefix), False
+    best = max(runs, key=len)
+    start = text.find(best)
+    if len(best) > LITERAL_MAX:
+        skip = 0
+        while len(best) - skip > LITERAL_MAX and ord(best[skip]) in _COMMON_BYTES:
+            skip += 1
+        best = best[skip:skip + LITERAL_MAX]
+        start += skip
+    return best.encode("latin-1"), start - len(part.prefix), False
 
 
 def plan_anchors(plan: Plan) -> tuple:
