@@ -131,6 +131,8 @@ class Target(enum.IntEnum):
     PDF = 10
     FLASH = 11
     JAVA = 12
+    INTERNAL = 13
+    OTHER = 14  # unrecognised binary data, in a second pass
 
 
 MAX_TARGET = 14  # ClamAV 1.4 accepts target numbers up to 14 (CLI_MTARGETS - 1)

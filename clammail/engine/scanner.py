@@ -80,7 +80,7 @@ class Engine:
 
         self.database = database
         self.options = options or ScanOptions()
-        self.matcher = SignatureMatcher(database, backend=matcher_backend)
+        self.matcher = SignatureMatcher(database, backend=matcher_backend, options=self.options)
         self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
         self._ignored = database.ignored_names
 
@@ -258,22 +258,31 @@ class ScanJob:
             cache.add_clean(md5, size)
 
     def _scan_info(self, info: ObjectInfo) -> None:
+        """libclamav's order: open containers first, then match the raw bytes
+        (and hashes), then the passes that depend on the raw scan's findings:
+        executable structure, normalized text, binary data as target 14."""
         engine = self.engine
         ftype = info.ftype
         parse_html = self.options["ScanHTML"]
-        # clamd does not match the raw bytes of HTML it normalizes: only the views.
+        if ftype not in _AFTER_RAW:
+            self._unpack(info, ftype)
+        # clamd matches HTML only in its normalized views while HTML parsing
+        # is on (DOC_CONF_HTML_SKIPRAW), never the raw bytes.
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
-        self._match_hashes(info)
+            self._match_hashes(info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             engine.matcher.match_executable(info, self.report, self.options)
-        if ftype in TEXT_TYPES:
+        elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
-                ftype = FileType.HTML  # found by the raw scan past the typing window
+                self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
             else:
                 self._match_normalized_text(info)
-                return
-        self._unpack(info, ftype)
+        elif ftype is FileType.BINARY_DATA:
+            # clamd scans unrecognised data a second time as CL_TYPE_OTHER
+            # (target 14), hashes included: ALLMATCH lists show names twice.
+            engine.matcher.match_buffer(info.data, Target.OTHER, info, self.report)
+            self._match_hashes(info)
 
     def _match_normalized_text(self, info: ObjectInfo) -> None:
         limit = self.options["MaxScriptNormalize"]
@@ -316,6 +325,12 @@ class ScanJob:
 
 
 _ALGO_ORDER = ("md5", "sha1", "sha256")
+
+# Types whose own parsing comes after the raw scan in libclamav (the rest of
+# the containers are opened before it, so their contents are reported first).
+_AFTER_RAW = frozenset(
+    {FileType.MSEXE, FileType.ELF, FileType.MACHO, FileType.BINARY_DATA} | TEXT_TYPES
+)
 
 
 class _StopScanWithError(Exception):

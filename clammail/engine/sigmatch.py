@@ -31,7 +31,7 @@ def _is_bm_pattern(pattern) -> bool:
 
 
 class SignatureMatcher:
-    def __init__(self, database: Database, backend: str | None = None):
+    def __init__(self, database: Database, backend: str | None = None, options=None):
         from clammail.engine.match import BodyMatcher
 
         self.database = database
@@ -39,10 +39,11 @@ class SignatureMatcher:
         patterns = [sig.pattern for sig in self._body_sigs]
         self._logical = None
         if database.logical_signatures or database.yara_rules:
-            from clammail.engine.logical import LogicalMatcher
+            from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules, first_pattern=len(patterns)
+                database.logical_signatures, database.yara_rules, first_pattern=len(patterns),
+                limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
         self.body = BodyMatcher(patterns, backend=backend)
@@ -54,6 +55,9 @@ class SignatureMatcher:
     def match_buffer(self, data, target: int, info: ObjectInfo, report: Report) -> None:
         """Report every body and logical signature that matches `data` seen as `target`."""
         if not self.body.pattern_count:
+            # Rules made only of PCREs (YARA regex strings) still need evaluating.
+            if self._logical is not None:
+                self._logical.evaluate({}, data, target, info, report)
             return
         hits = self.body.scan(data, target, info)
         if not hits:

@@ -38,7 +38,24 @@ def load_database(paths: list[str], options: LoadOptions | None = None) -> Datab
             files += sorted(os.path.join(path, f) for f in os.listdir(path))
         else:
             files.append(path)
+    logical, yara_rules = [], []
     for path in files:
+        if path.endswith((".ldb", ".ldu", ".yar", ".yara")):
+            # Placeholder dispatch until the real loader lands.
+            from clammail.signatures.logical import load_ldb
+            from clammail.signatures.yara import load_yara
+
+            with open(path, encoding="latin-1", newline="") as fh:
+                text = fh.read()
+            if path.endswith((".yar", ".yara")):
+                loaded = load_yara(text, path, False, options or LoadOptions())
+                yara_rules += loaded
+            else:
+                loaded = load_ldb(text, path, False, options or LoadOptions())
+                logical += loaded
+            info.signatures += len(loaded)
+            info.files.append(path)
+            continue
         if not path.endswith((".hdb", ".hsb")):
             continue
         with open(path, encoding="latin-1") as fh:
@@ -54,4 +71,4 @@ def load_database(paths: list[str], options: LoadOptions | None = None) -> Datab
                 index.add(digest, size, display_name(fields[2], False))
                 info.signatures += 1
         info.files.append(path)
-    return Database(file_hashes=index, info=info)
+    return Database(file_hashes=index, info=info, logical_signatures=logical, yara_rules=yara_rules)
