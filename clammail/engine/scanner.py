@@ -296,7 +296,7 @@ class ScanJob:
         if unpack is None:
             return
         function, switch = unpack
-        if not self.options[switch]:
+        if switch is not None and not self.options[switch]:
             return
         try:
             for child in function(info.data, self):
