@@ -35,7 +35,7 @@ import re
 from collections.abc import Generator, Iterator
 
 from clammail.engine.filetypes import FileType, detect
-from clammail.unpack.base import Extracted, UnpackContext
+from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.mime_message import (
     Blob,
     Enc,
@@ -152,10 +152,11 @@ class _Reader:
         m = _LINE_END.search(data, at, at + LINE_MAX)
         if m is None:
             end = min(n, at + LINE_MAX)
-            line = data[at:end]
+            line = data[at:end].replace(b"\0", b"")
             self.at = end
-            line = line.replace(b"\0", b"")
-            return line if line else None
+            if not line and at + LINE_MAX >= n:
+                return None  # only NUL bytes up to the end: the end
+            return line  # a long line is cut; NUL bytes alone read as an empty line
         k = m.start()
         term = data[k]
         nxt = k + 1
@@ -238,19 +239,17 @@ class _MailParser:
                 rc = yield from self._single(first)
         except _HeuristicFound:
             return
-        if rc in (Rc.FAIL, Rc.MAXREC, Rc.MAXFILES, Rc.VIRUS):
-            # cli_mbox failed: the directory is never scanned
-            if rc == Rc.MAXREC:
-                self._limit("MaxRecursion")
-            elif rc == Rc.MAXFILES:
-                self._limit("MaxFiles")
+        # When cli_mbox fails the directory is never scanned; a limit it hit
+        # becomes clamd's Heuristics.Limits.Exceeded.* (with AlertExceedsMax).
+        if rc == Rc.MAXREC:
+            raise LimitExceeded("MaxRecursion")
+        if rc == Rc.MAXFILES:
+            raise LimitExceeded("MaxFiles")
+        if rc in (Rc.FAIL, Rc.VIRUS):
             return
         for obj in self.deferred:
             self.ctx.check()
             yield obj
-
-    def _limit(self, limit: str) -> None:
-        self.ctx.debug(f"mail: {limit} reached")
 
     def _single(self, first: bytes) -> Generator[Extracted, None, Rc]:
         reader = self.reader
@@ -832,7 +831,8 @@ class _MailParser:
                 if rc == Rc.VIRUS:
                     infected = True
             elif subtype in (RELATED, ENCRYPTED, SIGNED, PARALLEL):
-                pass
+                if len(messages) >= MAX_MIME_PARTS_PER_MESSAGE:
+                    break  # over the limit already: reading on changes nothing
             else:
                 messages.pop()
 

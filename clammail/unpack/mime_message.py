@@ -16,7 +16,9 @@ A line is `bytes` without its line ending, or None for an empty line.
 
 from __future__ import annotations
 
+import binascii
 import enum
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -80,6 +82,9 @@ for _i, _c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _B64[ord("=")] = 0
 _NOT_B64 = bytes(i for i in range(256) if _B64[i] == 255)
 _B64_TABLE = bytes(v if v != 255 else 0 for v in _B64)
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# a uuencoded character is its value (c - 32) & 63: as the base64 letter of that value
+_UU_AS_B64 = bytes(_B64_ALPHABET[(c - 0x20) & 0x3F] for c in range(256))
 
 
 def is_uuencode_begin(line: Line) -> bool:
@@ -576,35 +581,41 @@ def decode_line(enctype: Enc, line: Line) -> bytes:
     return (line or b"") + b"\n"
 
 
+# '=' escapes as libclamav reads them: '=' and a hex digit take the next
+# character whatever it is (an illegal second digit counts as 0x3d); '=' and
+# one last character gives that character's digit value; '=' at the end is a
+# soft line break; '=' before anything else stays as it is.
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f])(.)|=(.)\Z|=\Z", re.DOTALL)
+_QP_STRICT = re.compile(rb"(?:[^=]|=[0-9A-Fa-f]{2})*=?\Z", re.DOTALL)
+
+
+def _qp_escape(m: re.Match) -> bytes:
+    if m.group(1) is not None:
+        return bytes([((hex_digit(m.group(1)[0]) << 4) | hex_digit(m.group(2)[0])) & 0xFF])
+    if m.group(3) is not None:
+        return bytes([hex_digit(m.group(3)[0])])
+    return b""
+
+
 def _qp_line(line: Line) -> bytes:
     if line is None:
         return b"\n"
-    out = bytearray()
-    i, n = 0, len(line)
-    softbreak = False
-    while i < n:
-        c = line[i]
-        if c == 0x3D:  # '='
-            i += 1
-            if i >= n or line[i] == 0x0A:
-                softbreak = True
-                break
-            byte = hex_digit(line[i])
-            i += 1
-            if i >= n or line[i] == 0x0A:
-                out.append(byte)
-                break
-            if byte != 0x3D:
-                byte = ((byte << 4) | hex_digit(line[i])) & 0xFF
-            else:
-                i -= 2  # an illegal escape is kept as it stands
-            out.append(byte)
-        else:
-            out.append(c)
-        i += 1
-    if not softbreak:
-        out.append(0x0A)
-    return bytes(out)
+    if b"=" not in line:
+        return line + b"\n"
+    if _QP_STRICT.match(line):
+        # only well-formed escapes: the C decoder and binascii agree
+        return binascii.a2b_qp(line) + (b"" if line.endswith(b"=") else b"\n")
+    softbreak = line.endswith(b"=") and _ends_soft(line)
+    return _QP_ESCAPE.sub(_qp_escape, line) + (b"" if softbreak else b"\n")
+
+
+def _ends_soft(line: bytes) -> bool:
+    """Whether the final '=' is a bare one (not the second half of an escape)."""
+    # find how the escapes before the end pair up, scanning left to right
+    for m in _QP_ESCAPE.finditer(line):
+        if m.end() == len(line):
+            return m.group(1) is None and m.group(3) is None
+    return False
 
 
 def uudecode_line(line: Line) -> bytes | None:
@@ -621,15 +632,9 @@ def uudecode_line(line: Line) -> bytes | None:
     rest = line[1:]
     if reallen > len(rest):
         return None
-    vals = bytes(((c - 0x20) & 0x3F) for c in rest)
-    out = bytearray()
-    full = len(vals) - len(vals) % 4
-    for k in range(0, full, 4):
-        b1, b2, b3, b4 = vals[k], vals[k + 1], vals[k + 2], vals[k + 3]
-        out.append(((b1 << 2) | (b2 >> 4)) & 0xFF)
-        out.append(((b2 << 4) | (b3 >> 2)) & 0xFF)
-        out.append(((b3 << 6) | b4) & 0xFF)
+    full = len(rest) - len(rest) % 4
+    out = binascii.a2b_base64(rest[:full].translate(_UU_AS_B64)) if full else b""
     # libclamav writes `reallen` bytes whatever was decoded; we pad with zeros
     if len(out) < reallen:
         out += bytes(reallen - len(out))
-    return bytes(out[:reallen])
+    return out[:reallen]
