@@ -11,8 +11,10 @@ STAMPS := .stamps
 
 .PHONY: run test deps lint bench clean
 
+# The daemon in the foreground on the bundled configuration and database:
+# /run/clammail/clamd.ctl and 127.0.0.1:3310 (Ctrl-C stops it).
 run: deps
-	$(BIN)/clammail scan -r /usr/share/clamav-testfiles
+	$(BIN)/clammail daemon --foreground -c config/clamd.conf --datadir clammail/data
 
 test: deps
 	$(BIN)/python -m pytest -q

@@ -117,9 +117,6 @@ def clammail_engine_results(ldb_files=(), yar_files=(), paths=(), options=None):
 def compare(databases, paths, *extra, **kwargs):
     code, theirs, err = clamscan_results(databases, paths, *extra, allmatch=True)
     assert code in (0, 1), err
-    # clamscan 1.4.6 scans binary data twice (and so reports each name twice
-    # with --allmatch): that is the scanner's business, not the signatures'.
-    theirs = {p: list(dict.fromkeys(names)) for p, names in theirs.items()}
     ldb = [d for d in databases if str(d).endswith((".ldb", ".ldu"))]
     yar = [d for d in databases if str(d).endswith((".yar", ".yara"))]
     ours = clammail_engine_results(ldb, yar, paths, **kwargs)
@@ -206,12 +203,13 @@ def test_target_description_block(tmp_path):
         f"Tdb.target.99;Target:99;0;{HEX[0]}",
         f"Tdb.target.empty;Target:;0;{HEX[0]}",
         f"Tdb.icon;Engine:51-255,Target:1,IconGroup1:G1,IconGroup2:G2;0;{HEX[0]}",
-        f"Tdb.handler;Engine:51-255,Target:0,HandlerType:CL_TYPE_BINARY_DATA;0;{HEX[0]}",
         f"Tdb.eleven;Engine:51-255,Target:0,FileSize:0-1,FileSize:0-1,FileSize:0-1,"
         f"FileSize:0-1,FileSize:0-1,FileSize:0-1,FileSize:0-1,FileSize:0-1,FileSize:0-99999,"
         f"FileSize:0-1;0;{HEX[0]}",
         f"Tdb.name (Clam);Target:0;0;{HEX[0]}",
     ]
+    # Not here: HandlerType, whose match makes clamd rescan the object as that
+    # type, a nested pass clammail does not reproduce (see the README).
     # Not here: Target:14 and Intermediates:CL_TYPE_ANY. clamscan scans binary
     # data a second time as CL_TYPE_OTHER (target 14) one layer down, where
     # both fire; that is the scanner's behaviour, not the signatures'.
@@ -302,7 +300,7 @@ def test_pcre_max_filesize_skips_regexes(tmp_path):
     paths = write_files(tmp_path, [WORDS[0] + b"clamav" + b"-" * 2000])
     theirs = compare([db], paths, "--pcre-max-filesize=1000",
                      options={"PCREMaxFileSize": 1000})
-    assert theirs[paths[0]] == ["BigNeg.UNOFFICIAL"]
+    assert set(theirs[paths[0]]) == {"BigNeg.UNOFFICIAL"}
 
 
 # -- what loads, what is skipped, what is refused --------------------------------------------

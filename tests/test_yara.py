@@ -129,7 +129,7 @@ def test_broken_rules_are_skipped_like_clamscan(tmp_path):
     db.write_text(text)
     paths = write_files(tmp_path, CONTENT[:2])
     theirs = compare([db], paths)
-    assert all(names == ["YARA.Good0.UNOFFICIAL"] for names in theirs.values())
+    assert all(set(names) == {"YARA.Good0.UNOFFICIAL"} for names in theirs.values())
 
 
 @pytest.mark.parametrize("body", [
@@ -164,4 +164,7 @@ def test_pe_allmatch_yara_rules_match_test_exe():
     rules = sorted((unit / "pe_allmatch" / "alert-sigs").glob("*.yar"))
     assert rules
     theirs = compare(rules, [str(unit / "pe_allmatch" / "test.exe")])
-    assert len(next(iter(theirs.values()))) == len(rules)
+    # test.exe carries nested PE files that clamscan scans too: each rule
+    # matches in the file and in its embedded PE.
+    names = next(iter(theirs.values()))
+    assert set(names) == {f"YARA.{r.name.split('.')[1]}.UNOFFICIAL" for r in rules}

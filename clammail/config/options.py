@@ -29,6 +29,11 @@ class Option:
     multiple: bool = False  # may be given more than once (TCPAddr, ExcludePath ...)
     applies: bool = True  # False: accepted for compatibility, warned about, ignored
     section: str = "daemon"  # YAML section: daemon, milter or proxy
+    # A stricter argument format than the kind's own, as clamd checks it
+    # (BytecodeMode, BytecodeSecurity): a regular expression, case-insensitive.
+    pattern: str | None = None
+    # clamd ignores the option with "WARNING: Ignoring deprecated option".
+    deprecated: bool = False
 
 
 MB = 1024 * 1024
@@ -92,6 +97,138 @@ ENGINE_OPTIONS = _opts(
     Option("DetectPUA", B, False),
     Option("OfficialDatabaseOnly", B, False),
     Option("Bytecode", B, True),
+    # clammail's own: also open the formats and methods ClamAV 1.4.6 leaves
+    # closed (zstd, bare lzma, ar, LZMA inside zip). Off: ClamAV's verdicts.
+    Option("ExtraArchiveFormats", B, False),
 )
 
 ENGINE_DEFAULTS: dict[str, object] = {name: o.default for name, o in ENGINE_OPTIONS.items()}
+
+
+# Options of the daemon itself: sockets, logging, start-up, path scanning.
+# Defaults are clamd 1.4.6's (`clamconf -g clamd.conf`); None means "disabled".
+DAEMON_OPTIONS = _opts(
+    Option("LogFile", S, None),
+    Option("LogFileUnlock", B, False),
+    Option("LogFileMaxSize", Z, 1048576),
+    Option("LogTime", B, False),
+    Option("LogClean", B, False),
+    Option("LogSyslog", B, False),
+    Option("LogFacility", S, "LOG_LOCAL6"),
+    Option("LogVerbose", B, False),
+    Option("LogRotate", B, False),
+    Option("ExtendedDetectionInfo", B, False),
+    Option("PidFile", S, None),
+    Option("TemporaryDirectory", S, None),
+    Option("DatabaseDirectory", S, "/var/lib/clamav"),
+    Option("FailIfCvdOlderThan", N, None),
+    Option("LocalSocket", S, None),
+    Option("LocalSocketGroup", S, None),
+    Option("LocalSocketMode", S, None),
+    Option("FixStaleSocket", B, True),
+    Option("TCPSocket", N, None),
+    Option("TCPAddr", S, None, multiple=True),
+    Option("MaxConnectionQueueLength", N, 200),
+    Option("StreamMaxLength", Z, 100 * MB),
+    Option("StreamMinPort", N, 1024),
+    Option("StreamMaxPort", N, 2048),
+    Option("MaxThreads", N, 10),
+    Option("ReadTimeout", N, 120),
+    Option("CommandReadTimeout", N, 30),
+    Option("SendBufTimeout", N, 500),
+    Option("MaxQueue", N, 100),
+    Option("IdleTimeout", N, 30),
+    Option("ExcludePath", Kind.REGEX, None, multiple=True),
+    Option("MaxDirectoryRecursion", N, 15),
+    Option("FollowDirectorySymlinks", B, False),
+    Option("FollowFileSymlinks", B, False),
+    Option("CrossFilesystems", B, True),
+    Option("SelfCheck", N, 600),
+    Option("ConcurrentDatabaseReload", B, True),
+    Option("VirusEvent", Kind.COMMAND, None),
+    Option("ExitOnOOM", B, False),
+    Option("AllowAllMatchScan", B, True),
+    Option("Foreground", B, False),
+    Option("Debug", B, False),
+    Option("LeaveTemporaryFiles", B, False),
+    Option("User", S, None),
+    Option("ExcludePUA", Kind.CATEGORY, None, multiple=True),
+    Option("IncludePUA", Kind.CATEGORY, None, multiple=True),
+    # Accepted and warned about: no engine feature behind them here.
+    Option("PreludeEnable", B, False, applies=False),
+    Option("PreludeAnalyzerName", S, None, applies=False),
+    Option("GenerateMetadataJson", B, False, applies=False),
+    Option("ForceToDisk", B, False, applies=False),
+    Option("DisableCertCheck", B, False, applies=False),
+    Option("StructuredMinCreditCardCount", N, 3, applies=False),
+    Option("StructuredMinSSNCount", N, 3, applies=False),
+    Option("StructuredSSNFormatNormal", B, True, applies=False),
+    Option("StructuredSSNFormatStripped", B, False, applies=False),
+    Option("StructuredCCOnly", B, False, applies=False),
+    Option("BytecodeSecurity", S, "TrustSigned", applies=False,
+           pattern=r"^(TrustSigned|Paranoid)$"),
+    Option("BytecodeTimeout", N, 10000, applies=False),
+    Option("BytecodeUnsigned", B, False, applies=False),
+    Option("BytecodeMode", S, "Auto", applies=False,
+           pattern=r"^(Auto|ForceJIT|ForceInterpreter|Test)$"),
+    Option("OnAccessMountPath", S, None, multiple=True, applies=False),
+    Option("OnAccessIncludePath", S, None, multiple=True, applies=False),
+    Option("OnAccessExcludePath", S, None, multiple=True, applies=False),
+    Option("OnAccessExcludeRootUID", B, None, applies=False),
+    Option("OnAccessExcludeUID", N, None, multiple=True, applies=False),
+    Option("OnAccessExcludeUname", S, None, multiple=True, applies=False),
+    Option("OnAccessMaxFileSize", Z, 5 * MB, applies=False),
+    Option("OnAccessDisableDDD", B, False, applies=False),
+    Option("OnAccessPrevention", B, False, applies=False),
+    Option("OnAccessExtraScanning", B, False, applies=False),
+    Option("OnAccessCurlTimeout", N, 5000, applies=False),
+    Option("OnAccessMaxThreads", N, 5, applies=False),
+    Option("OnAccessRetryAttempts", N, 0, applies=False),
+    Option("OnAccessDenyOnError", B, False, applies=False),
+    Option("DevACOnly", B, None, applies=False),
+    Option("DevACDepth", N, None, applies=False),
+    Option("DevPerformance", B, None, applies=False),
+    Option("DevLiblog", B, None, applies=False),
+)
+
+# Old names clamd still reads and maps onto their replacements (with a warning
+# when they change something): old name -> (new name, value is inverted).
+RENAMED_OPTIONS = _opts(
+    Option("AlgorithmicDetection", B, True),
+    Option("BlockMax", B, False),
+    Option("PhishingAlwaysBlockSSLMismatch", B, False),
+    Option("PhishingAlwaysBlockCloak", B, False),
+    Option("PartitionIntersection", B, False),
+    Option("OLE2BlockMacros", B, False),
+    Option("ArchiveBlockEncrypted", B, False),
+)
+RENAMED_TO = {
+    "AlgorithmicDetection": "HeuristicAlerts",
+    "BlockMax": "AlertExceedsMax",
+    "PhishingAlwaysBlockSSLMismatch": "AlertPhishingSSLMismatch",
+    "PhishingAlwaysBlockCloak": "AlertPhishingCloak",
+    "PartitionIntersection": "AlertPartitionIntersection",
+    "OLE2BlockMacros": "AlertOLE2Macros",
+    "ArchiveBlockEncrypted": "AlertEncrypted",
+}
+
+# Options clamd 1.4.6 still knows only to say it ignores them.
+DEPRECATED_OPTIONS = _opts(*(
+    Option(name, kind, None, deprecated=True, applies=False)
+    for name, kind in (
+        ("DetectBrokenExecutables", B), ("MailMaxRecursion", N), ("ArchiveMaxScanSize", Z),
+        ("ArchiveMaxRecursion", N), ("ArchiveMaxFiles", N), ("ArchiveMaxCompressionRatio", N),
+        ("ArchiveBlockMax", B), ("ArchiveLimitMemoryUsage", B), ("MailFollowURLs", B),
+        ("AllowSupplementaryGroups", B), ("ScanOnAccess", B),
+    )
+))
+
+CLAMD_OPTIONS: dict[str, Option] = {
+    **ENGINE_OPTIONS, **DAEMON_OPTIONS, **RENAMED_OPTIONS, **DEPRECATED_OPTIONS,
+}
+"""Every option clamd 1.4.6 reads from clamd.conf, by name."""
+
+DAEMON_DEFAULTS: dict[str, object] = {
+    name: ([] if o.multiple else o.default) for name, o in CLAMD_OPTIONS.items()
+    if not o.deprecated
+}

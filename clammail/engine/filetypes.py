@@ -202,6 +202,7 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"\xcf\xfa\xed\xfe", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xce", FileType.MACHO),
     (0, b"\xfe\xed\xfa\xcf", FileType.MACHO),
+    (0, b"\xca\xfe\xba\xbe", FileType.MACHO),  # universal binary or Java class: see _refine
     (0, b"7z\xbc\xaf\x27\x1c", FileType.SEVENZIP),
     (0, b"070701", FileType.CPIO_NEWC),
     (0, b"070702", FileType.CPIO_CRC),
@@ -220,10 +221,12 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
     (0, b"\x5d\x00\x00", FileType.LZMA),
 ]
+EXTRA_FORMAT_TYPES = frozenset({FileType.ZSTD, FileType.AR, FileType.LZMA})
 
 # What typing looks at: the first kilobyte, like libclamav's magic buffer
 # (CL_FILE_MBUFF_SIZE). Content further in does not change the type.
@@ -270,11 +273,19 @@ TEXT_TYPES = frozenset(
 )
 
 
-def detect(data: bytes | memoryview) -> FileType:
-    """The ClamAV file type of `data` from its first kilobyte."""
+def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
+    """The ClamAV file type of `data` from its first kilobyte. With
+    `extra_formats`, also the archive types ClamAV 1.4.6 does not know."""
     head = bytes(data[:TYPING_WINDOW])
     for offset, magic, ftype in _MAGIC:
+        if ftype in EXTRA_FORMAT_TYPES and not extra_formats:
+            continue
         if head.startswith(magic, offset):
+            if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
+                # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
+                from clammail.unpack.archive_typing import zip_document_type
+
+                return zip_document_type(data) or ftype
             return _refine(head, ftype)
     if _LHA.match(head):
         return FileType.LHA_LZH
@@ -291,6 +302,11 @@ def detect(data: bytes | memoryview) -> FileType:
             return FileType.MHTML
         if _MAIL_PAIRS.search(window):
             return FileType.MAIL
+    if ftype is FileType.BINARY_DATA:
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
+        from clammail.unpack.archive_typing import tar_type
+
+        return tar_type(head) or ftype
     return ftype
 
 
@@ -302,6 +318,9 @@ def contains_html(data: bytes | memoryview) -> bool:
 
 def _refine(head: bytes, ftype: FileType) -> FileType:
     if ftype is FileType.MACHO and head.startswith(b"\xca\xfe\xba\xbe"):
+        # ClamAV's "cafebabe0000002?" / "cafebabe0000003?": a Java class file.
+        if len(head) >= 8 and head[4:7] == b"\0\0\0" and 0x20 <= head[7] <= 0x3F:
+            return FileType.JAVA
         return FileType.MACHO_UNIBIN
     if ftype is FileType.LZMA:
         # A bare LZMA stream has only a weak magic: check the header fields.

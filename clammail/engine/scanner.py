@@ -14,6 +14,7 @@ it and scan what is inside.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import mmap
@@ -84,6 +85,14 @@ class Engine:
         self.cache = CleanCache(self.options["CacheSize"]) if not self.options["DisableCache"] else None
         self._ignored = database.ignored_names
 
+    def with_options(self, overrides: dict) -> Engine:
+        """The same compiled database with some options changed (RAWSCAN's
+        switches, for one): nothing is recompiled; the twin has its own cache."""
+        twin = copy.copy(self)
+        twin.options = ScanOptions.from_mapping({**self.options.values, **overrides})
+        twin.cache = None if twin.options["DisableCache"] else CleanCache(twin.options["CacheSize"])
+        return twin
+
     # -- entry points -----------------------------------------------------
 
     def scan_bytes(self, data: bytes | memoryview, name: str | None = None,
@@ -144,6 +153,9 @@ class ScanJob:
         self.heuristics: list[str] = []  # potentially unwanted: reported if nothing else is
         self.scanned_bytes = 0
         self.files = 0
+        # Limits hit so far: an object whose scan hit one was not fully
+        # scanned and must not enter the clean cache (ClamAV's emax_reached).
+        self.limits_hit = 0
         self.deadline = (
             time.monotonic() + self.options["MaxScanTime"] / 1000.0
             if self.options["MaxScanTime"]
@@ -160,7 +172,10 @@ class ScanJob:
         if not self.options["HeuristicAlerts"]:
             return
         if self.options["HeuristicScanPrecedence"] or self.allmatch:
-            self.report(name)
+            # clamscan --allmatch names a heuristic once per file, however
+            # often it fired (two encrypted zip entries: one line).
+            if name not in self.detections:
+                self.report(name)
         elif name not in self.heuristics:
             self.heuristics.append(name)
 
@@ -173,6 +188,14 @@ class ScanJob:
         if self.options["MaxScanSize"]:
             limits.append(max(0, self.options["MaxScanSize"] - self.scanned_bytes))
         return min(limits) if limits else 1 << 62
+
+    def limit_exceeded(self, limit: str) -> None:
+        self._exceeded(limit)
+
+    def scan_size_left(self) -> int | None:
+        if not self.options["MaxScanSize"]:
+            return None
+        return max(0, self.options["MaxScanSize"] - self.scanned_bytes)
 
     def option(self, name: str):
         return self.options[name]
@@ -207,6 +230,9 @@ class ScanJob:
 
     def run(self, data: bytes | memoryview, name: str | None) -> ScanResult:
         error = None
+        # MaxFiles counts every object scanned, the top-level one too (clamscan
+        # --max-files=2 scans one member of an archive).
+        self.files = 1
         try:
             self.scan_object(data, name=name)
         except _StopScan:
@@ -222,6 +248,7 @@ class ScanJob:
         return ScanResult(self.detections, error, self.scanned_bytes)
 
     def _exceeded(self, limit: str) -> None:
+        self.limits_hit += 1
         if self.options["AlertExceedsMax"]:
             try:
                 self.alert(f"Heuristics.Limits.Exceeded.{limit}")
@@ -245,18 +272,21 @@ class ScanJob:
             return
         self.check()
         self.scanned_bytes += size
-        info = ObjectInfo(data, ftype or detect(data), tuple(i.ftype for i in self._stack), name)
+        ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
+        info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
         md5 = _digest(info, "md5")
         if cache is not None and cache.is_clean(md5, size):
             return
         found_before = len(self.detections) + len(self.heuristics)
+        limits_before = self.limits_hit
         self._stack.append(info)
         try:
             self._scan_info(info)
         finally:
             self._stack.pop()
-        if cache is not None and len(self.detections) + len(self.heuristics) == found_before:
+        if (cache is not None and len(self.detections) + len(self.heuristics) == found_before
+                and self.limits_hit == limits_before):
             cache.add_clean(md5, size)
 
     def _scan_info(self, info: ObjectInfo) -> None:
@@ -273,8 +303,16 @@ class ScanJob:
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
             self._match_hashes(info)
+            # The raw scan also opens archives and executables embedded
+            # anywhere in the object (self-extractors, appended zips).
+            from clammail.unpack.embedded import embedded_objects
+
+            self._scan_children(embedded_objects(info.data, ftype, self), info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
-            engine.matcher.match_executable(info, self.report, self.options)
+            # libclamav's raw scan of a PE scans the PE files embedded in it
+            # before its PE scanner looks at the file's own structure.
+            self._unpack(info, ftype)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert)
         elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
@@ -300,8 +338,11 @@ class ScanJob:
         function, switch = unpack
         if switch is not None and not self.options[switch]:
             return
+        self._scan_children(function(info.data, self), info)
+
+    def _scan_children(self, children, info: ObjectInfo) -> None:
         try:
-            for child in function(info.data, self):
+            for child in children:
                 self.check()
                 self._scan_child(child, info)
         except LimitExceeded as exc:

@@ -84,16 +84,30 @@ class SignatureMatcher:
         static = _is_bm_pattern(pattern)
         return (pattern.target == 0, not static, start, -index if static else index, index)
 
-    def match_executable(self, info: ObjectInfo, report: Report, options) -> None:
-        """PE section hashes (.mdb/.msb) and import-table hashes (.imp)."""
+    def match_executable(self, info: ObjectInfo, report: Report, options,
+                         alert: Report | None = None) -> None:
+        """Heuristics.Broken.Executable, PE section hashes (.mdb/.msb), import hashes (.imp)."""
         db = self.database
-        if not (len(db.section_hashes) or len(db.import_hashes)):
+        hashes = len(db.section_hashes) or len(db.import_hashes)
+        check_broken = alert is not None and options["AlertBrokenExecutables"]
+        if not (hashes or check_broken):
             return
         exe = info.executable
         if exe is None:
             return
-        from clammail.formats.executable import import_hash_candidates, section_hash_candidates
+        # libclamav's PE and ELF scanners run only with ScanPE / ScanELF.
+        switch = {"PE": "ScanPE", "ELF": "ScanELF"}.get(exe.kind)
+        if switch and not options[switch]:
+            return
+        from clammail.formats.executable import (
+            BROKEN_EXECUTABLE,
+            import_hash_candidates,
+            section_hash_candidates,
+        )
 
+        if check_broken and exe.broken:
+            alert(BROKEN_EXECUTABLE)  # and libclamav looks no further at it
+            return
         for index, candidates in ((db.section_hashes, section_hash_candidates),
                                   (db.import_hashes, import_hash_candidates)):
             if not len(index):

@@ -34,10 +34,15 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
     T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.OOXML_HWP: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.MSOLE2: ("clammail.unpack.ole2", "unpack_ole2", "ScanOLE2"),
     T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
     T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
     T.RTF: ("clammail.unpack.rtf", "unpack_rtf", "ScanOLE2"),
+    # PE files embedded in PE files; the slices of a universal Mach-O binary
+    # (which clamd opens whatever its options: ScanArchive is the nearest switch).
+    T.MSEXE: ("clammail.unpack.executable", "unpack_pe", "ScanPE"),
+    T.MACHO_UNIBIN: ("clammail.unpack.executable", "unpack_macho_fat", "ScanArchive"),
 }
 
 _loaded: dict[tuple[str, str], Unpacker | None] = {}

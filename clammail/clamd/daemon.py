@@ -1,0 +1,687 @@
+"""`clammail daemon`: clamd's command line, start-up, signals, logging and reload.
+
+Start-up follows clamd: read the configuration (clamd.conf, or the `daemon`
+section of the YAML file), open the log, bind the sockets (or take them from
+systemd), drop privileges to User, load the database, fork the scan workers,
+then daemonize unless Foreground and write the PidFile.
+
+Signals as clamd: SIGTERM/SIGINT exit cleanly after in-flight scans (bounded),
+SIGHUP reopens the log file, SIGUSR2 reloads the database. Reloads (RELOAD,
+SIGUSR2, SelfCheck finding changed database files) load the new database in
+a thread while the old generation keeps serving; a database that fails to
+load leaves the old one in place, and the log says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import grp
+import os
+import pwd
+import signal
+import socket
+import stat
+import sys
+import syslog
+import threading
+import time
+
+from clammail import __version__
+from clammail.clamd import pathscan
+from clammail.clamd.workers import WorkerPool
+from clammail.config.clamdconf import Config, ConfigError
+
+DEFAULT_CONFIG = "/etc/clammail/clamd.conf"
+SHUTDOWN_GRACE = 10.0  # seconds in-flight scans get on SIGTERM/SHUTDOWN
+SD_LISTEN_FDS_START = 3
+
+_FACILITIES = {
+    name: getattr(syslog, name)
+    for name in dir(syslog)
+    if name.startswith("LOG_") and name[4:] in (
+        "KERN", "USER", "MAIL", "DAEMON", "AUTH", "LPR", "NEWS", "UUCP", "CRON", "SYSLOG",
+        "LOCAL0", "LOCAL1", "LOCAL2", "LOCAL3", "LOCAL4", "LOCAL5", "LOCAL6", "LOCAL7",
+    )
+}
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message is printed as clamd would."""
+
+
+# -- logging ------------------------------------------------------------
+
+
+class DaemonLog:
+    """clamd's log: LogFile (with LogTime, LogFileMaxSize, LogRotate), LogSyslog, stderr."""
+
+    def __init__(self, config: Config, foreground: bool, debug: bool = False):
+        self.path = config["LogFile"]
+        self.time = bool(config["LogTime"])
+        self.verbose = bool(config["LogVerbose"]) or debug
+        self.debug_on = debug or bool(config["Debug"])
+        self.max_size = int(config["LogFileMaxSize"] or 0)
+        self.rotate = bool(config["LogRotate"])
+        self.clean = bool(config["LogClean"])
+        self.syslog = bool(config["LogSyslog"])
+        self.to_stderr = foreground  # clamd in the foreground also prints its log
+        self.disabled = False
+        self._fh = None
+        self._lock = threading.Lock()
+        if self.syslog:
+            facility = _FACILITIES.get(str(config["LogFacility"]).upper())
+            if facility is None:
+                raise StartError(f"LogFacility: {config['LogFacility']}: No such facility.")
+            syslog.openlog("clammail", syslog.LOG_PID, facility)
+        self.open()
+
+    def open(self) -> None:
+        if self.path:
+            try:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise StartError(f"Can't open {self.path} in append mode (check permissions!).") from exc
+
+    def reopen(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            self.disabled = False
+            try:
+                self.open()
+            except StartError:
+                pass
+        self.info("SIGHUP caught: re-opening log file.")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+    def _write(self, level: str, message: str) -> None:
+        prefix = {"error": "ERROR: ", "warning": "WARNING: ", "info": "", "debug": ""}[level]
+        line = prefix + message
+        if self.syslog:
+            priority = {"error": syslog.LOG_ERR, "warning": syslog.LOG_WARNING,
+                        "info": syslog.LOG_INFO, "debug": syslog.LOG_DEBUG}[level]
+            syslog.syslog(priority, line)
+        if self.to_stderr:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        with self._lock:
+            if self._fh is None or self.disabled:
+                return
+            stamp = time.strftime("%a %b %d %H:%M:%S %Y") + " -> " if self.time else ""
+            self._fh.write(stamp + line + "\n")
+            self._fh.flush()
+            if self.max_size and self._fh.tell() >= self.max_size:
+                self._size_exceeded()
+
+    def _size_exceeded(self) -> None:
+        if self.rotate:
+            self._fh.close()
+            rotated = f"{self.path}.{time.strftime('%Y%m%d_%H%M%S')}"
+            try:
+                os.rename(self.path, rotated)
+            except OSError:
+                pass
+            self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
+        else:
+            self._fh.write(f"Log size = {self._fh.tell()}, max = {self.max_size}\n")
+            self._fh.write("LOGGING DISABLED (Maximal log file size exceeded).\n")
+            self._fh.flush()
+            self.disabled = True
+
+    def error(self, message: str) -> None:
+        self._write("error", message)
+
+    def warning(self, message: str) -> None:
+        self._write("warning", message)
+
+    def info(self, message: str) -> None:
+        self._write("info", message)
+
+    def verbose_info(self, message: str) -> None:
+        if self.verbose:
+            self._write("info", message)
+
+    def debug(self, message: str) -> None:
+        if self.debug_on:
+            self._write("debug", message)
+
+
+# -- sockets ------------------------------------------------------------
+
+
+def systemd_sockets() -> list[tuple[socket.socket, str]]:
+    """Sockets passed by systemd socket activation (LISTEN_PID, LISTEN_FDS)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    result = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        sock = socket.socket(fileno=fd)
+        kind = "unix" if sock.family == socket.AF_UNIX else "tcp"
+        result.append((sock, kind))
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return result
+
+
+def bind_local(config: Config, log: DaemonLog) -> socket.socket:
+    path = config["LocalSocket"]
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        # A fresh machine has no /run/clammail yet: create it (root-owned, 0755).
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartError(f"LOCAL: Socket file {path} exists and is not a socket.")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            if config["FixStaleSocket"]:
+                log.info(f"LOCAL: Removing stale socket file {path}")
+                os.unlink(path)
+            else:
+                raise StartError(f"LOCAL: Socket file {path} exists. Either remove it, or configure a different one.") from None
+        else:
+            raise StartError(f"LOCAL: Socket file {path} is in use by another process.")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise StartError(f"LOCAL: Socket file {path} could not be bound: {exc.strerror}") from None
+    mode = config["LocalSocketMode"]
+    if mode:
+        try:
+            os.chmod(path, int(str(mode), 8) & 0o7777)
+        except ValueError:
+            raise StartError(f"Invalid LocalSocketMode {mode}") from None
+    else:
+        os.chmod(path, 0o666 & ~_umask())
+    group = config["LocalSocketGroup"]
+    if group:
+        try:
+            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise StartError(f"Unable to get gid for group {group}") from None
+        os.chown(path, -1, gid)
+    sock.listen(max(1, int(config["MaxConnectionQueueLength"])))
+    log.info(f"LOCAL: Unix socket file {path}")
+    return sock
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def bind_tcp(config: Config, log: DaemonLog) -> list[socket.socket]:
+    port = int(config["TCPSocket"])
+    addresses = config["TCPAddr"] or [None]
+    sockets = []
+    for address in addresses:
+        try:
+            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise StartError(f"TCP: getaddrinfo failed: {exc.strerror}") from None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                sock.close()
+                raise StartError(f"TCP: Cannot bind to [{sockaddr[0]}]:{port}: {exc.strerror}") from None
+            sock.listen(max(1, int(config["MaxConnectionQueueLength"])))
+            log.info(f"TCP: Bound to [{sockaddr[0]}]:{port}")
+            sockets.append(sock)
+    return sockets
+
+
+# -- the daemon -----------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, config: Config, log: DaemonLog, database_paths: list[str] | None = None):
+        self.config = config
+        self.log = log
+        # Absolute: a daemon changes to / when it detaches, and reloads later.
+        self.database_paths = [os.path.abspath(p) for p in
+                               (database_paths or [config["DatabaseDirectory"]])]
+        self.walk_options = pathscan.WalkOptions.from_config(config)
+        self.pool: WorkerPool | None = None
+        self.database = None
+        self.generation = 0
+        self._retiring: set[WorkerPool] = set()
+        self._reload_task: asyncio.Task | None = None
+        self._reload_again = False
+        self._db_stamp: dict[str, tuple] = {}
+        self.server = None
+        self.socket_path: str | None = None
+        self.started = time.time()
+
+    # -- database -------------------------------------------------------
+
+    def load_engine(self):
+        """Load the database and build an engine (in the calling thread)."""
+        from clammail.engine import Engine, ScanOptions
+        from clammail.signatures.common import LoadOptions
+        from clammail.signatures.loader import load_database
+
+        options = LoadOptions(
+            detect_pua=bool(self.config["DetectPUA"]),
+            official_only=bool(self.config["OfficialDatabaseOnly"]),
+            bytecode=bool(self.config["Bytecode"]),
+        )
+        stamp = self._stat_database()
+        database = load_database(self.database_paths, options)
+        if database.info.signatures == 0:
+            raise ValueError("No signatures loaded (the database is empty)")
+        engine = Engine(database, ScanOptions.from_mapping(self.config.engine_options()))
+        return database, engine, stamp
+
+    def _stat_database(self) -> dict[str, tuple]:
+        stamp = {}
+        for base in self.database_paths:
+            paths = [base]
+            if os.path.isdir(base):
+                try:
+                    paths = [os.path.join(base, n) for n in sorted(os.listdir(base))]
+                except OSError:
+                    paths = []
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                stamp[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return stamp
+
+    def install(self, database, engine, stamp) -> WorkerPool:
+        self.generation += 1
+        pool = WorkerPool(engine, self.walk_options, self._pool_size(), self.generation)
+        pool.start()
+        old, self.pool = self.pool, pool
+        self.database = database
+        self._db_stamp = stamp
+        if old is not None:
+            self._retire(old)
+        return pool
+
+    def _pool_size(self) -> int:
+        # MaxThreads bounds concurrent scans as in clamd; more processes than
+        # cores only cost memory.
+        return max(1, min(int(self.config["MaxThreads"]), os.cpu_count() or 1))
+
+    def _retire(self, pool: WorkerPool) -> None:
+        self._retiring.add(pool)
+
+        async def wait_and_close():
+            while pool.active:
+                await asyncio.sleep(0.05)
+            await pool.close(timeout=SHUTDOWN_GRACE)
+            self._retiring.discard(pool)
+
+        asyncio.get_running_loop().create_task(wait_and_close())
+
+    def version_string(self) -> str:
+        info = self.database.info if self.database is not None else None
+        if info is not None and info.version:
+            return f"clammail {__version__}/{info.version}/{info.build_time}"
+        return f"clammail {__version__}"
+
+    def stats_text(self, server) -> str:
+        pool = self.pool
+        now = time.monotonic()
+        lines = ["POOLS: 1", "", "STATE: VALID PRIMARY"]
+        busy = pool.active if pool else 0
+        size = pool.size if pool else 0
+        idle = max(0, size - busy)
+        lines.append(
+            f"THREADS: live {busy + idle}  idle {idle} max {self.config['MaxThreads']} "
+            f"idle-timeout {self.config['IdleTimeout']}"
+        )
+        waiting = max(0, len(server.running) - busy)
+        lines.append(f"QUEUE: {waiting} items")
+        lines.append("\tSTATS 0.000000 ")
+        for task in list(server.running.values()):
+            lines.append(f"\t{task.command} {now - task.started:.6f} {task.name}")
+        lines.append("")
+        used = _rss_mb([os.getpid()] + (pool.pids() if pool else []))
+        lines.append(
+            "MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A "
+            f"pools 1 pools_used {used:.3f}M pools_total {used:.3f}M"
+        )
+        lines.append("END")
+        return "\n".join(lines)
+
+    # -- events ---------------------------------------------------------
+
+    async def detected(self, path: str, name: str, md5: str, size: int) -> None:
+        if self.config["ExtendedDetectionInfo"] and size:
+            self.log.info(f"{path}: {name}({md5}:{size}) FOUND")
+        else:
+            self.log.info(f"{path}: {name} FOUND")
+        command = self.config["VirusEvent"]
+        if command:
+            await self._virus_event(command, path, name)
+
+    async def _virus_event(self, command: str, path: str, name: str) -> None:
+        text = command.replace("%v", name).replace("%f", path)
+        env = {"CLAM_VIRUSEVENT_FILENAME": path, "CLAM_VIRUSEVENT_VIRUSNAME": name}
+        if "PATH" in os.environ:
+            env["PATH"] = os.environ["PATH"]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", text, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await proc.wait()
+        except OSError as exc:
+            self.log.error(f"VirusEvent: fork failed: {exc}")
+
+    def log_clean(self, path: str) -> None:
+        if self.log.clean:
+            self.log.info(f"{path}: OK")
+
+    # -- control ----------------------------------------------------------
+
+    def request_shutdown(self, why: str) -> None:
+        self.log.info(f"{why}: shutting down.")
+        if self._stopping is not None and not self._stopping.done():
+            self._stopping.set_result(why)
+
+    def request_reload(self, why: str) -> None:
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self.log.info(f"Reading databases from {', '.join(self.database_paths)} ({why})")
+        self._reload_task = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            if not self.config["ConcurrentDatabaseReload"] and self.pool is not None:
+                # Blocking reload, as clamd: stop scanning while loading.
+                while self.pool.active:
+                    await asyncio.sleep(0.05)
+            database, engine, stamp = await asyncio.to_thread(self.load_engine)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old database
+            self.log.error(f"reload: Database load failed: {exc}")
+            self.log.error("reload: keeping the database already loaded")
+            self._db_stamp = self._stat_database()
+        else:
+            self.install(database, engine, stamp)
+            self.log.info(f"Database correctly reloaded ({database.info.signatures} signatures)")
+        if self._reload_again:
+            self._reload_again = False
+            self.request_reload("queued reload")
+
+    async def _selfcheck(self, interval: int) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self._stat_database() != self._db_stamp:
+                self.log.info("SelfCheck: Database modification detected. Forcing reload.")
+                self.request_reload("SelfCheck")
+            else:
+                self.log.info("SelfCheck: Database status OK.")
+
+    _stopping: asyncio.Future | None = None
+
+    async def serve(self, listeners: list[tuple[socket.socket, str]]) -> None:
+        from clammail.clamd.server import Server
+
+        loop = asyncio.get_running_loop()
+        self._stopping = loop.create_future()
+        self.server = Server(self)
+        for sock, kind in listeners:
+            self.server.add_listener(sock, kind)
+        loop.add_signal_handler(signal.SIGTERM, self.request_shutdown, "SIGTERM caught")
+        loop.add_signal_handler(signal.SIGINT, self.request_shutdown, "SIGINT caught")
+        loop.add_signal_handler(signal.SIGHUP, self.log.reopen)
+        loop.add_signal_handler(signal.SIGUSR2, self.request_reload, "SIGUSR2")
+        loop.add_signal_handler(signal.SIGPIPE, lambda: None)
+        self.server.start()
+        checker = None
+        if int(self.config["SelfCheck"]):
+            checker = loop.create_task(self._selfcheck(int(self.config["SelfCheck"])))
+        await self._stopping
+        if checker is not None:
+            checker.cancel()
+        await self.server.stop_accepting()
+        await self.server.drain(SHUTDOWN_GRACE)
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+        pools = [p for p in [self.pool, *self._retiring] if p is not None]
+        for pool in pools:
+            await pool.close(timeout=2.0)
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / (1024 * 1024)
+
+
+# -- start-up ---------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clammail daemon", add_help=False,
+                                description="The clamd-compatible scan daemon.")
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-V", "--version", action="store_true")
+    p.add_argument("-c", "--config-file", default=None, metavar="FILE")
+    p.add_argument("-F", "--foreground", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--datadir", default=None, metavar="DIRECTORY")
+    p.add_argument("-p", "--pid", default=None, metavar="FILE")
+    p.add_argument("--fail-if-cvd-older-than", default=None, metavar="DAYS")
+    return p
+
+
+HELP = """\
+                      Clam AntiVirus: Daemon (clammail {version})
+
+    --help                   -h             Show this help
+    --version                -V             Show version number
+    --foreground             -F             Run in foreground; do not daemonize
+    --debug                                 Enable debug mode
+    --config-file=FILE       -c FILE        Read configuration from FILE
+                                            (clamd.conf syntax, or YAML: .yaml/.yml)
+    --datadir=DIRECTORY                     Load signatures from DIRECTORY
+    --pid=FILE               -p FILE        Write the daemon's pid to FILE
+"""
+
+
+def load_config(path: str) -> Config:
+    if path.endswith((".yaml", ".yml")):
+        from clammail.config.yamlconf import read_yaml_config
+
+        return read_yaml_config(path, "daemon")
+    from clammail.config.clamdconf import read_clamd_conf
+
+    return read_clamd_conf(path)
+
+
+def default_config_path() -> str:
+    for candidate in (DEFAULT_CONFIG, "/etc/clammail/clammail.yaml"):
+        if os.path.exists(candidate):
+            return candidate
+    return DEFAULT_CONFIG
+
+
+def main(argv: list[str]) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    if rest:
+        sys.stderr.write(f"ERROR: Unknown option passed: {' '.join(rest)}\n")
+        return 1
+    if args.help:
+        sys.stdout.write(HELP.format(version=__version__))
+        return 0
+    if args.version:
+        print(f"clammail {__version__}")
+        return 0
+    path = args.config_file or default_config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        sys.stderr.write(f"ERROR: Can't open/parse the config file {path}\n")
+        return 1
+    if args.datadir:
+        config.values["DatabaseDirectory"] = args.datadir
+    if args.pid:
+        config.values["PidFile"] = args.pid
+    if args.foreground:
+        config.values["Foreground"] = True
+    try:
+        return run(config, debug=args.debug)
+    except StartError as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        return 1
+
+
+def run(config: Config, debug: bool = False) -> int:
+    foreground = bool(config["Foreground"])
+    log = DaemonLog(config, foreground, debug)
+    for warning in config.warnings:
+        sys.stderr.write(f"WARNING: {warning}\n")
+        log.warning(warning)
+    log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+    listeners = systemd_sockets()
+    if listeners:
+        log.info(f"Received {len(listeners)} file descriptor(s) from systemd.")
+    socket_path = None
+    if not listeners:
+        if not config["LocalSocket"] and config["TCPSocket"] is None:
+            raise StartError("Please define server type (local and/or TCP).")
+        if config["TCPSocket"] is not None:
+            listeners += [(s, "tcp") for s in bind_tcp(config, log)]
+        if config["LocalSocket"]:
+            listeners.append((bind_local(config, log), "unix"))
+            socket_path = config["LocalSocket"]
+    drop_privileges(config, log, socket_path)
+    daemon = Daemon(config, log)
+    daemon.socket_path = socket_path
+    log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
+    try:
+        database, engine, stamp = daemon.load_engine()
+    except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
+        log.error(f"Can't load {', '.join(daemon.database_paths)}: {exc}")
+        _cleanup(config, socket_path)
+        raise StartError(f"Can't load the database: {exc}") from None
+    log.info(f"Loaded {database.info.signatures} signatures.")
+    if not foreground:
+        daemonize()
+    pid_file = config["PidFile"]
+    if pid_file:
+        try:
+            with open(pid_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            log.error(f"Can't save PID in file {pid_file}: {exc.strerror}")
+    try:
+        asyncio.run(_serve(daemon, database, engine, stamp, listeners))
+    finally:
+        for sock, _ in listeners:
+            sock.close()
+        _cleanup(config, socket_path)
+        log.info(f"--- Stopped at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+        log.close()
+    return 0
+
+
+async def _serve(daemon: Daemon, database, engine, stamp, listeners) -> None:
+    daemon.install(database, engine, stamp)
+    await daemon.serve(listeners)
+
+
+def _cleanup(config: Config, socket_path: str | None) -> None:
+    if socket_path:
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+    if config["PidFile"]:
+        try:
+            os.unlink(config["PidFile"])
+        except OSError:
+            pass
+
+
+def drop_privileges(config: Config, log: DaemonLog, socket_path: str | None) -> None:
+    user = config["User"]
+    if not user:
+        return
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise StartError(f"Can't get information about user {user}.") from None
+    if os.geteuid() != 0:
+        if os.geteuid() != entry.pw_uid:
+            log.warning(f"Running as a non-root user: User {user} is ignored.")
+        return
+    # Files the daemon must still write or remove as that user.
+    for path in (config["LogFile"], config["PidFile"]):
+        if path and os.path.exists(path):
+            try:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            except OSError:
+                pass
+    pid_dir = os.path.dirname(config["PidFile"] or "")
+    for directory in {pid_dir, os.path.dirname(socket_path or "")} - {""}:
+        try:
+            st = os.stat(directory)
+            if st.st_uid == 0 and directory.startswith(("/run/", "/var/run/")):
+                os.chown(directory, entry.pw_uid, entry.pw_gid)
+        except OSError:
+            pass
+    try:
+        os.initgroups(user, entry.pw_gid)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    except OSError as exc:
+        raise StartError(f"Can't switch to user {user}: {exc.strerror}") from None
+    log.info(f"Running as user {user} (UID {entry.pw_uid}, GID {entry.pw_gid})")
+
+
+def daemonize() -> None:
+    """Detach as clamd does: fork, new session, stdio to /dev/null."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    os.chdir("/")

@@ -1,0 +1,512 @@
+"""The daemon's sockets: asyncio for connections, worker processes for scans.
+
+Every connection is one task that reads, feeds `protocol.Connection` and
+acts on its events; scans go to the current `WorkerPool`, so a slow client
+or a long scan never holds up anyone else. Replies of one connection are
+written one at a time (a session's replies come in the order scans end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import random
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clammail.clamd import pathscan, protocol
+from clammail.clamd.protocol import Request, reply_line
+from clammail.clamd.workers import WorkerLost
+
+# Connections served at once; beyond this, accepting waits (file descriptors
+# are the limit: each connection may hold a descriptor or a stream too).
+MAX_CONNECTIONS = 4000
+READ_SIZE = 1 << 16
+
+
+@dataclass
+class Task:
+    """A running command, for STATS."""
+
+    command: str
+    name: str
+    started: float = field(default_factory=time.monotonic)
+
+
+class Server:
+    """Listens, serves connections, and routes scans to the current pool."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon  # clammail.clamd.daemon.Daemon: config, pool, log, actions
+        self.config = daemon.config
+        self.listeners: list[tuple[socket.socket, str]] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.running: dict[int, Task] = {}
+        self.connections = 0
+        self._accepting: list[asyncio.Task] = []
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._queue = asyncio.Semaphore(max(1, int(self.config["MaxQueue"])))
+
+    # -- listening ------------------------------------------------------
+
+    def add_listener(self, sock: socket.socket, kind: str) -> None:
+        sock.setblocking(False)
+        self.listeners.append((sock, kind))
+
+    def start(self) -> None:
+        for sock, kind in self.listeners:
+            self._accepting.append(asyncio.create_task(self._accept_loop(sock, kind)))
+
+    async def stop_accepting(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        for task in self._accepting:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._accepting.clear()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for connections to finish (bounded), then cancel the rest."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+
+    async def _accept_loop(self, listener: socket.socket, kind: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                self._slots.release()
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.daemon.log.error(f"accept() failed: {os.strerror(exc.errno)}")
+                    await asyncio.sleep(0.1)
+                    continue
+                raise
+            sock.setblocking(False)
+            task = asyncio.create_task(self._serve(sock, kind))
+            self.tasks.add(task)
+            task.add_done_callback(self._connection_done)
+
+    def _connection_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.daemon.log.error(f"connection handler failed: {exc!r}")
+
+    # -- one connection -------------------------------------------------
+
+    async def _serve(self, sock: socket.socket, kind: str) -> None:
+        session = _Session(self, sock, kind)
+        try:
+            await session.run()
+        finally:
+            await session.finish()
+
+
+class _Session:
+    """One client connection."""
+
+    def __init__(self, server: Server, sock: socket.socket, kind: str):
+        self.server = server
+        self.daemon = server.daemon
+        self.config = server.config
+        self.sock = sock
+        self.kind = kind
+        self.conn = protocol.Connection(int(self.config["StreamMaxLength"]), allow_fd=kind == "unix")
+        self.jobs: set[asyncio.Task] = set()
+        self.write_lock = asyncio.Lock()
+        self.stream_fd: int | None = None
+        self.broken = False
+
+    async def run(self) -> None:
+        timeout = float(self.config["CommandReadTimeout"]) or None
+        got_command = False
+        while self.conn.mode is not protocol.Mode.DONE and not self.broken:
+            try:
+                data, fds = await asyncio.wait_for(self._recv(), timeout)
+            except TimeoutError:
+                await self._events(self.conn.timeout())
+                break
+            except OSError:
+                await self._events(self.conn.eof())
+                break
+            if not data and not fds:
+                await self._events(self.conn.eof())
+                break
+            events = self.conn.receive(data, fds)
+            if not got_command and any(isinstance(e, (Request, protocol.StreamStart)) for e in events):
+                got_command = True
+                timeout = float(self.config["ReadTimeout"]) or None
+            await self._events(events)
+
+    async def finish(self) -> None:
+        if self.jobs:
+            await asyncio.gather(*self.jobs, return_exceptions=True)
+        self._drop_stream()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    async def _recv(self) -> tuple[bytes, list[int]]:
+        loop = asyncio.get_running_loop()
+        fileno = self.sock.fileno()
+        while True:
+            try:
+                if self.kind == "unix":
+                    data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, 8)
+                    return data, list(fds)
+                return self.sock.recv(READ_SIZE), []
+            except (BlockingIOError, InterruptedError):
+                pass
+            ready = loop.create_future()
+
+            def wake(fut=ready):
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(fileno, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fileno)
+
+    async def send(self, data: bytes) -> bool:
+        """Write one reply; False (and the connection is given up) if the client does not read."""
+        if self.broken:
+            return False
+        loop = asyncio.get_running_loop()
+        limit = max(float(self.config["SendBufTimeout"]) / 1000.0, 0.001)
+        async with self.write_lock:
+            try:
+                await asyncio.wait_for(loop.sock_sendall(self.sock, data), max(limit, 1.0))
+                return True
+            except (TimeoutError, OSError):
+                self.broken = True
+                return False
+
+    # -- events ---------------------------------------------------------
+
+    async def _events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, protocol.Send):
+                await self.send(event.data)
+            elif isinstance(event, protocol.StreamStart):
+                self._drop_stream()
+                self.stream_fd = _spool_fd(self.config["TemporaryDirectory"])
+            elif isinstance(event, protocol.StreamData):
+                if self.stream_fd is not None:
+                    _write_all(self.stream_fd, event.data)
+            elif isinstance(event, protocol.StreamAbort):
+                self._drop_stream()
+            elif isinstance(event, Request):
+                self._request(event)
+
+    def _drop_stream(self) -> None:
+        if self.stream_fd is not None:
+            os.close(self.stream_fd)
+            self.stream_fd = None
+
+    def _request(self, request: Request) -> None:
+        immediate = {
+            "PING": self._ping, "VERSION": self._version, "VERSIONCOMMANDS": self._commands,
+            "STATS": self._stats,
+        }
+        if request.command in immediate:
+            self._spawn(immediate[request.command](request))
+        elif request.command == "SHUTDOWN":
+            self.daemon.request_shutdown("SHUTDOWN command")
+        elif request.command == "RELOAD":
+            self._spawn(self._reload(request))
+        elif request.command in ("DETSTATS", "DETSTATSCLEAR"):
+            pass  # clamd 1.4.6 removed detection statistics: it closes without a reply
+        elif request.command == "INSTREAM":
+            fd, self.stream_fd = self.stream_fd, None
+            self._spawn(self._scan_fd(request, fd, "stream", "INSTREAM"))
+        elif request.command == "FILDES":
+            self._spawn(self._scan_fd(request, request.fd, f"fd[{request.fd}]", "FILDES"))
+        elif request.command == "STREAM":
+            self._spawn(self._stream_port(request))
+        else:
+            self._spawn(self._path_command(request))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    async def reply(self, request: Request, text: str | bytes) -> bool:
+        return await self.send(reply_line(request.id, request.term, text))
+
+    # -- simple commands --------------------------------------------------
+
+    async def _ping(self, request: Request) -> None:
+        await self.reply(request, "PONG")
+
+    async def _version(self, request: Request) -> None:
+        await self.reply(request, self.daemon.version_string())
+
+    async def _commands(self, request: Request) -> None:
+        await self.reply(request, f"{self.daemon.version_string()}| COMMANDS: {protocol.ADVERTISED}")
+
+    async def _stats(self, request: Request) -> None:
+        await self.reply(request, self.daemon.stats_text(self.server))
+
+    async def _reload(self, request: Request) -> None:
+        await self.reply(request, "RELOADING")
+        self.daemon.request_reload("RELOAD command")
+
+    # -- scans ----------------------------------------------------------
+
+    async def _scan_fd(self, request: Request, fd: int | None, name: str, command: str) -> None:
+        if fd is None:
+            return
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.daemon.log.info(f"{name}: Not a regular file. ERROR")
+                await self.reply(request, f"{name}: Not a regular file ERROR")
+                return
+            async with self._job(command, name):
+                pool = self.daemon.pool
+                allmatch = False
+                result = None
+                async for message in pool.run(("fd", name, allmatch), fd):
+                    result = message
+            _, found, error, _, md5, size = result
+        except WorkerLost:
+            await self.reply(request, f"{name}: {pathscan.EOPEN} ERROR")
+            return
+        finally:
+            os.close(fd)
+        if found:
+            await self.daemon.detected(name, found[0], md5, size)
+            await self.reply(request, f"{name}: {found[0]} FOUND")
+        elif error:
+            self.daemon.log.info(f"{name}: {error} ERROR")
+            await self.reply(request, f"{name}: {error} ERROR")
+        else:
+            self.daemon.log_clean(name)
+            await self.reply(request, f"{name}: OK")
+
+    async def _path_command(self, request: Request) -> None:
+        path = os.fsdecode(request.argument or b"")
+        command = request.command
+        if command == "ALLMATCHSCAN" and not self.config["AllowAllMatchScan"]:
+            await self.reply(request, f"{path}: ALLMATCHSCAN command disabled by clamd configuration. ERROR")
+            return
+        allmatch = command == "ALLMATCHSCAN"
+        if command == "MULTISCAN":
+            try:
+                is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+            except OSError:
+                is_dir = True  # clamd walks it as MULTISCAN and reports the error
+            if is_dir:
+                await self._multiscan(request, path)
+                return
+            command = "CONTSCAN"
+        try:
+            async with self._job(command, path):
+                async for message in self.daemon.pool.run(("walk", path, command, allmatch)):
+                    if not await self._walk_message(request, message):
+                        raise ConnectionError("client gone")
+        except WorkerLost:
+            await self.reply(request, f"{path}: {pathscan.EOPEN} ERROR")
+        except ConnectionError:
+            return
+
+    async def _walk_message(self, request: Request, message: tuple) -> bool:
+        kind = message[0]
+        if kind == "reply":
+            _, path, text = message
+            if text.endswith(" ERROR"):
+                self.daemon.log.info(f"{path}: {text}")
+            return await self.reply(request, f"{path}: {text}")
+        if kind == "found":
+            _, path, name, md5, size = message
+            await self.daemon.detected(path, name, md5, size)
+            return await self.reply(request, f"{path}: {name} FOUND")
+        if kind == "clean":
+            self.daemon.log_clean(message[1])
+            return True
+        if kind == "done":
+            _, closing_ok, top = message
+            if closing_ok:
+                return await self.reply(request, f"{top}: OK")
+        return True
+
+    async def _multiscan(self, request: Request, path: str) -> None:
+        walk = pathscan.Walk(path, self.daemon.walk_options, multiscan=True)
+        items = await asyncio.to_thread(list, walk.items())
+        pool = self.daemon.pool
+        # clamd counts a MULTISCAN's outcome over the files it dispatched only.
+        tally = pathscan.Tally(total=sum(isinstance(i, pathscan.File) for i in items))
+
+        async def scan_one(file_path: str) -> None:
+            found, error = [], None
+            try:
+                async with self._job("MULTISCANFILE", file_path):
+                    async for message in pool.run(("file", file_path, False)):
+                        _, found, error, md5, size = message
+            except WorkerLost:
+                error = f"{pathscan.EOPEN} ERROR"
+            if error:
+                tally.errors += 1
+                self.daemon.log.info(f"{file_path}: {error}")
+                await self.reply(request, f"{file_path}: {error}")
+            elif found:
+                tally.infected += len(found)
+                await self.daemon.detected(file_path, found[0], md5, size)
+                await self.reply(request, f"{file_path}: {found[0]} FOUND")
+            else:
+                self.daemon.log_clean(file_path)
+
+        jobs = []
+        for item in items:
+            if isinstance(item, pathscan.Reply):
+                await self.reply(request, f"{item.path}: {item.text}")
+            else:
+                jobs.append(asyncio.create_task(scan_one(item.path)))
+        if jobs:
+            await asyncio.gather(*jobs)
+        if tally.closing_ok() and not self.broken:
+            await self.reply(request, f"{walk.top}: OK")
+
+    def _job(self, command: str, name: str):
+        server = self.server
+        task = Task(command, name)
+
+        class _Tracked:
+            async def __aenter__(self_inner):
+                await server._queue.acquire()
+                server.running[id(self_inner)] = task
+                return self_inner
+
+            async def __aexit__(self_inner, *exc):
+                server.running.pop(id(self_inner), None)
+                server._queue.release()
+                return False
+
+        return _Tracked()
+
+    # -- STREAM: the old port handshake -----------------------------------
+
+    async def _stream_port(self, request: Request) -> None:
+        loop = asyncio.get_running_loop()
+        low, high = int(self.config["StreamMinPort"]), int(self.config["StreamMaxPort"])
+        host = self._stream_host()
+        listener = None
+        ports = list(range(low, high + 1)) if high >= low else []
+        random.shuffle(ports)
+        for port in ports[:1000]:
+            candidate = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                candidate.bind((host, port))
+            except OSError:
+                candidate.close()
+                continue
+            listener = candidate
+            break
+        if listener is None:
+            self.daemon.log.error("ScanStream: Can't find any free port.")
+            await self.reply(request, "Can't find any free port. ERROR")
+            return
+        port = listener.getsockname()[1]
+        fd = None
+        try:
+            listener.listen(1)
+            listener.setblocking(False)
+            await self.reply(request, f"PORT {port}")
+            try:
+                data_sock, peer = await asyncio.wait_for(
+                    loop.sock_accept(listener), float(self.config["CommandReadTimeout"]) or None)
+            except TimeoutError:
+                self.daemon.log.error(f"ScanStream {port}: accept timeout.")
+                await self.reply(request, "Accept timeout. ERROR")
+                return
+            fd = _spool_fd(self.config["TemporaryDirectory"])
+            quota = int(self.config["StreamMaxLength"])
+            with data_sock:
+                data_sock.setblocking(False)
+                while True:
+                    want = min(READ_SIZE, quota) if quota else READ_SIZE
+                    if quota and want == 0:
+                        self.daemon.log.warning(
+                            f"ScanStream({peer[0]}@{port}): Size limit reached (max: {self.config['StreamMaxLength']})")
+                        break
+                    try:
+                        chunk = await asyncio.wait_for(
+                            loop.sock_recv(data_sock, want), float(self.config["ReadTimeout"]) or None)
+                    except TimeoutError:
+                        self.daemon.log.error(f"ScanStream({peer[0]}@{port}): read timeout.")
+                        await self.reply(request, "read timeout ERROR")
+                        return
+                    if not chunk:
+                        break
+                    _write_all(fd, chunk)
+                    quota -= len(chunk)
+            scan_fd, fd = fd, None
+            try:
+                async with self._job("STREAM", "stream"):
+                    async for message in self.daemon.pool.run(("fd", "stream", False), scan_fd):
+                        result = message
+            finally:
+                os.close(scan_fd)
+            _, found, error, _, md5, size = result
+            if found:
+                await self.daemon.detected("stream", found[0], md5, size)
+                if self.config["ExtendedDetectionInfo"] and size:
+                    await self.reply(request, f"stream: {found[0]}({md5}:{size}) FOUND")
+                else:
+                    await self.reply(request, f"stream: {found[0]} FOUND")
+            elif error:
+                await self.reply(request, f"stream: {error} ERROR")
+            else:
+                await self.reply(request, "stream: OK")
+        except WorkerLost:
+            await self.reply(request, f"stream: {pathscan.EOPEN} ERROR")
+        finally:
+            listener.close()
+            if fd is not None:
+                os.close(fd)
+
+    def _stream_host(self) -> str:
+        # The data port listens where the client reached us: on the same
+        # address for TCP, on the loopback for the local socket.
+        if self.kind == "tcp":
+            try:
+                return self.sock.getsockname()[0]
+            except OSError:
+                pass
+        return "127.0.0.1"
+
+
+def _spool_fd(tmpdir: str | None) -> int:
+    """An anonymous file for streamed data: in memory (memfd), else in TemporaryDirectory."""
+    if hasattr(os, "memfd_create") and not tmpdir:
+        return os.memfd_create("clammail-stream", os.MFD_CLOEXEC)
+    fd = os.open(tmpdir or "/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+ReplyFn = Callable[[str], None]

@@ -1,0 +1,377 @@
+"""Scan worker processes: forked after the database is loaded, one job at a time.
+
+Python threads do not scan in parallel, so the daemon scans in processes.
+Each `WorkerPool` is one generation: an engine loaded in the daemon process,
+then `size` processes forked from it, so the compiled database is shared
+copy-on-write. A reload builds a new pool; the old one finishes its jobs and
+is closed.
+
+The parent talks to a worker over a socketpair: a request is a pickled tuple
+(with a file descriptor attached for FILDES and INSTREAM), the answer is a
+sequence of pickled messages ending with ("done", ...). A worker that dies
+in the middle of a job is replaced; the job ends with `WorkerLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import traceback
+from collections.abc import AsyncIterator
+
+from clammail.clamd import pathscan
+from clammail.engine import Engine
+
+log = logging.getLogger("clammail.daemon")
+
+_HEADER = struct.Struct(">I")
+MAX_MESSAGE = 16 * 1024 * 1024
+
+# Switches turned off for RAWSCAN: the documented "raw" scan, with archive
+# and every other special-format support disabled.
+RAW_SWITCHES = (
+    "ScanArchive", "ScanMail", "ScanOLE2", "ScanPDF", "ScanHTML", "ScanPE", "ScanELF",
+    "ScanSWF", "ScanXMLDOCS", "ScanHWP3", "ScanOneNote", "ScanImage",
+)
+
+# What a client is told when the engine failed on an object (a bug, never a verdict).
+ENGINE_FAILURE = "Scan failed (internal error)"
+
+
+class WorkerLost(Exception):
+    """The worker running a job died."""
+
+
+# -- the worker side ------------------------------------------------------
+
+
+def _send(sock: socket.socket, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = sock.recv(size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv_request(sock: socket.socket) -> tuple[object, list[int]] | None:
+    header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
+    if not header:
+        return None
+    if len(header) < _HEADER.size:
+        rest = _recv_exact(sock, _HEADER.size - len(header))
+        if rest is None:
+            return None
+        header += rest
+    (size,) = _HEADER.unpack(header)
+    body = _recv_exact(sock, size)
+    if body is None:
+        return None
+    return pickle.loads(body), list(fds)
+
+
+class _Scanner:
+    """The engines one worker uses: the configured one and its RAWSCAN twin."""
+
+    def __init__(self, engine: Engine, walk_options: pathscan.WalkOptions):
+        self.engine = engine
+        self.walk_options = walk_options
+        self._raw: Engine | None = None
+
+    def engine_for(self, raw: bool) -> Engine:
+        if not raw:
+            return self.engine
+        if self._raw is None:
+            # The same compiled matchers with the container switches off.
+            self._raw = self.engine.with_options({name: False for name in RAW_SWITCHES})
+        return self._raw
+
+    def scan_fd(self, fd: int, name: str | None, allmatch: bool, raw: bool = False):
+        try:
+            result = self.engine_for(raw).scan_fd(fd, name=name, allmatch=allmatch)
+        except Exception:  # noqa: BLE001 - a bug in the engine must not kill the daemon
+            log.error("engine failure on %s:\n%s", name, traceback.format_exc())
+            return [], ENGINE_FAILURE, 0, "", 0
+        md5, size = "", 0
+        if result.detections:
+            md5, size = _md5_of(fd)
+        return result.detections, result.error, result.scanned_bytes, md5, size
+
+    def scan_path(self, path: str, allmatch: bool, raw: bool = False):
+        """One file by path: (detections, error reply or None, md5, size)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as exc:
+            return [], pathscan.open_error_reply(exc), "", 0
+        try:
+            found, error, _, md5, size = self.scan_fd(fd, path, allmatch, raw)
+        finally:
+            os.close(fd)
+        return found, (f"{error} ERROR" if error else None), md5, size
+
+
+def _md5_of(fd: int) -> tuple[str, int]:
+    digest = hashlib.md5()
+    size = 0
+    try:
+        offset = 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        size = offset
+    except OSError:
+        return "", 0
+    return digest.hexdigest(), size
+
+
+def _run_walk(sock, scanner: _Scanner, path: str, command: str, allmatch: bool) -> None:
+    walk = pathscan.Walk(path, scanner.walk_options)
+    if command == "CONTSCAN":
+        pathscan.contscan(walk)
+    raw = command == "RAWSCAN"
+    for item in walk.items():
+        if isinstance(item, pathscan.Reply):
+            _send(sock, ("reply", item.path, item.text))
+            continue
+        found, error, md5, size = scanner.scan_path(item.path, allmatch, raw)
+        if error:
+            _send(sock, ("reply", item.path, error))
+        for name in found:
+            _send(sock, ("found", item.path, name, md5, size))
+        if not error and not found:
+            _send(sock, ("clean", item.path))
+        walk.scanned(len(found), bool(error))
+    _send(sock, ("done", walk.tally.closing_ok(), walk.top))
+
+
+def worker_main(sock: socket.socket, scanner: _Scanner) -> None:
+    """The loop of one worker process: serve requests until the channel closes."""
+    while True:
+        try:
+            request = _recv_request(sock)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return
+        if request is None:
+            return
+        message, fds = request
+        kind = message[0]
+        try:
+            if kind == "fd":
+                _, name, allmatch = message
+                fd = fds[0]
+                try:
+                    found, error, scanned, md5, size = scanner.scan_fd(fd, name, allmatch)
+                finally:
+                    os.close(fd)
+                _send(sock, ("done", found, error, scanned, md5, size))
+            elif kind == "file":
+                _, path, allmatch = message
+                found, error, md5, size = scanner.scan_path(path, allmatch)
+                _send(sock, ("done", found, error, md5, size))
+            elif kind == "walk":
+                _, path, command, allmatch = message
+                _run_walk(sock, scanner, path, command, allmatch)
+            else:
+                _send(sock, ("done",))
+        except OSError:
+            return
+
+
+def _child(sock: socket.socket, keep: int, scanner: _Scanner) -> None:
+    """In the forked process: drop everything of the parent but the channel."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+    code = 0
+    try:
+        worker_main(sock, scanner)
+    except BaseException:  # noqa: BLE001
+        code = 1
+    os._exit(code)
+
+
+# -- the parent side ------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+        self.buffer = bytearray()
+        self.jobs = 0
+
+
+class WorkerPool:
+    """One generation of workers around one engine."""
+
+    def __init__(self, engine: Engine, walk_options: pathscan.WalkOptions, size: int,
+                 generation: int = 1):
+        self.scanner = _Scanner(engine, walk_options)
+        self.engine = engine
+        self.size = max(1, size)
+        self.generation = generation
+        self.workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self.active = 0  # jobs running
+        self.closing = False
+        self.started_jobs = 0
+
+    # -- life cycle -----------------------------------------------------
+
+    def start(self) -> None:
+        """Fork the workers (call with the engine loaded, before or inside the loop)."""
+        gc.collect()
+        gc.freeze()  # keep the database's pages shared: no refcount writes from gc
+        for _ in range(self.size):
+            self.workers.append(self._fork())
+
+    def _fork(self) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            _child(child, child.fileno(), self.scanner)
+        child.close()
+        parent.setblocking(False)
+        return _Worker(pid, parent)
+
+    def _queue(self) -> asyncio.Queue[_Worker]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for worker in self.workers:
+                self._idle.put_nowait(worker)
+        return self._idle
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Close the channels (workers exit when idle); kill what is still busy after `timeout`."""
+        self.closing = True
+        for worker in self.workers:
+            worker.sock.close()
+        deadline = asyncio.get_running_loop().time() + timeout
+        for worker in self.workers:
+            while True:
+                try:
+                    pid, _ = os.waitpid(worker.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    _kill(worker.pid)
+                    continue
+                await asyncio.sleep(0.02)
+        self.workers.clear()
+
+    def kill_now(self) -> None:
+        for worker in self.workers:
+            worker.sock.close()
+            _kill(worker.pid)
+        self.workers.clear()
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    @property
+    def idle(self) -> int:
+        return self._queue().qsize()
+
+    # -- jobs -----------------------------------------------------------
+
+    async def run(self, message: tuple, fd: int | None = None) -> AsyncIterator[tuple]:
+        """Send one job to an idle worker and yield its messages up to ("done", ...)."""
+        queue = self._queue()
+        worker = await queue.get()
+        self.active += 1
+        self.started_jobs += 1
+        broken = False
+        try:
+            await self._send(worker, message, fd)
+            while True:
+                reply = await self._read(worker)
+                yield reply
+                if reply[0] == "done":
+                    break
+        except (OSError, WorkerLost, EOFError, pickle.UnpicklingError) as exc:
+            broken = True
+            raise WorkerLost(str(exc)) from None
+        except BaseException:
+            # The job was abandoned (client gone, task cancelled): the worker
+            # may still be busy with it, so it is replaced.
+            broken = True
+            raise
+        finally:
+            self.active -= 1
+            if broken:
+                self._replace(worker)
+            elif not self.closing:
+                queue.put_nowait(worker)
+
+    async def _send(self, worker: _Worker, message: tuple, fd: int | None) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        packet = _HEADER.pack(len(data)) + data
+        loop = asyncio.get_running_loop()
+        if fd is not None:
+            # The header carries the descriptor; a few bytes always fit the buffer.
+            sent = socket.send_fds(worker.sock, [packet[: _HEADER.size]], [fd])
+            packet = packet[sent:]
+        await loop.sock_sendall(worker.sock, packet)
+
+    async def _read(self, worker: _Worker) -> tuple:
+        loop = asyncio.get_running_loop()
+        while True:
+            if len(worker.buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack(worker.buffer[: _HEADER.size])
+                if size > MAX_MESSAGE:
+                    raise WorkerLost("oversized message")
+                if len(worker.buffer) >= _HEADER.size + size:
+                    body = bytes(worker.buffer[_HEADER.size: _HEADER.size + size])
+                    del worker.buffer[: _HEADER.size + size]
+                    return pickle.loads(body)
+            chunk = await loop.sock_recv(worker.sock, 1 << 16)
+            if not chunk:
+                raise WorkerLost(f"worker {worker.pid} exited")
+            worker.buffer.extend(chunk)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.sock.close()
+        _kill(worker.pid)
+        try:
+            self.workers.remove(worker)
+        except ValueError:
+            pass
+        if self.closing:
+            return
+        new = self._fork()
+        self.workers.append(new)
+        self._queue().put_nowait(new)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
