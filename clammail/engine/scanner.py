@@ -371,13 +371,13 @@ class ScanJob:
 
 _ALGO_ORDER = ("md5", "sha1", "sha256")
 
-# Types whose own parsing comes after the raw scan in libclamav (the rest of
-# the containers are opened before it, so their contents are reported first).
 # Objects of at most this many bytes are not scanned (not matched, not hashed,
 # not counted against MaxFiles): clamd 1.4.6 reports a 5-byte file OK even
 # when its hash is in an .hdb, and finds a 6-byte one.
 SMALL_DATA = 5
 
+# Types whose own parsing comes after the raw scan in libclamav (the rest of
+# the containers are opened before it, so their contents are reported first).
 _AFTER_RAW = frozenset(
     {FileType.MSEXE, FileType.ELF, FileType.MACHO, FileType.BINARY_DATA} | TEXT_TYPES
 )
