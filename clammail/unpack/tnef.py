@@ -6,8 +6,9 @@ checksum. libclamav writes the data of every attachment-data record to the
 current output file, which an attachment-title record names and a
 message-level record closes; data that never gets a name is lost, except in
 the last file, which is called "tnef". The files are scanned after the whole
-stream was read, and only when it was read without a format error (a record
-longer than the file, a truncated record, an unknown level).
+stream was read, unless it has a format error (a record longer than the file,
+a negative length, an unknown level); a stream that just stops early (in a
+record header or a checksum) is scanned as far as it got.
 """
 
 from __future__ import annotations
@@ -59,14 +60,12 @@ def unpack_tnef(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extrac
             pos += 1
             if level == 0:
                 break
-            if pos + 4 > len(buf):
-                if level in (0x0A, 0x0D) and pos >= len(buf):
-                    break  # a trailing newline
-                raise _FormatError("truncated record header")
+            if pos + 8 > len(buf):
+                # a record header cut short ends the stream; what was read is
+                # scanned (clamd 1.4.6 does, whatever its read error says)
+                break
             tag_type = struct.unpack_from("<I", buf, pos)[0]
             pos += 4
-            if pos + 4 > len(buf):
-                raise _FormatError("truncated record header")
             length = struct.unpack_from("<i", buf, pos)[0]
             pos += 4
             tag = tag_type & 0xFFFF
@@ -96,10 +95,7 @@ def unpack_tnef(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extrac
                 raise _FormatError(f"unknown level {level}")
             if pos + length > len(buf):
                 raise _FormatError("record longer than the file")
-            pos += length
-            if pos + 2 > len(buf):
-                raise _FormatError("missing checksum")
-            pos += 2
+            pos += length + 2  # the checksum, not verified; its absence ends the stream
     except _FormatError as exc:
         ctx.debug(f"tnef: {exc}: nothing is scanned")
         return
