@@ -292,10 +292,7 @@ def corpus() -> dict[str, str]:
 
 # Mails whose verdict depends on work outside the mail unpacker: name -> why.
 # They stay in the object comparison and have an xfail test of their own.
-ELSEWHERE = {
-    "base64_equals_early": "the decoded part starts 'MZPMZP': clamd finds the PE embedded at "
-                           "offset 3 (the executables developer's embedded-PE scan)",
-}
+ELSEWHERE: dict[str, str] = {}
 
 
 def write_corpus(directory: Path) -> list[Path]:
@@ -383,12 +380,6 @@ def test_corpus_verdicts_with_ndb_body_signatures(mails, ndb_database):
         theirs = clamscan_results(ndb_database, mails, allmatch=allmatch)
         assert {p: collections.Counter(n) for p, n in ours[1].items()} == \
             {p: collections.Counter(n) for p, n in theirs[1].items()}
-
-
-@pytest.mark.xfail(strict=False, reason=ELSEWHERE["base64_equals_early"])
-def test_embedded_pe_in_decoded_part(mails, database):
-    mail = [p for p in mails if p.stem == "base64_equals_early"]
-    assert clammail_results(database, mail)[1] == clamscan_results(database, mail)[1]
 
 
 # -- objects ----------------------------------------------------------------------

@@ -295,13 +295,15 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
         return FileType.MAIL
     ftype = text_type(head)
     if ftype in TEXT_TYPES:
-        if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
-            return FileType.HTML
+        # When several of these match, the larger CL_TYPE_* wins in libclamav:
+        # MHTML over MAIL over HTML.
         window = bytes(data[:3072])
         if _MHTML_PAIR.search(window):
             return FileType.MHTML
         if _MAIL_PAIRS.search(window):
             return FileType.MAIL
+        if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
+            return FileType.HTML
     if ftype is FileType.BINARY_DATA:
         # Tar formats without "ustar" at 257 (v7): a valid header checksum.
         from clammail.unpack.archive_typing import tar_type
