@@ -38,6 +38,7 @@ from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
+from clammail.unpack.embedded import embedded_objects
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,6 @@ class ScanJob:
             self._match_hashes(info)
             # The raw scan also opens archives and executables embedded
             # anywhere in the object (self-extractors, appended zips).
-            from clammail.unpack.embedded import embedded_objects
-
             self._scan_children(embedded_objects(info.data, ftype, self), info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             # libclamav's raw scan of a PE scans the PE files embedded in it
