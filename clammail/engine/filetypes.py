@@ -252,6 +252,12 @@ _MAIL_PAIRS = re.compile(
     rb"|[Rr]eceived: [^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: )",
     re.DOTALL,
 )
+# "MHTML file": MIME-Version: at the start or on a line of its own, followed
+# within a kilobyte by a Content-Type: line. It outranks "Mail file" (clamd
+# types a text file matching both as MHTML, which target-4 signatures skip).
+_MHTML_PAIR = re.compile(
+    rb"(?:^|\n)[Mm][Ii][Mm][Ee]-[Vv]ersion: [^\0]{0,1024}?\n[Cc]ontent-[Tt]ype: ", re.DOTALL
+)
 _MAIL_AT_START = (
     b"Date: ", b"Delivered-To: ", b"Delivery-date: ", b"Envelope-to: ", b"For: ",
     b"From ", b"From: ", b"Hi. This is the qmail-send", b"Message-ID: ",
@@ -289,10 +295,15 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
         return FileType.MAIL
     ftype = text_type(head)
     if ftype in TEXT_TYPES:
+        # When several of these match, the larger CL_TYPE_* wins in libclamav:
+        # MHTML over MAIL over HTML.
+        window = bytes(data[:3072])
+        if _MHTML_PAIR.search(window):
+            return FileType.MHTML
+        if _MAIL_PAIRS.search(window):
+            return FileType.MAIL
         if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
             return FileType.HTML
-        if _MAIL_PAIRS.search(bytes(data[:3072])):
-            return FileType.MAIL
     if ftype is FileType.BINARY_DATA:
         # Tar formats without "ustar" at 257 (v7): a valid header checksum.
         from clammail.unpack.archive_typing import tar_type

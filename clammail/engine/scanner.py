@@ -38,6 +38,7 @@ from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
+from clammail.unpack.embedded import embedded_objects
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,8 @@ class ScanJob:
 
     def scan_object(self, data: bytes | memoryview, name: str | None = None,
                     ftype: FileType | None = None) -> None:
+        if len(data) <= SMALL_DATA:
+            return  # libclamav: "Small data", not scanned at all
         depth = len(self._stack)
         if depth > self.options["MaxRecursion"]:
             self._exceeded("MaxRecursion")
@@ -303,8 +306,6 @@ class ScanJob:
             self._match_hashes(info)
             # The raw scan also opens archives and executables embedded
             # anywhere in the object (self-extractors, appended zips).
-            from clammail.unpack.embedded import embedded_objects
-
             self._scan_children(embedded_objects(info.data, ftype, self), info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             # libclamav's raw scan of a PE scans the PE files embedded in it
@@ -334,7 +335,7 @@ class ScanJob:
         if unpack is None:
             return
         function, switch = unpack
-        if not self.options[switch]:
+        if switch is not None and not self.options[switch]:
             return
         self._scan_children(function(info.data, self), info)
 
@@ -352,6 +353,8 @@ class ScanJob:
             view = ObjectInfo(child.data, parent.ftype, parent.parents, parent.name)
             self.engine.matcher.match_buffer(child.data, child.view_target, view, self.report)
             return
+        if len(child.data) <= SMALL_DATA:
+            return  # never scanned, so not counted against MaxFiles either
         self.files += 1
         if self.options["MaxFiles"] and self.files > self.options["MaxFiles"]:
             raise LimitExceeded("MaxFiles")
@@ -366,6 +369,11 @@ class ScanJob:
 
 
 _ALGO_ORDER = ("md5", "sha1", "sha256")
+
+# Objects of at most this many bytes are not scanned (not matched, not hashed,
+# not counted against MaxFiles): clamd 1.4.6 reports a 5-byte file OK even
+# when its hash is in an .hdb, and finds a 6-byte one.
+SMALL_DATA = 5
 
 # Types whose own parsing comes after the raw scan in libclamav (the rest of
 # the containers are opened before it, so their contents are reported first).
