@@ -23,6 +23,9 @@ _MAX_FIELDS = 6
 _TARGET_COUNT = 15  # CLI_MTARGETS: target numbers 15 and up are skipped, not refused
 # clamd reads database lines into a buffer of this size (FILEBUFF); longer lines are cut.
 LINE_BUFFER = 8192
+# With ALLMATCH clamd reports a body signature once per occurrence; this many
+# occurrences per object are reported (clamd has no limit).
+REPORTED_OCCURRENCES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,8 @@ def parse_offset(text: str) -> Offset:
 
 def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0, *,
                        nocase: bool = False, wide: bool = False, ascii: bool = True,
-                       fullword: bool = False, ldb: bool | None = None) -> BodyPattern:
+                       fullword: bool = False, ldb: bool | None = None,
+                       max_matches: int = 1) -> BodyPattern:
     """Check a hex signature as clamd would load it and return its `BodyPattern`.
 
     Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `ldb` marks a
@@ -52,7 +56,7 @@ def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0,
                           fullword=fullword,
                           ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
     return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
-                       anchors=plan_anchors(plan))
+                       max_matches=max_matches, anchors=plan_anchors(plan))
 
 
 def load_ndb(text: str, path: str, official: bool, options: LoadOptions) -> list[BodySignature]:
@@ -115,7 +119,8 @@ def _parse_line(line: str, official: bool, options: LoadOptions) -> BodySignatur
     target = 0 if target_text == "*" else _c_atoi(target_text)
     if not 0 <= target < _TARGET_COUNT:
         return None  # clamd: "Not supported target type", skipped
-    pattern = parse_body_pattern(hexsig, offset_text, target, ldb=False)
+    pattern = parse_body_pattern(hexsig, offset_text, target, ldb=False,
+                                 max_matches=REPORTED_OCCURRENCES)
     return BodySignature(display_name(_virus_name(name), official), pattern,
                          min_level, max_level)
 

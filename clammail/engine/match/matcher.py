@@ -158,24 +158,27 @@ class BodyMatcher:
         return state
 
     def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int]) -> list[int]:
-        """`indices` (patterns with hits) in the order clamd reports them.
+        """`indices` (patterns with hits) in the order clamd reports them, once per match.
 
         clamd scans the target-specific signatures before the generic ones,
         and in each its Boyer-Moore matcher (plain hex patterns) before the
         Aho-Corasick one; within a matcher, by the position where it notices
-        a match.
+        a match. With ALLMATCH it reports a signature once per occurrence, so
+        an index comes once per match in `hits` (see BodyPattern.max_matches).
         """
-        def key(index: int):
+        keyed = []
+        for index in indices:
             generic = self._targets[index] == 0
             if self._boyer_moore[index]:
-                first = min(m.start for m in hits[index]) + self._bm_shift[index]
-                return (generic, 0, first, 0, -index)
-            first = min(m.detected for m in hits[index])
+                shift = self._bm_shift[index]
+                keyed.extend(((generic, 0, m.start + shift, 0, -index), index)
+                             for m in hits[index])
+                continue
             plan = self._plans.get(index)
             depth = plan.variants[0].parts[-1].depth if plan else 0
-            return (generic, 1, first, -depth, index)
-
-        return sorted(indices, key=key)
+            keyed.extend(((generic, 1, m.detected, -depth, index), index) for m in hits[index])
+        keyed.sort()
+        return [index for _, index in keyed]
 
     # -- scanning ---------------------------------------------------------------------
 
