@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from clammail.engine.match.api import ANY_OFFSET, BodyPattern, Offset, OffsetKind
 from clammail.signatures.common import SignatureError
 
+# Compiled records are plain slotted classes (not frozen: building 100 000
+# patterns at load time must be cheap); nothing changes them after compilation.
+
 # -- element encoding ---------------------------------------------------------
 # An element is an int: the low byte is the value, the high byte says how it
 # matches (ClamAV's CLI_MATCH_* values, so the rules below read like its own).
@@ -64,7 +67,7 @@ _BM_TARGETS = frozenset({0, 1})
 _HEX = {c: int(c, 16) for c in "0123456789abcdefABCDEF"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Special:
     kind: int
     negative: bool = False
@@ -77,7 +80,7 @@ class Special:
     alts: tuple[tuple[tuple[int, ...], bool], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Part:
     """One piece of a pattern between `*`/`{n-m}` gaps, anchored like ClamAV anchors it."""
 
@@ -102,13 +105,13 @@ class Part:
         return self.prefix_min + self.body_min
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Variant:
     parts: tuple[Part, ...]
     boyer_moore: bool = False  # a plain pattern ClamAV hands to Boyer-Moore (reporting order)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
     variants: tuple[Variant, ...]
     offset: Offset
@@ -457,7 +460,7 @@ def _elements(text: str) -> list[int]:
         raise SignatureError(f"Malformed hexstring: {text} (length: {len(text)})")
     if _PURE_HEX.fullmatch(text):
         return list(bytes.fromhex(text))
-    out = [_TOKENS.get(pair) for pair in _PAIRS.findall(text)]
+    out = list(map(_TOKENS.get, _PAIRS.findall(text)))
     if None in out:
         for i, element in enumerate(out):
             if element is None:
