@@ -54,7 +54,8 @@ def test_executable_relative_offsets(backend):
         ("EP+0", 64, True), ("EP+4", 68, True), ("EP+4", 69, False), ("EP-8", 56, True),
         ("EP+2,3", 67, True), ("EP+2,3", 69, True), ("EP+2,3", 70, False), ("S0+0", 32, True), ("S1+10", 106, True),
         ("S1+10", 107, False), ("S2+0", 0, False), ("SL+5", 101, True), ("SE0", 32, True),
-        ("SE0", 40, False), ("SE0,16", 64, True), ("SE0,16", 65, False), ("SE1,2", 162, True),
+        ("SE0", 48, True), ("SE0", 49, False), ("SE0,16", 64, True), ("SE0,16", 65, False),
+        ("SE1,2", 162, True),
         ("VI", 200, True),
         ("VI", 201, False), ("EOF-56", 200, True), ("EP-100", 0, False),
     ]
@@ -70,15 +71,17 @@ def test_executable_relative_offsets(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_section_offsets_of_plain_and_wildcard_patterns(backend):
-    """A plain PE pattern with SEx goes to clamd's Boyer-Moore matcher, which only looks
-    at the section's start; with a wildcard (Aho-Corasick) it matches anywhere inside."""
-    data = bytearray(256)
-    data[40:44] = bytes.fromhex("a1b2c3d4")
-    data = bytes(data)
+    """A plain PE pattern with SEx goes to clamd's Boyer-Moore matcher, which in files of
+    256 KiB and more only looks at the section's start; with a wildcard (Aho-Corasick),
+    or in a smaller file, it matches anywhere inside the section."""
     plain = BodyMatcher([parse_body_pattern("a1b2c3d4", "SE0", 1)], backend=backend)
     wild = BodyMatcher([parse_body_pattern("a1b2??d4", "SE0", 1)], backend=backend)
-    assert starts(plain, data, exe_info(data)) == {}
-    assert starts(wild, data, exe_info(data)) == {0: [40]}
+    for size, plain_hits in ((256, {0: [40]}), (262144, {})):
+        data = bytearray(size)
+        data[40:44] = bytes.fromhex("a1b2c3d4")
+        data = bytes(data)
+        assert starts(plain, data, exe_info(data)) == plain_hits
+        assert starts(wild, data, exe_info(data)) == {0: [40]}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -53,7 +53,8 @@ class SignatureMatcher:
                 self._logical.evaluate({}, data, target, info, report)
             return
         count = len(self._body_sigs)
-        direct = self.body.report_order(hits, [index for index in hits if index < count])
+        direct = self.body.report_order(hits, [index for index in hits if index < count],
+                                        len(data), target)
         for index in direct:
             report(self._body_sigs[index].name)
         if self._logical is not None:

@@ -941,6 +941,11 @@ def _plain_part_literal(part: Part) -> tuple[bytes, int, bool]:
 
 
 def plan_anchors(plan: Plan) -> tuple:
-    """Per variant: (boyer_moore, ((literal, delta, nocase), ...) per part)."""
-    return tuple((variant.boyer_moore, tuple([part_literal(p) for p in variant.parts]))
+    """Per variant: (boyer_moore, ((literal, delta, nocase), ...) per part, longest part).
+
+    The longest part (ClamAV's pattern length, its maxpatlen) sets how much
+    clamd's 128 KiB scan windows overlap, which the report order depends on.
+    """
+    return tuple((variant.boyer_moore, tuple([part_literal(p) for p in variant.parts]),
+                  max(p.prefix_max + p.body_max for p in variant.parts))
                  for variant in plan.variants)

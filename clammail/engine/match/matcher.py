@@ -60,6 +60,13 @@ from clammail.signatures.common import SignatureError
 # ClamAV keeps this many recent matches of each part of a multi-part pattern
 # (CLI_DEFAULT_AC_TRACKLEN); slot 1 keeps the first one.
 TRACK_LEN = 8
+# clamd matches an object in windows of this size (SCANBUFF), overlapping by
+# the longest pattern of the signatures in play.
+SCAN_WINDOW = 131072
+# clamd's Boyer-Moore matcher for PE signatures switches to its offset mode
+# (each offset's first position only) for files of at least this size
+# (CLI_DEFAULT_BM_OFFMODE_FSIZE).
+BM_OFFMODE_SIZE = 262144
 # At most this many verified matches of one part are kept per buffer.
 PART_MATCH_CAP = 10_000
 _U32 = 0xFFFFFFFF
@@ -94,6 +101,11 @@ class BodyMatcher:
         self._window_entries: list[list[int]] = []
         shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         buckets: dict[int, set[int]] = {0: set(), 1: set()}
+        self._longest: dict[int, int] = {}  # per target: the longest part (clamd's maxpatlen)
+        # clamd keeps identical patterns together in its trie lists: the first
+        # index of each repeated pattern text, for the report order.
+        self._twin_of: dict[int, int] = {}
+        first_of: dict[tuple, int] = {}
         for index, pattern in enumerate(self.patterns):
             anchors = pattern.anchors
             if anchors is None:
@@ -102,12 +114,19 @@ class BodyMatcher:
                 except SignatureError:
                     anchors = ()  # a pattern ClamAV would refuse: it never matches
                 self._computed_anchors[index] = anchors
-            shape = tuple(len(parts) for _, parts in anchors)
+            twin = first_of.setdefault((pattern.hexsig.lower(), pattern.nocase, pattern.wide,
+                                        pattern.ascii, pattern.fullword), index)
+            if twin != index:
+                self._twin_of[index] = twin
+            shape = tuple(len(parts) for _, parts, _ in anchors)
             self._shapes.append(shapes.setdefault(shape, shape))
             boyer_moore = bool(anchors) and anchors[0][0]
             self._boyer_moore.append(1 if boyer_moore else 0)
             self._bm_shift.append(_bm_block(pattern, buckets) if boyer_moore else 0)
-            for variant, (_, parts) in enumerate(anchors):
+            for _, _, length in anchors:
+                longest = self._longest
+                longest[pattern.target] = max(longest.get(pattern.target, 0), length)
+            for variant, (_, parts, _) in enumerate(anchors):
                 # One literal per variant goes to the automaton: the longest of its
                 # parts. The other parts are looked for only when it occurs.
                 lead = max(range(len(parts)), key=lambda n: (len(parts[n][0]), -n))
@@ -157,26 +176,40 @@ class BodyMatcher:
         state["_regexes"] = {}
         return state
 
-    def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int]) -> list[int]:
-        """`indices` (patterns with hits) in the order clamd reports them, once per match.
+    def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int],
+                     size: int = 0, target: int = 0) -> list[int]:
+        """`indices` (patterns with hits) in the order clamd reports them, once per report.
 
-        clamd scans the target-specific signatures before the generic ones,
-        and in each its Boyer-Moore matcher (plain hex patterns) before the
-        Aho-Corasick one; within a matcher, by the position where it notices
-        a match. With ALLMATCH it reports a signature once per occurrence, so
-        an index comes once per match in `hits` (see BodyPattern.max_matches).
+        clamd reads an object in windows of 128 KiB that overlap by its
+        longest pattern; in each it scans the target-specific signatures
+        before the generic ones, and for each its Boyer-Moore matcher (plain
+        hex patterns) before the Aho-Corasick one; within a matcher, by the
+        position where it notices a match. With ALLMATCH it reports a
+        signature once per occurrence (see BodyPattern.max_matches), and
+        twice when the occurrence lies where two windows overlap. `size` and
+        `target` are those of the scanned buffer.
         """
+        overlap = max(self._longest.get(target, 0) if target else 0, self._longest.get(0, 0))
+        step = SCAN_WINDOW - overlap
         keyed = []
         for index in indices:
             generic = self._targets[index] == 0
-            if self._boyer_moore[index]:
-                shift = self._bm_shift[index]
-                keyed.extend(((generic, 0, m.start + shift, 0, -index), index)
-                             for m in hits[index])
-                continue
-            plan = self._plans.get(index)
-            depth = plan.variants[0].parts[-1].depth if plan else 0
-            keyed.extend(((generic, 1, m.detected, -depth, index), index) for m in hits[index])
+            boyer_moore = self._boyer_moore[index]
+            multipart = max(self._shapes[index], default=1) > 1
+            if not boyer_moore:
+                plan = self._plans.get(index)
+                depth = plan.variants[0].parts[-1].depth if plan else 0
+            for match in hits[index]:
+                first = match.start
+                if boyer_moore:
+                    key = (generic, 0, match.start + self._bm_shift[index], 0, -index, 0)
+                else:
+                    key = (generic, 1, match.detected, -depth, self._twin_of.get(index, index),
+                           index)
+                    if multipart:  # what must fit in one window is the last part
+                        first = max(match.start, match.detected - depth + 1)
+                for window in _windows(first, match.end, size, step):
+                    keyed.append(((window, *key), index))
         keyed.sort()
         return [index for _, index in keyed]
 
@@ -289,7 +322,8 @@ class BodyMatcher:
                 if plan is None:
                     return []
             window = _offset_window(pattern.offset, len(buf), info, target,
-                                    self._boyer_moore[index] and pattern.target == 1)
+                                    self._boyer_moore[index] and pattern.target == 1
+                                    and len(buf) >= BM_OFFMODE_SIZE)
             if window is None:
                 return []
             parts = plan.variants[variant].parts
@@ -409,6 +443,18 @@ class BodyMatcher:
         return out
 
 
+def _windows(start: int, end: int, size: int, step: int) -> range:
+    """The clamd scan windows that hold all of [start, end): window k covers
+    [k * step, k * step + SCAN_WINDOW), and exists if the one before was full."""
+    if size <= SCAN_WINDOW or step <= 0:
+        return range(1)
+    first = max(0, -(-(end - SCAN_WINDOW) // step))
+    last = start // step
+    while last > first and last * step + SCAN_WINDOW - step > size:
+        last -= 1  # window `last` does not exist: the one before it was the final one
+    return range(first, max(first, last) + 1)
+
+
 def _bm_block(pattern: BodyPattern, buckets: dict[int, set[int]]) -> int:
     """Where in a plain pattern clamd's Boyer-Moore matcher hashes it (its report position).
 
@@ -448,8 +494,8 @@ def _offset_window(offset: Offset, size: int, info, object_target: int,
 
     Like clamd, relative offsets (even EOF-n) of an executable object whose
     layout could not be parsed never match. `exact`: clamd's Boyer-Moore
-    matcher for PE signatures looks only at each offset's first position, so
-    there SEx means the start of section x.
+    matcher for PE signatures in its offset mode looks only at each offset's
+    first position, so there SEx means the start of section x.
     """
     kind = offset.kind
     if kind is OffsetKind.ANY:
