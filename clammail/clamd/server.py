@@ -225,6 +225,8 @@ class _Session:
         loop = asyncio.get_running_loop()
         limit = max(float(self.config["SendBufTimeout"]) / 1000.0, 0.001)
         async with self.write_lock:
+            if self.broken:  # given up while this reply waited its turn
+                return False
             try:
                 await asyncio.wait_for(loop.sock_sendall(self.sock, data), max(limit, 1.0))
                 return True
