@@ -51,6 +51,8 @@ _FACILITIES = {
 class StartError(Exception):
     """The daemon cannot start; the message is printed as clamd would."""
 
+    shown = False  # already on stderr (the log of a daemon in the foreground)
+
 
 # -- logging ------------------------------------------------------------
 
@@ -180,7 +182,8 @@ def systemd_sockets(count: int, log: DaemonLog) -> list[tuple[socket.socket, str
     chmod-ed nor removed.
     """
     if count > 2:
-        raise StartError("LOCAL: Received more than two file descriptors from systemd.")
+        # clamd's TCP set-up looks at them first, so its message is the one seen.
+        raise StartError("TCP: Received more than two file descriptors from systemd.")
     local = tcp = None
     for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
         try:
@@ -652,19 +655,32 @@ def main(argv: list[str]) -> int:
     try:
         return run(config, debug=args.debug)
     except StartError as exc:
-        sys.stderr.write(f"ERROR: {exc}\n")
+        if not exc.shown:
+            sys.stderr.write(f"ERROR: {exc}\n")
         return 1
 
 
 def run(config: Config, debug: bool = False) -> int:
     foreground = bool(config["Foreground"])
     log = DaemonLog(config, foreground, debug)
+    try:
+        return _run(config, log, foreground)
+    except StartError as exc:
+        # As clamd: the reason goes to the log (and with it to stderr in the foreground).
+        log.error(str(exc))
+        exc.shown = log.to_stderr
+        log.close()
+        raise
+
+
+def _run(config: Config, log: DaemonLog, foreground: bool) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
     log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
     raise_descriptor_limit()
     passed = listen_fds()
+    log.info(f"Received {passed} file descriptor(s) from systemd.")
     socket_path = None
     if passed:
         listeners = systemd_sockets(passed, log)
@@ -686,9 +702,8 @@ def run(config: Config, debug: bool = False) -> int:
     try:
         database, engine, stamp = daemon.load_engine()
     except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
-        log.error(f"Can't load {', '.join(daemon.database_paths)}: {exc}")
         _cleanup(config, socket_path)
-        raise StartError(f"Can't load the database: {exc}") from None
+        raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
     log.info(f"Loaded {database.info.signatures} signatures.")
     if not foreground:
         daemonize()
