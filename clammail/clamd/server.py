@@ -417,18 +417,11 @@ class _Session:
     async def _multiscan(self, request: Request, path: str) -> None:
         walk = pathscan.Walk(path, self.daemon.walk_options, multiscan=True)
         items = await asyncio.to_thread(list, walk.items())
+        files = [item.path for item in items if isinstance(item, pathscan.File)]
         # clamd counts a MULTISCAN's outcome over the files it dispatched only.
-        tally = pathscan.Tally(total=sum(isinstance(i, pathscan.File) for i in items))
+        tally = pathscan.Tally(total=len(files))
 
-        async def scan_one(file_path: str) -> None:
-            found, error = [], None
-            try:
-                job = self._scan("MULTISCANFILE", file_path, ("file", file_path, False))
-                async with contextlib.aclosing(job) as replies:
-                    async for message in replies:
-                        _, found, error, md5, size = message
-            except WorkerLost:
-                error = f"{pathscan.EOPEN} ERROR"
+        async def report(file_path: str, found: list, error: str | None, md5: str, size: int) -> None:
             if error:
                 tally.errors += 1
                 self.daemon.log.info(f"{file_path}: {error}")
@@ -440,16 +433,37 @@ class _Session:
             else:
                 self.daemon.log_clean(file_path)
 
-        jobs = []
+        async def scan_batch(paths: list[str]) -> None:
+            try:
+                results = await self._scan_files(paths)
+            except WorkerLost:
+                if len(paths) == 1:
+                    results = [(paths[0], [], f"{pathscan.EOPEN} ERROR", "", 0)]
+                else:
+                    # One of them may have taken the worker down: each on its own.
+                    await asyncio.gather(*(scan_batch([p]) for p in paths))
+                    return
+            for result in results:
+                await report(*result)
+
         for item in items:
             if isinstance(item, pathscan.Reply):
                 await self.reply(request, f"{item.path}: {item.text}")
-            else:
-                jobs.append(asyncio.create_task(scan_one(item.path)))
+        size = _batch_size(len(files), self.daemon.pool.size)
+        jobs = [asyncio.create_task(scan_batch(files[i:i + size])) for i in range(0, len(files), size)]
         if jobs:
             await asyncio.gather(*jobs)
         if tally.closing_ok() and not self.broken:
             await self.reply(request, f"{walk.top}: OK")
+
+    async def _scan_files(self, paths: list[str]) -> list[tuple]:
+        """Scan files by path in one job: [(path, detections, error reply, md5, size)]."""
+        results: list[tuple] = []
+        job = self._scan("MULTISCANFILE", paths[0], ("files", paths, False))
+        async with contextlib.aclosing(job) as replies:
+            async for message in replies:
+                results = message[1]
+        return results
 
     async def _scan(self, command: str, name: str, message: tuple, fd: int | None = None):
         """One job on the current pool, within MaxQueue's bound, listed in STATS: its messages."""
@@ -556,6 +570,17 @@ class _Session:
             except OSError:
                 pass
         return "127.0.0.1"
+
+
+# MULTISCAN hands files to the workers in batches: one job per file costs
+# the daemon's loop more than scanning a small file costs a worker (measured:
+# 10 000 files of 1 KB took 4.8 s one by one, against 2 s of scanning).
+MULTISCAN_BATCH = 32
+
+
+def _batch_size(files: int, workers: int) -> int:
+    """Batches of up to MULTISCAN_BATCH, but enough of them to keep every worker busy."""
+    return max(1, min(MULTISCAN_BATCH, files // (4 * max(1, workers))))
 
 
 def _deadline(loop: asyncio.AbstractEventLoop, seconds) -> float | None:

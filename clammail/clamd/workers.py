@@ -184,6 +184,10 @@ def worker_main(sock: socket.socket, scanner: _Scanner) -> None:
                 _, path, allmatch = message
                 found, error, md5, size = scanner.scan_path(path, allmatch)
                 _send(sock, ("done", found, error, md5, size))
+            elif kind == "files":
+                _, paths, allmatch = message
+                results = [(path, *scanner.scan_path(path, allmatch)) for path in paths]
+                _send(sock, ("done", results))
             elif kind == "walk":
                 _, path, command, allmatch = message
                 _run_walk(sock, scanner, path, command, allmatch)
