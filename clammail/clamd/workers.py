@@ -284,10 +284,16 @@ class WorkerPool:
             if not waiter.done():
                 waiter.set_exception(WorkerLost("the pool is closing"))
         self._waiting.clear()
-        for worker in self.workers:
-            worker.sock.close()
+        workers = list(self.workers)
+        for worker in workers:
+            # Idle workers see the end of their channel and exit; a job still
+            # reading from one sees it too and ends with WorkerLost.
+            try:
+                worker.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         deadline = asyncio.get_running_loop().time() + timeout
-        for worker in self.workers:
+        for worker in workers:
             while True:
                 try:
                     pid, _ = os.waitpid(worker.pid, os.WNOHANG)
@@ -299,6 +305,7 @@ class WorkerPool:
                     _kill(worker.pid)
                     continue
                 await asyncio.sleep(0.02)
+            worker.sock.close()
         self.workers.clear()
         self._idle.clear()
 
