@@ -10,6 +10,16 @@ SIGHUP reopens the log file, SIGUSR2 reloads the database. Reloads (RELOAD,
 SIGUSR2, SelfCheck finding changed database files) load the new database in
 a thread while the old generation keeps serving; a database that fails to
 load leaves the old one in place, and the log says why.
+
+Where clamd's threads become processes, the options keep their meaning:
+MaxThreads bounds the scan workers (never more than the cores: more
+processes would only cost memory); IdleTimeout is how long an idle worker
+waits for a job before it exits (clamd's idle scan threads do the same),
+except that one worker is always kept, so that a quiet daemon answers its
+next scan without a fork; MaxQueue bounds the scans waiting or running, and
+a session's scans in flight. Unlike clamd, which stops accepting once MaxQueue
+connections are open, the daemon serves as many connections as its
+descriptor limit allows (it lifts the soft limit to the hard one).
 """
 
 from __future__ import annotations
