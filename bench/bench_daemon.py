@@ -4,7 +4,7 @@
 Usage (one command, everything it needs is made on the first run and kept):
     .venv/bin/python bench/bench_daemon.py [--workdir /tmp/clammail-bench]
         [--databases small,big] [--daemons clamd,clammail] [--clients 4] [--rounds 1]
-        [--multiscan-files 10000] [--scale 1.0] [--shared DIR]
+        [--multiscan-files 10000] [--multiscan-limit 900] [--scale 1.0] [--shared DIR]
 
 For each database, each daemon in turn is started on it with the same
 clamd.conf (DisableCache yes, so that every message is really scanned) and:
@@ -122,26 +122,34 @@ def _pss_kb(pid: int) -> int:
 
 
 class MemoryMeter:
-    """Samples the daemon's process tree: per-process VmHWM, and the peak of summed PSS."""
+    """Samples the daemon's process tree: per-process VmHWM, and the peak of summed PSS.
 
-    def __init__(self, pid: int, interval: float = 0.25):
-        self.pid, self.interval = pid, interval
+    VmHWM is the kernel's own peak, read often (cheap) so that workers that
+    exit early still count. PSS needs a walk of every mapping: it is read
+    once a second, which costs the daemons under test little CPU.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.25, pss_every: int = 4):
+        self.pid, self.interval, self.pss_every = pid, interval, pss_every
         self.hwm: dict[int, int] = {}
         self.peak_pss = 0
+        self._samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def sample(self) -> None:
-        pss = 0
+    def sample(self, pss: bool = True) -> None:
+        total = 0
         for p in process_tree(self.pid):
             self.hwm[p] = max(self.hwm.get(p, 0), _status_kb(p, "VmHWM"))
-            pss += _pss_kb(p)
-        self.peak_pss = max(self.peak_pss, pss)
+            if pss:
+                total += _pss_kb(p)
+        self.peak_pss = max(self.peak_pss, total)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.sample()
+            self.sample(pss=self._samples % self.pss_every == 0)
+            self._samples += 1
             self._stop.wait(self.interval)
 
     @property
@@ -175,18 +183,26 @@ def run_instream(shared: Path, daemon, corpus: Path, clients: int, rounds: int) 
             "error lines": [line for line in out.stdout.splitlines() if line.startswith("error:")][:3]}
 
 
-def run_multiscan(daemon, directory: Path) -> dict:
+def run_multiscan(daemon, directory: Path, limit: float) -> dict:
+    """Seconds for MULTISCAN of the directory; given up (and reported so) after `limit` seconds."""
     started = time.perf_counter()
+    reply = bytearray()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(3600)
         s.connect(daemon.unix)
         s.sendall(b"zMULTISCAN " + str(directory).encode() + b"\0")
-        reply = bytearray()
-        while chunk := s.recv(65536):
+        while (left := started + limit - time.perf_counter()) > 0:
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                elapsed = time.perf_counter() - started
+                files = sum(1 for f in directory.iterdir() if f.name.startswith("f"))
+                return {"MULTISCAN s": elapsed, "files/s": files / elapsed,
+                        "reply": bytes(reply[-120:]).decode(errors="replace")}
             reply += chunk
-    elapsed = time.perf_counter() - started
-    files = sum(1 for f in directory.iterdir() if f.name.startswith("f"))
-    return {"MULTISCAN s": elapsed, "files/s": files / elapsed, "reply": bytes(reply[-120:]).decode(errors="replace")}
+    return {"MULTISCAN s": f">{limit:g}", "files/s": "", "reply": "(not finished)"}
 
 
 def bench_one(name: str, db: Path, args, shared: Path, corpus: Path, many: Path | None) -> dict:
@@ -203,8 +219,9 @@ def bench_one(name: str, db: Path, args, shared: Path, corpus: Path, many: Path 
         wait_ready(daemon, timeout=1800)
         result = {"daemon": name, "database": db.name, "ready s": time.perf_counter() - started}
         result.update(run_instream(shared, daemon, corpus, args.clients, args.rounds))
+        print(f"   INSTREAM: {json.dumps(result)}", flush=True)
         if many is not None:
-            result.update(run_multiscan(daemon, many))
+            result.update(run_multiscan(daemon, many, args.multiscan_limit))
         result.update(meter.stop())
     finally:
         if not meter.stopped:
@@ -235,6 +252,8 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--multiscan-files", type=int, default=10000)
+    p.add_argument("--multiscan-limit", type=float, default=900,
+                   help="seconds after which MULTISCAN is given up and reported as not finished")
     p.add_argument("--scale", type=float, default=1.0, help="mkdb.py's SCALE for the big database")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
