@@ -42,6 +42,8 @@ _ENGINE_FLAGS = {
     "scan-html": "ScanHTML", "scan-xmldocs": "ScanXMLDOCS", "scan-hwp3": "ScanHWP3",
     "scan-archive": "ScanArchive", "scan-image": "ScanImage",
     "detect-pua": "DetectPUA", "disable-cache": "DisableCache",
+    # clammail's own (not clamscan's): open formats ClamAV 1.4.6 leaves closed.
+    "extra-archive-formats": "ExtraArchiveFormats",
 }
 
 
@@ -72,10 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress line on a terminal")
     p.add_argument("-V", "--version", action="store_true")
     for flag, option in _ENGINE_FLAGS.items():
-        is_bool = ENGINE_OPTIONS[option].kind is Kind.BOOL
-        p.add_argument(f"--{flag}", dest=f"engine:{option}", metavar="VALUE",
-                       nargs="?" if is_bool else None, const="yes" if is_bool else None)
+        p.add_argument(f"--{flag}", dest=f"engine:{option}", metavar="VALUE")
     return p
+
+
+def _spell_out_switches(argv: list[str]) -> list[str]:
+    """clamscan's `--flag[=yes/no]`: a bare on/off flag means `=yes`. (Giving
+    it an optional argparse value would swallow the path that follows.)"""
+    switches = {f"--{flag}" for flag, option in _ENGINE_FLAGS.items()
+                if ENGINE_OPTIONS[option].kind is Kind.BOOL}
+    return [f"{arg}=yes" if arg in switches else arg for arg in argv]
 
 
 @dataclass
@@ -126,7 +134,7 @@ def default_databases() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_spell_out_switches(argv))
     if args.version:
         print(f"clammail {__version__}")
         return 0

@@ -50,3 +50,11 @@ def test_unknown_command_exits_2():
     proc = clammail_cli("no-such-command")
     assert proc.returncode == 2
     assert "unknown command" in proc.stderr
+
+
+def test_bare_switch_does_not_swallow_the_path(sigdir):
+    (sigdir / "test.hdb").write_text(CLAM_TEST_FILE_SIG + "\n")
+    code, results, _ = clammail_results(
+        [sigdir / "test.hdb"], ["--disable-cache", TESTFILES / "clam.exe"]
+    )
+    assert results == {str(TESTFILES / "clam.exe"): ["ClamAV-Test-File.UNOFFICIAL"]}

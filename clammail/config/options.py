@@ -97,6 +97,9 @@ ENGINE_OPTIONS = _opts(
     Option("DetectPUA", B, False),
     Option("OfficialDatabaseOnly", B, False),
     Option("Bytecode", B, True),
+    # clammail's own: also open the formats and methods ClamAV 1.4.6 leaves
+    # closed (zstd, bare lzma, ar, LZMA inside zip). Off: ClamAV's verdicts.
+    Option("ExtraArchiveFormats", B, False),
 )
 
 ENGINE_DEFAULTS: dict[str, object] = {name: o.default for name, o in ENGINE_OPTIONS.items()}

@@ -221,10 +221,12 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
     (0, b"\x5d\x00\x00", FileType.LZMA),
 ]
+EXTRA_FORMAT_TYPES = frozenset({FileType.ZSTD, FileType.AR, FileType.LZMA})
 
 # What typing looks at: the first kilobyte, like libclamav's magic buffer
 # (CL_FILE_MBUFF_SIZE). Content further in does not change the type.
@@ -250,6 +252,12 @@ _MAIL_PAIRS = re.compile(
     rb"|[Rr]eceived: [^\0]{0,2048}?\n[Cc]ontent-[Tt]ype: )",
     re.DOTALL,
 )
+# "MHTML file": MIME-Version: at the start or on a line of its own, followed
+# within a kilobyte by a Content-Type: line. It outranks "Mail file" (clamd
+# types a text file matching both as MHTML, which target-4 signatures skip).
+_MHTML_PAIR = re.compile(
+    rb"(?:^|\n)[Mm][Ii][Mm][Ee]-[Vv]ersion: [^\0]{0,1024}?\n[Cc]ontent-[Tt]ype: ", re.DOTALL
+)
 _MAIL_AT_START = (
     b"Date: ", b"Delivered-To: ", b"Delivery-date: ", b"Envelope-to: ", b"For: ",
     b"From ", b"From: ", b"Hi. This is the qmail-send", b"Message-ID: ",
@@ -265,11 +273,19 @@ TEXT_TYPES = frozenset(
 )
 
 
-def detect(data: bytes | memoryview) -> FileType:
-    """The ClamAV file type of `data` from its first kilobyte."""
+def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
+    """The ClamAV file type of `data` from its first kilobyte. With
+    `extra_formats`, also the archive types ClamAV 1.4.6 does not know."""
     head = bytes(data[:TYPING_WINDOW])
     for offset, magic, ftype in _MAGIC:
+        if ftype in EXTRA_FORMAT_TYPES and not extra_formats:
+            continue
         if head.startswith(magic, offset):
+            if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
+                # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
+                from clammail.unpack.archive_typing import zip_document_type
+
+                return zip_document_type(data) or ftype
             return _refine(head, ftype)
     if _LHA.match(head):
         return FileType.LHA_LZH
@@ -279,10 +295,20 @@ def detect(data: bytes | memoryview) -> FileType:
         return FileType.MAIL
     ftype = text_type(head)
     if ftype in TEXT_TYPES:
+        # When several of these match, the larger CL_TYPE_* wins in libclamav:
+        # MHTML over MAIL over HTML.
+        window = bytes(data[:3072])
+        if _MHTML_PAIR.search(window):
+            return FileType.MHTML
+        if _MAIL_PAIRS.search(window):
+            return FileType.MAIL
         if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
             return FileType.HTML
-        if _MAIL_PAIRS.search(bytes(data[:3072])):
-            return FileType.MAIL
+    if ftype is FileType.BINARY_DATA:
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
+        from clammail.unpack.archive_typing import tar_type
+
+        return tar_type(head) or ftype
     return ftype
 
 

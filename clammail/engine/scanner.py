@@ -38,6 +38,7 @@ from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
+from clammail.unpack.embedded import embedded_objects
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ class ScanJob:
         self.heuristics: list[str] = []  # potentially unwanted: reported if nothing else is
         self.scanned_bytes = 0
         self.files = 0
+        # Limits hit so far: an object whose scan hit one was not fully
+        # scanned and must not enter the clean cache (ClamAV's emax_reached).
+        self.limits_hit = 0
         self.deadline = (
             time.monotonic() + self.options["MaxScanTime"] / 1000.0
             if self.options["MaxScanTime"]
@@ -169,7 +173,10 @@ class ScanJob:
         if not self.options["HeuristicAlerts"]:
             return
         if self.options["HeuristicScanPrecedence"] or self.allmatch:
-            self.report(name)
+            # clamscan --allmatch names a heuristic once per file, however
+            # often it fired (two encrypted zip entries: one line).
+            if name not in self.detections:
+                self.report(name)
         elif name not in self.heuristics:
             self.heuristics.append(name)
 
@@ -182,6 +189,14 @@ class ScanJob:
         if self.options["MaxScanSize"]:
             limits.append(max(0, self.options["MaxScanSize"] - self.scanned_bytes))
         return min(limits) if limits else 1 << 62
+
+    def limit_exceeded(self, limit: str) -> None:
+        self._exceeded(limit)
+
+    def scan_size_left(self) -> int | None:
+        if not self.options["MaxScanSize"]:
+            return None
+        return max(0, self.options["MaxScanSize"] - self.scanned_bytes)
 
     def option(self, name: str):
         return self.options[name]
@@ -216,6 +231,9 @@ class ScanJob:
 
     def run(self, data: bytes | memoryview, name: str | None) -> ScanResult:
         error = None
+        # MaxFiles counts every object scanned, the top-level one too (clamscan
+        # --max-files=2 scans one member of an archive).
+        self.files = 1
         try:
             self.scan_object(data, name=name)
         except _StopScan:
@@ -231,6 +249,7 @@ class ScanJob:
         return ScanResult(self.detections, error, self.scanned_bytes)
 
     def _exceeded(self, limit: str) -> None:
+        self.limits_hit += 1
         if self.options["AlertExceedsMax"]:
             try:
                 self.alert(f"Heuristics.Limits.Exceeded.{limit}")
@@ -239,6 +258,8 @@ class ScanJob:
 
     def scan_object(self, data: bytes | memoryview, name: str | None = None,
                     ftype: FileType | None = None) -> None:
+        if len(data) <= SMALL_DATA:
+            return  # libclamav: "Small data", not scanned at all
         depth = len(self._stack)
         if depth > self.options["MaxRecursion"]:
             self._exceeded("MaxRecursion")
@@ -252,18 +273,21 @@ class ScanJob:
             return
         self.check()
         self.scanned_bytes += size
-        info = ObjectInfo(data, ftype or detect(data), tuple(i.ftype for i in self._stack), name)
+        ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
+        info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
         md5 = _digest(info, "md5")
         if cache is not None and cache.is_clean(md5, size):
             return
         found_before = len(self.detections) + len(self.heuristics)
+        limits_before = self.limits_hit
         self._stack.append(info)
         try:
             self._scan_info(info)
         finally:
             self._stack.pop()
-        if cache is not None and len(self.detections) + len(self.heuristics) == found_before:
+        if (cache is not None and len(self.detections) + len(self.heuristics) == found_before
+                and self.limits_hit == limits_before):
             cache.add_clean(md5, size)
 
     def _scan_info(self, info: ObjectInfo) -> None:
@@ -280,6 +304,9 @@ class ScanJob:
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
             self._match_hashes(info)
+            # The raw scan also opens archives and executables embedded
+            # anywhere in the object (self-extractors, appended zips).
+            self._scan_children(embedded_objects(info.data, ftype, self), info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             # libclamav's raw scan of a PE scans the PE files embedded in it
             # before its PE scanner looks at the file's own structure.
@@ -308,10 +335,13 @@ class ScanJob:
         if unpack is None:
             return
         function, switch = unpack
-        if not self.options[switch]:
+        if switch is not None and not self.options[switch]:
             return
+        self._scan_children(function(info.data, self), info)
+
+    def _scan_children(self, children, info: ObjectInfo) -> None:
         try:
-            for child in function(info.data, self):
+            for child in children:
                 self.check()
                 self._scan_child(child, info)
         except LimitExceeded as exc:
@@ -323,6 +353,8 @@ class ScanJob:
             view = ObjectInfo(child.data, parent.ftype, parent.parents, parent.name)
             self.engine.matcher.match_buffer(child.data, child.view_target, view, self.report)
             return
+        if len(child.data) <= SMALL_DATA:
+            return  # never scanned, so not counted against MaxFiles either
         self.files += 1
         if self.options["MaxFiles"] and self.files > self.options["MaxFiles"]:
             raise LimitExceeded("MaxFiles")
@@ -337,6 +369,11 @@ class ScanJob:
 
 
 _ALGO_ORDER = ("md5", "sha1", "sha256")
+
+# Objects of at most this many bytes are not scanned (not matched, not hashed,
+# not counted against MaxFiles): clamd 1.4.6 reports a 5-byte file OK even
+# when its hash is in an .hdb, and finds a 6-byte one.
+SMALL_DATA = 5
 
 # Types whose own parsing comes after the raw scan in libclamav (the rest of
 # the containers are opened before it, so their contents are reported first).

@@ -39,6 +39,7 @@ class DatabaseInfo:
 
     version: int | None = None  # of daily (else main) .cvd/.cld, for VERSION
     build_time: str | None = None  # its header's build time, e.g. "Tue Nov 25 09:23:45 2026"
+    build_timestamp: int | None = None  # the same in seconds since the epoch
     signatures: int = 0  # "Known viruses"
     files: list[str] = field(default_factory=list)  # loaded database files, in load order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not loaded
@@ -55,7 +56,10 @@ class Database:
     import_hashes: HashIndex = field(default_factory=EmptyHashIndex)
     # Allow lists (.fp .sfp): an object with such a hash is never reported.
     allow_hashes: HashIndex = field(default_factory=EmptyHashIndex)
-    # Names of signatures to ignore (.ign .ign2).
+    # Names of signatures to ignore (.ign .ign2). The loader applies the
+    # lists while loading, as clamd does (which is also why clamd does not
+    # apply them to heuristic names found while scanning), so this stays
+    # empty for loaded databases.
     ignored_names: frozenset[str] = frozenset()
     # Body signatures (.ndb): `clammail.signatures.bodysig.BodySignature`.
     body_signatures: list = field(default_factory=list)
@@ -63,3 +67,9 @@ class Database:
     logical_signatures: list = field(default_factory=list)
     yara_rules: list = field(default_factory=list)
     info: DatabaseInfo = field(default_factory=DatabaseInfo)
+    # The compiled-database cache (`clammail.signatures.dbcache`): the key of
+    # the loaded files, and a place for compiled forms (e.g. the body matcher)
+    # that the engine builds once and saves with `dbcache.save_compiled`.
+    fingerprint: str | None = None
+    cache_dir: str | None = None
+    compiled: dict = field(default_factory=dict)

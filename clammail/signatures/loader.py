@@ -1,74 +1,486 @@
-"""Loading databases from files and directories (placeholder: .hdb only).
+"""Loading signature databases from files and directories, as clamd does.
 
-To be replaced by the full loader: clamd's DatabaseDirectory rules, every
-format, .cvd/.cld containers, the compiled-database cache.
+`load_database(paths, options)` returns one immutable `Database`. Each path
+is a database file or a directory (clamd's DatabaseDirectory). The rules
+follow libclamav readdb.c (cl_load, cli_loaddbdir, cli_load) in 1.4.6:
+
+* A directory loads the files whose names end in a database extension
+  (`DATABASE_EXTENSIONS`, case-insensitive), in directory order, except
+  that .ign/.ign2 come first (they filter everything after them), then
+  daily.cld or daily.cvd (whichever is newer; the .cld on a tie), then
+  local.gdb, daily.cfg, .crb, and the rest. No such file: "No supported
+  database files found". OfficialDatabaseOnly skips every file but .cvd,
+  .cld (and those loaded before that check: ign, daily, local.gdb, cfg).
+* .hdu .hsu .mdu .msu .ndu .ldu load only with DetectPUA.
+* Names get ".UNOFFICIAL" unless they come from a .cvd or .cld.
+* The first malformed line fails the whole load with `SignatureError`
+  (file and line); nothing is half-loaded.
+* "Known viruses" counts the signatures loaded, allow-list entries
+  included, ignored ones and those for other engine levels excluded.
+
+Formats that other modules parse are called by name and imported lazily
+(.ndb: `bodysig.load_ndb`, .ldb: `logical.load_ldb`, .yar: `yara.load_yara`);
+a module not there yet, or a format we do not support (bytecode, phishing,
+icons, certificates ...), is skipped with one warning per file.
 """
 
 from __future__ import annotations
 
+import errno
+import importlib
+import io
+import logging
 import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from clammail.signatures.common import LoadOptions, SignatureError, display_name
+from clammail import FLEVEL
+from clammail.signatures.common import LoadOptions, SignatureError
+from clammail.signatures.cvd import (
+    CLAMAV_CVD_KEY,
+    CLAMAV_INFO_KEY,
+    ContainerKind,
+    Member,
+    RsaKey,
+    kind_of,
+    load_members,
+    open_container,
+    peek_header,
+    verify_cvd_file,
+)
 from clammail.signatures.database import Database, DatabaseInfo
+from clammail.signatures.hashsigs import (
+    FGETS_CHUNK,
+    HashFileParser,
+    HashIndexBuilder,
+    NameTable,
+    Purpose,
+    fgets_pieces,
+)
+from clammail.signatures.lists import IgnoreList
+
+log = logging.getLogger(__name__)
+
+# readdb.h CLI_DBEXT: what a directory load picks up (.info is not on it).
+DATABASE_EXTENSIONS = (
+    ".db", ".hdb", ".hdu", ".fp", ".mdb", ".mdu", ".hsb", ".hsu", ".sfp", ".msb", ".msu",
+    ".ndb", ".ndu", ".ldb", ".ldu", ".sdb", ".zmd", ".rmd", ".pdb", ".gdb", ".wdb", ".cbc",
+    ".ftm", ".cfg", ".cvd", ".cld", ".cud", ".cdb", ".cat", ".crb", ".idb", ".ioc", ".yar",
+    ".yara", ".pwdb", ".ign", ".ign2", ".imp",
+)
+
+# Line buffers clamd reads these formats with (readdb.c): longer lines fail.
+_NDB_LINE_LIMIT = FGETS_CHUNK
+_LDB_LINE_LIMIT = 32768
+
+# Formats recognised but not supported: skipped with a warning, never fatal.
+_UNSUPPORTED = {
+    ".db": "old-style body signatures", ".crb": "certificate trust rules",
+    ".cbc": "bytecode", ".sdb": "old-style body signatures", ".zmd": "archive metadata",
+    ".rmd": "archive metadata", ".wdb": "phishing allow list", ".pdb": "phishing domains",
+    ".gdb": "phishing domains", ".ftm": "file type magic", ".idb": "icon signatures",
+    ".cdb": "container metadata", ".cat": "catalog files", ".ioc": "OpenIOC",
+    ".pwdb": "archive passwords",
+}
+
+_DELEGATED = {
+    ".ndb": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT),
+    ".ndu": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT),
+    ".ldb": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT),
+    ".ldu": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT),
+    ".yar": ("clammail.signatures.yara", "load_yara", "yara_rules", None),
+    ".yara": ("clammail.signatures.yara", "load_yara", "yara_rules", None),
+}
+
+_HASH_PURPOSE = {
+    ".hdb": Purpose.FILE, ".hsb": Purpose.FILE, ".hdu": Purpose.FILE, ".hsu": Purpose.FILE,
+    ".fp": Purpose.ALLOW, ".sfp": Purpose.ALLOW,
+    ".mdb": Purpose.SECTION, ".msb": Purpose.SECTION, ".mdu": Purpose.SECTION,
+    ".msu": Purpose.SECTION, ".imp": Purpose.IMPORT,
+}
+
+_PUA_ONLY = {".hdu", ".hsu", ".mdu", ".msu", ".ndu", ".ldu"}
+
+# cli_load tests extensions in this order; the first that ends the name wins.
+_DISPATCH_ORDER = (
+    ".db", ".cvd", ".cld", ".cud", ".crb", ".hdb", ".hsb", ".hdu", ".hsu", ".fp", ".sfp",
+    ".mdb", ".msb", ".imp", ".mdu", ".msu", ".ndb", ".ndu", ".ldb", ".ldu", ".cbc", ".sdb",
+    ".zmd", ".rmd", ".cfg", ".info", ".wdb", ".pdb", ".gdb", ".ftm", ".ign", ".ign2", ".idb",
+    ".cdb", ".cat", ".ioc", ".yar", ".yara", ".pwdb",
+)
 
 
-class _DictHashIndex:
-    def __init__(self):
-        self._by = {}
-
-    def add(self, digest: bytes, size: int | None, name: str):
-        self._by.setdefault((digest, size), []).append(name)
-
-    def lookup(self, digest, size):
-        return self._by.get((digest, size), []) + self._by.get((digest, None), [])
-
-    def algorithms(self):
-        return frozenset({16: "md5", 20: "sha1", 32: "sha256"}[len(d)] for d, _ in self._by)
-
-    def __len__(self):
-        return len(self._by)
+def database_extension(name: str) -> str | None:
+    """The extension cli_load dispatches on, or None for an unknown file."""
+    lower = name.lower()
+    for ext in _DISPATCH_ORDER:
+        if lower.endswith(ext):
+            return ext
+    return None
 
 
-def load_database(paths: list[str], options: LoadOptions | None = None) -> Database:
-    index = _DictHashIndex()
-    info = DatabaseInfo()
-    files = []
+def is_database_file(name: str) -> bool:
+    """CLI_DBEXT: would a directory load pick this file up?"""
+    return name.lower().endswith(DATABASE_EXTENSIONS)
+
+
+@dataclass
+class _Source:
+    """One database file's bytes: a plain file or a container member."""
+
+    path: str  # for messages: the file, or container/member
+    name: str  # the name its extension is taken from
+    read: Callable[[int], bytes]
+    official: bool
+    in_container: bool
+
+
+def load_database(paths: list[str], options: LoadOptions | None = None, *,
+                  cache_dir: str | None = None,
+                  keys: tuple[RsaKey, RsaKey] | None = None) -> Database:
+    """Load every path (file or directory) into one Database.
+
+    `cache_dir`: keep a compiled copy there and reuse it while no database
+    file changed (see `clammail.signatures.dbcache`). `keys`: the (.cvd,
+    .info) public keys, ClamAV's unless a test injects its own.
+    """
+    options = options or LoadOptions()
+    cache = fingerprint = None
+    if cache_dir is not None:
+        from clammail.signatures import dbcache
+
+        cache = dbcache.DatabaseCache(cache_dir)
+        fingerprint = dbcache.fingerprint(paths, options, keys)
+        if fingerprint is not None:
+            cached = cache.load(fingerprint)
+            if cached is not None:
+                return cached
+    loader = _Loader(options, keys or (CLAMAV_CVD_KEY, CLAMAV_INFO_KEY))
     for path in paths:
-        if os.path.isdir(path):
-            files += sorted(os.path.join(path, f) for f in os.listdir(path))
-        else:
-            files.append(path)
-    logical, yara_rules = [], []
-    for path in files:
-        if path.endswith((".ldb", ".ldu", ".yar", ".yara")):
-            # Placeholder dispatch until the real loader lands.
-            from clammail.signatures.logical import load_ldb
-            from clammail.signatures.yara import load_yara
+        loader.load_path(os.fspath(path))
+    database = loader.finish()
+    if cache is not None and fingerprint is not None:
+        database.fingerprint = fingerprint
+        database.cache_dir = cache_dir
+        cache.store(fingerprint, database)
+    return database
 
-            with open(path, encoding="latin-1", newline="") as fh:
-                text = fh.read()
-            if path.endswith((".yar", ".yara")):
-                loaded = load_yara(text, path, False, options or LoadOptions())
-                yara_rules += loaded
-            else:
-                loaded = load_ldb(text, path, False, options or LoadOptions())
-                logical += loaded
-            info.signatures += len(loaded)
-            info.files.append(path)
-            continue
-        if not path.endswith((".hdb", ".hsb")):
-            continue
-        with open(path, encoding="latin-1") as fh:
-            for number, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if not line:
+
+class _Loader:
+    def __init__(self, options: LoadOptions, keys: tuple[RsaKey, RsaKey]) -> None:
+        self.options = options
+        self.keys = keys
+        self.names = NameTable()
+        self.builders = {p: HashIndexBuilder(self.names) for p in Purpose}
+        self.ignore = IgnoreList()
+        self.info = DatabaseInfo()
+        self.records: dict[str, list] = {
+            "body_signatures": [], "logical_signatures": [], "yara_rules": []}
+        self._missing_modules: set[str] = set()
+        self._daily_version: tuple[int, int] | None = None  # (version, stime)
+
+    # -- paths -----------------------------------------------------------
+
+    def load_path(self, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise SignatureError(f"can't get status of the database: {exc.strerror}",
+                                 path) from None
+        if stat.S_ISDIR(st.st_mode):
+            self.load_directory(path)
+        elif stat.S_ISREG(st.st_mode):
+            self.load_file(path, in_directory=False)
+        else:
+            raise SignatureError("not a supported database file type", path)
+
+    def load_directory(self, directory: str) -> None:
+        try:
+            entries = os.listdir(directory)  # readdir order, like clamd
+        except OSError as exc:
+            raise SignatureError(f"can't open directory: {exc.strerror}", directory) from None
+        ranked = []
+        daily: dict[str, int] = {}
+        for name in entries:
+            if not is_database_file(name):
+                continue
+            path = os.path.join(directory, name)
+            lower = name.lower()
+            if lower.endswith((".ign", ".ign2")):
+                rank = 1
+            elif name in ("daily.cld", "daily.cvd"):
+                if not os.access(path, os.R_OK):
                     continue
-                fields = line.split(":")
-                if len(fields) < 3:
-                    raise SignatureError("malformed hash signature", path, number)
-                digest = bytes.fromhex(fields[0])
-                size = None if fields[1] == "*" else int(fields[1])
-                index.add(digest, size, display_name(fields[2], False))
-                info.signatures += 1
-        info.files.append(path)
-    return Database(file_hashes=index, info=info, logical_signatures=logical, yara_rules=yara_rules)
+                daily[name] = peek_header(path).version
+                rank = 2 if name == "daily.cld" else 3
+            elif name == "local.gdb":
+                rank = 4
+            elif name == "daily.cfg":
+                rank = 5
+            elif (self.options.official_only and "clamav-" not in directory
+                  and not lower.endswith((".cld", ".cvd"))):
+                self._skip(path, "OfficialDatabaseOnly: not an official database", warn=False)
+                continue
+            elif lower.endswith(".crb"):
+                rank = 6
+            else:
+                rank = 7
+            ranked.append((rank, path, name))
+        if not ranked:
+            raise SignatureError("No supported database files found", directory)
+        ranked.sort(key=lambda item: item[0])  # stable: directory order within a rank
+        for _rank, path, name in ranked:
+            if name == "daily.cld" and daily.get("daily.cvd", -1) > daily["daily.cld"]:
+                continue
+            if name == "daily.cvd" and daily.get("daily.cld", -1) >= daily["daily.cvd"]:
+                continue
+            self.load_file(path, in_directory=True)
+
+    def load_file(self, path: str, in_directory: bool) -> None:
+        ext = database_extension(os.path.basename(path))
+        if ext in (".cvd", ".cld", ".cud"):
+            self.load_container(path)
+            return
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            if in_directory:  # removed while we were loading (clamd: race condition)
+                return
+            raise SignatureError("can't open file: No such file or directory", path) from None
+        except OSError as exc:
+            raise SignatureError(f"can't open file: {exc.strerror}", path) from None
+        with fh:
+            source = _Source(path, os.path.basename(path), _reader(fh), official=False,
+                             in_container=False)
+            try:
+                loaded = self.load_source(source)
+            except OSError as exc:
+                raise SignatureError(f"can't read file: {exc.strerror}", path) from None
+        if loaded:
+            self.info.files.append(path)
+
+    # -- one file's content ----------------------------------------------
+
+    def load_source(self, source: _Source) -> bool:
+        """Load one database; False when it was skipped (nothing read)."""
+        ext = database_extension(source.name)
+        if ext is None:
+            self._skip(source.path, "unknown extension")
+            return False
+        if ext in _PUA_ONLY and not self.options.detect_pua:
+            self._skip(source.path, "loaded only with DetectPUA", warn=False)
+            return False
+        if ext in _HASH_PURPOSE:
+            self._load_hashes(source, _HASH_PURPOSE[ext])
+        elif ext in (".ign", ".ign2"):
+            self.ignore.load(_fgets_lines(source.read), source.path)
+        elif ext == ".cfg":
+            _drain(source.read)  # dconf: engine switches we do not model
+        elif ext == ".info":
+            if not source.in_container:
+                raise SignatureError(
+                    ".info files can only be loaded from within database container files",
+                    source.path)
+            _drain(source.read)
+        elif ext in _DELEGATED:
+            return self._load_delegated(source, ext)
+        elif ext == ".cbc" and not self.options.bytecode:
+            self._skip(source.path, "bytecode is disabled", warn=False)
+            return False
+        elif ext in _UNSUPPORTED:
+            self._skip(source.path, f"{_UNSUPPORTED[ext]} ({ext}) are not supported")
+            return False
+        else:  # .cvd inside a container and the like
+            self._skip(source.path, "not loadable here")
+            return False
+        return True
+
+    def _load_hashes(self, source: _Source, purpose: Purpose) -> None:
+        parser = HashFileParser(
+            self.builders[purpose], purpose, source.official, source.path,
+            flevel=self.options.flevel, ignored=self.ignore if self.ignore else None,
+            ignored_names=self.ignore.names, in_container=source.in_container)
+        parser.parse_stream(source.read)
+        self.info.signatures += parser.signatures
+
+    def _load_delegated(self, source: _Source, ext: str) -> bool:
+        module_name, function_name, field, line_limit = _DELEGATED[ext]
+        try:
+            module = importlib.import_module(module_name)
+            function = getattr(module, function_name)
+        except (ImportError, AttributeError):
+            if module_name not in self._missing_modules:
+                log.debug("%s is not available", module_name)
+            self._missing_modules.add(module_name)
+            self._skip(source.path, f"{ext} signatures are not supported yet")
+            return False
+        text = _read_text(source, line_limit)
+        if not text:
+            raise SignatureError("empty database file", source.path)
+        try:
+            records = function(text, source.path, source.official, self.options)
+        except SignatureError as exc:
+            raise exc.located(source.path) from None
+        if self.ignore:
+            records = [r for r in records if not self._record_ignored(r, source.official)]
+        self.records[field].extend(records)
+        self.info.signatures += len(records)
+        return True
+
+    def _record_ignored(self, record, official: bool) -> bool:
+        name = getattr(record, "raw_name", None) or getattr(record, "name", "")
+        if not official and name.endswith(".UNOFFICIAL"):
+            name = name[: -len(".UNOFFICIAL")]
+        raw = name.encode("latin-1", "replace")
+        line = getattr(record, "line", None)
+        if line is None:
+            return self.ignore.ignores_name(raw)
+        if isinstance(line, str):
+            line = line.encode("latin-1", "replace")
+        return self.ignore(raw, line)
+
+    # -- containers -------------------------------------------------------
+
+    def load_container(self, path: str) -> None:
+        kind = kind_of(path)
+        try:
+            container, fh = open_container(path, *self.keys)
+        except OSError as exc:
+            raise SignatureError(f"can't open file: {exc.strerror}", path) from None
+        header = container.header
+        with fh:
+            # Verified first, then compared with a twin, as cli_cvdload does.
+            if kind in (ContainerKind.CVD, ContainerKind.CLD) and self._older_duplicate(
+                    path, kind):
+                return
+            official = kind != ContainerKind.CUD
+
+            def load(member: Member) -> bool:
+                source = _Source(f"{path}/{member.name}", member.name, member.read,
+                                 official=official, in_container=True)
+                return self.load_source(source)
+
+            load_members(container, fh, is_database_file, load)
+        if "daily." in path:
+            self._daily_version = (header.version, header.stime)
+        if header.flevel > FLEVEL:
+            self.info.warnings.append(
+                f"{path}: this version of the engine is outdated (database needs "
+                f"FLEVEL {header.flevel}, we have {FLEVEL})")
+        self.info.files.append(path)
+
+    def _older_duplicate(self, path: str, kind: str) -> bool:
+        """A .cvd beside a .cld of the same name (or the reverse): load only the newer."""
+        other = path[:-2] + ("l" if kind == ContainerKind.CVD else "v") + path[-1]
+        if not os.access(other, os.R_OK):
+            return False
+        mine = peek_header(path).version
+        # clamd checks a .cvd twin in full, a .cld twin by its header only.
+        theirs = (verify_cvd_file(other, self.keys[0]) if kind == ContainerKind.CLD
+                  else peek_header(other)).version
+        if theirs > mine or (theirs == mine and kind == ContainerKind.CVD):
+            self.info.warnings.append(
+                f"Detected duplicate databases {path} and {other}: {path} is not loaded")
+            self._skip(path, "older duplicate", warn=False)
+            return True
+        return False
+
+    # -- results ------------------------------------------------------------
+
+    def _skip(self, path: str, why: str, warn: bool = True) -> None:
+        self.info.skipped.append((path, why))
+        if warn:
+            self.info.warnings.append(f"{path}: skipped: {why}")
+
+    def finish(self) -> Database:
+        indexes = {p: b.build() for p, b in self.builders.items()}
+        self.names.finish()
+        if self._daily_version is not None:
+            self.info.version, stime = self._daily_version
+            self.info.build_timestamp = stime
+            self.info.build_time = time.ctime(stime)
+        return Database(
+            file_hashes=indexes[Purpose.FILE],
+            section_hashes=indexes[Purpose.SECTION],
+            import_hashes=indexes[Purpose.IMPORT],
+            allow_hashes=indexes[Purpose.ALLOW],
+            body_signatures=self.records["body_signatures"],
+            logical_signatures=self.records["logical_signatures"],
+            yara_rules=self.records["yara_rules"],
+            info=self.info,
+        )
+
+
+# -- reading helpers ------------------------------------------------------------
+
+
+def _reader(fh: io.BufferedReader) -> Callable[[int], bytes]:
+    def read(n: int) -> bytes:
+        try:
+            return fh.read(n)
+        except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                raise SignatureError("is a directory") from None
+            raise
+    return read
+
+
+def _drain(read: Callable[[int], bytes]) -> None:
+    while read(1 << 20):
+        pass
+
+
+def _fgets_lines(read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """The stream as successive fgets(8192) calls return it, in bounded memory."""
+    carry = b""
+    while True:
+        chunk = read(1 << 20)
+        data = carry + chunk
+        if not chunk:
+            if data:
+                yield from fgets_pieces(data)
+            return
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            while len(data) > FGETS_CHUNK:
+                yield data[:FGETS_CHUNK]
+                data = data[FGETS_CHUNK:]
+            carry = data
+            continue
+        for line in data[:cut + 1].splitlines(keepends=True):
+            yield from fgets_pieces(line)
+        carry = data[cut + 1:]
+
+
+def _read_text(source: _Source, line_limit: int | None) -> str:
+    """The whole file as text, refusing a line longer than clamd's buffer early."""
+    parts = []
+    run = 0  # length of the line being read so far
+    number = 1
+    while chunk := source.read(1 << 20):
+        if line_limit is not None:
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                run += len(chunk)
+            else:
+                longest = max(len(x) for x in chunk[:cut].split(b"\n"))
+                first = chunk.find(b"\n")
+                if run + first >= line_limit or longest >= line_limit:
+                    raise SignatureError("line too long", source.path,
+                                         number + _line_of_long(chunk, run, line_limit))
+                number += chunk.count(b"\n")
+                run = len(chunk) - cut - 1
+            if run >= line_limit:
+                raise SignatureError("line too long", source.path, number)
+        parts.append(chunk)
+    # latin-1: one character per byte, as the format parsers expect their text.
+    return b"".join(parts).decode("latin-1")
+
+
+def _line_of_long(chunk: bytes, run: int, limit: int) -> int:
+    for offset, line in enumerate(chunk.split(b"\n")):
+        if len(line) + (run if offset == 0 else 0) >= limit:
+            return offset
+    return 0

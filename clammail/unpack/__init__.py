@@ -15,12 +15,13 @@ from clammail.unpack.base import Unpacker
 
 log = logging.getLogger(__name__)
 
-# file type -> (module, function, the clamd.conf option that enables it)
-_REGISTRY: dict[T, tuple[str, str, str]] = {
+# file type -> (module, function, the clamd.conf option that enables it; None:
+# always on, as libclamav decodes uuencoded files whatever the options say)
+_REGISTRY: dict[T, tuple[str, str, str | None]] = {
     T.MAIL: ("clammail.unpack.mail", "unpack_mail", "ScanMail"),
     T.MHTML: ("clammail.unpack.mail", "unpack_mail", "ScanMail"),
-    T.UUENCODED: ("clammail.unpack.mail", "unpack_uuencoded", "ScanMail"),
-    T.BINHEX: ("clammail.unpack.mail", "unpack_binhex", "ScanMail"),
+    T.UUENCODED: ("clammail.unpack.mail", "unpack_uuencoded", None),
+    T.BINHEX: ("clammail.unpack.mail", "unpack_binhex", "ScanArchive"),
     T.TNEF: ("clammail.unpack.tnef", "unpack_tnef", "ScanMail"),
     **{
         t: ("clammail.unpack.archive", "unpack_archive", "ScanArchive")
@@ -33,6 +34,7 @@ _REGISTRY: dict[T, tuple[str, str, str]] = {
     T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
+    T.OOXML_HWP: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.MSOLE2: ("clammail.unpack.ole2", "unpack_ole2", "ScanOLE2"),
     T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
     T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
@@ -46,7 +48,7 @@ _REGISTRY: dict[T, tuple[str, str, str]] = {
 _loaded: dict[tuple[str, str], Unpacker | None] = {}
 
 
-def unpacker_for(ftype: T) -> tuple[Unpacker, str] | None:
+def unpacker_for(ftype: T) -> tuple[Unpacker, str | None] | None:
     """The unpacker for a type and the option that switches it, or None."""
     entry = _REGISTRY.get(ftype)
     if entry is None:

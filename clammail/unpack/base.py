@@ -63,6 +63,14 @@ class UnpackContext(Protocol):
     def max_object_size(self) -> int:
         """The most bytes one extracted object may have (MaxFileSize, MaxScanSize left)."""
 
+    def limit_exceeded(self, limit: str) -> None:
+        """A member was left out for a limit ("MaxFileSize", "MaxScanSize") and the
+        unpacker goes on: the engine reports it as it does its own (AlertExceedsMax)."""
+
+    def scan_size_left(self) -> int | None:
+        """What is left of MaxScanSize (None when it is off): formats differ in
+        which limit an oversized member breaks, and ClamAV names MaxScanSize first."""
+
     def option(self, name: str) -> object:
         """A clamd.conf option value by its name (e.g. "AlertEncryptedArchive")."""
 
