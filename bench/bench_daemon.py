@@ -180,7 +180,9 @@ def run_instream(shared: Path, daemon, corpus: Path, clients: int, rounds: int) 
     return {"messages/s": float(match["mps"]), "MB/s": float(match["mbs"]),
             "p50 ms": float(match["p50"]), "p99 ms": float(match["p99"]),
             "found": int(match["found"]), "errors": int(match["errors"]),
-            "error lines": [line for line in out.stdout.splitlines() if line.startswith("error:")][:3]}
+            "error lines": [line for line in out.stdout.splitlines() if line.startswith("error:")][:3],
+            "found files": next((line.split()[1:] for line in out.stdout.splitlines()
+                                 if line.startswith("found:")), [])}
 
 
 def run_multiscan(daemon, directory: Path, limit: float) -> dict:
