@@ -22,6 +22,11 @@ test: deps
 lint: deps
 	$(BIN)/ruff check clammail tests
 
+# clamd and clammail side by side (bench/bench_daemon.py; takes long on the
+# 3.1M-signature database, which it builds on its first run).
+bench: deps
+	$(BIN)/python bench/bench_daemon.py
+
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
 # Debian packages: installed only when one of the list is missing.

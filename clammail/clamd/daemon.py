@@ -10,6 +10,16 @@ SIGHUP reopens the log file, SIGUSR2 reloads the database. Reloads (RELOAD,
 SIGUSR2, SelfCheck finding changed database files) load the new database in
 a thread while the old generation keeps serving; a database that fails to
 load leaves the old one in place, and the log says why.
+
+Where clamd's threads become processes, the options keep their meaning:
+MaxThreads bounds the scan workers (never more than the cores: more
+processes would only cost memory); IdleTimeout is how long an idle worker
+waits for a job before it exits (clamd's idle scan threads do the same),
+except that one worker is always kept, so that a quiet daemon answers its
+next scan without a fork; MaxQueue bounds the scans waiting or running, and
+a session's scans in flight. Unlike clamd, which stops accepting once MaxQueue
+connections are open, the daemon serves as many connections as its
+descriptor limit allows (it lifts the soft limit to the hard one).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import asyncio
 import grp
 import os
 import pwd
+import resource
 import signal
 import socket
 import stat
@@ -36,18 +47,21 @@ DEFAULT_CONFIG = "/etc/clammail/clamd.conf"
 SHUTDOWN_GRACE = 10.0  # seconds in-flight scans get on SIGTERM/SHUTDOWN
 SD_LISTEN_FDS_START = 3
 
+# LogFacility names as clamd knows them (shared/output.c): exactly these
+# spellings, case and all. The codes are the standard ones (facility << 3);
+# Python's syslog module lacks LOG_FTP.
 _FACILITIES = {
-    name: getattr(syslog, name)
-    for name in dir(syslog)
-    if name.startswith("LOG_") and name[4:] in (
-        "KERN", "USER", "MAIL", "DAEMON", "AUTH", "LPR", "NEWS", "UUCP", "CRON", "SYSLOG",
-        "LOCAL0", "LOCAL1", "LOCAL2", "LOCAL3", "LOCAL4", "LOCAL5", "LOCAL6", "LOCAL7",
-    )
+    "LOG_KERN": 0 << 3, "LOG_USER": 1 << 3, "LOG_MAIL": 2 << 3, "LOG_DAEMON": 3 << 3,
+    "LOG_AUTH": 4 << 3, "LOG_SYSLOG": 5 << 3, "LOG_LPR": 6 << 3, "LOG_NEWS": 7 << 3,
+    "LOG_UUCP": 8 << 3, "LOG_CRON": 9 << 3, "LOG_AUTHPRIV": 10 << 3, "LOG_FTP": 11 << 3,
+    **{f"LOG_LOCAL{n}": (16 + n) << 3 for n in range(8)},
 }
 
 
 class StartError(Exception):
     """The daemon cannot start; the message is printed as clamd would."""
+
+    shown = False  # already on stderr (the log of a daemon in the foreground)
 
 
 # -- logging ------------------------------------------------------------
@@ -70,7 +84,7 @@ class DaemonLog:
         self._fh = None
         self._lock = threading.Lock()
         if self.syslog:
-            facility = _FACILITIES.get(str(config["LogFacility"]).upper())
+            facility = _FACILITIES.get(str(config["LogFacility"]))
             if facility is None:
                 raise StartError(f"LogFacility: {config['LogFacility']}: No such facility.")
             syslog.openlog("clammail", syslog.LOG_PID, facility)
@@ -157,21 +171,57 @@ class DaemonLog:
 # -- sockets ------------------------------------------------------------
 
 
-def systemd_sockets() -> list[tuple[socket.socket, str]]:
-    """Sockets passed by systemd socket activation (LISTEN_PID, LISTEN_FDS)."""
+def listen_fds() -> int:
+    """sd_listen_fds(): how many descriptors systemd passed to this very process."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
+        return 0
     try:
-        count = int(os.environ.get("LISTEN_FDS", "0"))
+        return max(0, int(os.environ.get("LISTEN_FDS", "0")))
     except ValueError:
-        return []
-    result = []
+        return 0
+
+
+def systemd_sockets(count: int, log: DaemonLog) -> list[tuple[socket.socket, str]]:
+    """The sockets clamd takes from systemd socket activation (LISTEN_PID, LISTEN_FDS).
+
+    As clamd (localserver.c, tcpserver.c): at most two descriptors, from
+    SD_LISTEN_FDS_START on; the first listening AF_UNIX stream socket is the
+    local socket, the first listening AF_INET/AF_INET6 stream socket the TCP
+    one; anything else is left alone. LocalSocket, TCPSocket and TCPAddr
+    are not used then, and the sockets belong to systemd: they are neither
+    chmod-ed nor removed.
+    """
+    if count > 2:
+        # clamd's TCP set-up looks at them first, so its message is the one seen.
+        raise StartError("TCP: Received more than two file descriptors from systemd.")
+    local = tcp = None
     for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
-        sock = socket.socket(fileno=fd)
-        kind = "unix" if sock.family == socket.AF_UNIX else "tcp"
-        result.append((sock, kind))
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # not a socket
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if sock.type != socket.SOCK_STREAM or not listening:
+            sock.detach()
+            continue
+        if sock.family == socket.AF_UNIX and local is None:
+            local = sock
+        elif sock.family in (socket.AF_INET, socket.AF_INET6) and tcp is None:
+            tcp = sock
+        else:
+            sock.detach()
+    result = []
+    if tcp is not None:
+        family = "AF_INET6" if tcp.family == socket.AF_INET6 else "AF_INET"
+        log.info(f"TCP: Received {family} SOCK_STREAM socket from systemd.")
+        result.append((tcp, "tcp"))
+    else:
+        log.info("TCP: No tcp AF_INET/AF_INET6 SOCK_STREAM socket received from systemd.")
+    if local is not None:
+        log.info("LOCAL: Received AF_UNIX SOCK_STREAM socket from systemd.")
+        result.append((local, "unix"))
+    else:
+        log.info("LOCAL: No local AF_UNIX SOCK_STREAM socket received from systemd.")
     return result
 
 
@@ -202,35 +252,69 @@ def bind_local(config: Config, log: DaemonLog) -> socket.socket:
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # As clamd: the socket is created with mode 000 (no client can connect
+    # before its group and mode are set), then given LocalSocketGroup and
+    # LocalSocketMode & 0666, or 0666 when no mode is configured.
+    saved_umask = os.umask(0o777)
     try:
         sock.bind(path)
     except OSError as exc:
         sock.close()
         raise StartError(f"LOCAL: Socket file {path} could not be bound: {exc.strerror}") from None
-    mode = config["LocalSocketMode"]
-    if mode:
-        try:
-            os.chmod(path, int(str(mode), 8) & 0o7777)
-        except ValueError:
-            raise StartError(f"Invalid LocalSocketMode {mode}") from None
-    else:
-        os.chmod(path, 0o666 & ~_umask())
-    group = config["LocalSocketGroup"]
-    if group:
-        try:
-            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise StartError(f"Unable to get gid for group {group}") from None
-        os.chown(path, -1, gid)
+    finally:
+        os.umask(saved_umask)
+    try:
+        _set_socket_access(path, config)
+    except StartError:
+        sock.close()
+        os.unlink(path)
+        raise
     sock.listen(max(1, int(config["MaxConnectionQueueLength"])))
     log.info(f"LOCAL: Unix socket file {path}")
     return sock
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _set_socket_access(path: str, config: Config) -> None:
+    group = config["LocalSocketGroup"]
+    if group:
+        group = str(group)
+        if group.isdigit():
+            gid = int(group)  # clamd takes a number as a gid, named or not
+        else:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise StartError(f"Unknown group {group}") from None
+        try:
+            os.chown(path, -1, gid)
+        except OSError:
+            raise StartError(f"Failed to change socket ownership to group {group}") from None
+    mode = config["LocalSocketMode"]
+    if mode:
+        try:
+            bits = int(str(mode), 8)
+        except ValueError:
+            raise StartError(f"Invalid LocalSocketMode {mode}") from None
+    else:
+        bits = 0o777
+    try:
+        os.chmod(path, bits & 0o666)
+    except OSError:
+        raise StartError(f"Cannot set socket permission to {mode}") from None
+
+
+def raise_descriptor_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one: each connection holds a descriptor.
+
+    clamd does this on Solaris only and otherwise bounds its connections by
+    MaxQueue; we serve every connection the descriptors allow (server.py).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def bind_tcp(config: Config, log: DaemonLog) -> list[socket.socket]:
@@ -293,6 +377,8 @@ class Daemon:
             detect_pua=bool(self.config["DetectPUA"]),
             official_only=bool(self.config["OfficialDatabaseOnly"]),
             bytecode=bool(self.config["Bytecode"]),
+            exclude_pua=tuple(self.config["ExcludePUA"] or ()),
+            include_pua=tuple(self.config["IncludePUA"] or ()),
         )
         stamp = self._stat_database()
         database = load_database(self.database_paths, options)
@@ -320,7 +406,8 @@ class Daemon:
 
     def install(self, database, engine, stamp) -> WorkerPool:
         self.generation += 1
-        pool = WorkerPool(engine, self.walk_options, self._pool_size(), self.generation)
+        pool = WorkerPool(engine, self.walk_options, self._pool_size(), self.generation,
+                          idle_timeout=float(self.config["IdleTimeout"]))
         pool.start()
         old, self.pool = self.pool, pool
         self.database = database
@@ -338,7 +425,7 @@ class Daemon:
         self._retiring.add(pool)
 
         async def wait_and_close():
-            while pool.active:
+            while pool.pending:
                 await asyncio.sleep(0.05)
             await pool.close(timeout=SHUTDOWN_GRACE)
             self._retiring.discard(pool)
@@ -352,21 +439,35 @@ class Daemon:
         return f"clammail {__version__}"
 
     def stats_text(self, server) -> str:
+        """STATS in clamd's layout (thrmgr_printstats), which clamdtop parses.
+
+        Worker processes stand for clamd's scan threads: "live" counts them,
+        "idle" those waiting for a job, and each is listed as clamd lists its
+        threads: the command it runs and for how long, or IDLE and since when.
+        Jobs that wait for a worker are the queue.
+        """
         pool = self.pool
         now = time.monotonic()
         lines = ["POOLS: 1", "", "STATE: VALID PRIMARY"]
-        busy = pool.active if pool else 0
-        size = pool.size if pool else 0
-        idle = max(0, size - busy)
+        live = len(pool.workers) if pool else 0
+        idle = pool.idle if pool else 0
         lines.append(
-            f"THREADS: live {busy + idle}  idle {idle} max {self.config['MaxThreads']} "
+            f"THREADS: live {live}  idle {idle} max {self.config['MaxThreads']} "
             f"idle-timeout {self.config['IdleTimeout']}"
         )
-        waiting = max(0, len(server.running) - busy)
-        lines.append(f"QUEUE: {waiting} items")
+        tasks = list(server.running.values())
+        waits = [now - t.queued for t in tasks if t.started is None]
+        queue = f"QUEUE: {len(waits)} items"
+        if waits:
+            queue += (f" min_wait: {min(waits):.6f} max_wait: {max(waits):.6f}"
+                      f" avg_wait: {sum(waits) / len(waits):.6f}")
+        lines.append(queue)
         lines.append("\tSTATS 0.000000 ")
-        for task in list(server.running.values()):
-            lines.append(f"\t{task.command} {now - task.started:.6f} {task.name}")
+        for task in tasks:
+            if task.started is not None:
+                lines.append(f"\t{task.command} {now - task.started:.6f} {task.name}")
+        for waited in (pool.idle_times() if pool else []):
+            lines.append(f"\tIDLE {waited:.6f} ")
         lines.append("")
         used = _rss_mb([os.getpid()] + (pool.pids() if pool else []))
         lines.append(
@@ -424,7 +525,7 @@ class Daemon:
         try:
             if not self.config["ConcurrentDatabaseReload"] and self.pool is not None:
                 # Blocking reload, as clamd: stop scanning while loading.
-                while self.pool.active:
+                while self.pool.pending:
                     await asyncio.sleep(0.05)
             database, engine, stamp = await asyncio.to_thread(self.load_engine)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old database
@@ -564,29 +665,46 @@ def main(argv: list[str]) -> int:
     try:
         return run(config, debug=args.debug)
     except StartError as exc:
-        sys.stderr.write(f"ERROR: {exc}\n")
+        if not exc.shown:
+            sys.stderr.write(f"ERROR: {exc}\n")
         return 1
 
 
 def run(config: Config, debug: bool = False) -> int:
     foreground = bool(config["Foreground"])
     log = DaemonLog(config, foreground, debug)
+    try:
+        return _run(config, log, foreground)
+    except StartError as exc:
+        # As clamd: the reason goes to the log (and with it to stderr in the foreground).
+        log.error(str(exc))
+        exc.shown = log.to_stderr
+        log.close()
+        raise
+
+
+def _run(config: Config, log: DaemonLog, foreground: bool) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
     log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
-    listeners = systemd_sockets()
-    if listeners:
-        log.info(f"Received {len(listeners)} file descriptor(s) from systemd.")
+    raise_descriptor_limit()
+    passed = listen_fds()
+    log.info(f"Received {passed} file descriptor(s) from systemd.")
     socket_path = None
-    if not listeners:
+    if passed:
+        listeners = systemd_sockets(passed, log)
+    else:
         if not config["LocalSocket"] and config["TCPSocket"] is None:
             raise StartError("Please define server type (local and/or TCP).")
+        listeners = []
         if config["TCPSocket"] is not None:
             listeners += [(s, "tcp") for s in bind_tcp(config, log)]
         if config["LocalSocket"]:
             listeners.append((bind_local(config, log), "unix"))
             socket_path = config["LocalSocket"]
+    if not listeners:
+        raise StartError("Not listening on any interfaces")
     drop_privileges(config, log, socket_path)
     daemon = Daemon(config, log)
     daemon.socket_path = socket_path
@@ -594,9 +712,8 @@ def run(config: Config, debug: bool = False) -> int:
     try:
         database, engine, stamp = daemon.load_engine()
     except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
-        log.error(f"Can't load {', '.join(daemon.database_paths)}: {exc}")
         _cleanup(config, socket_path)
-        raise StartError(f"Can't load the database: {exc}") from None
+        raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
     log.info(f"Loaded {database.info.signatures} signatures.")
     if not foreground:
         daemonize()

@@ -133,7 +133,9 @@ class StreamStart:
 
 @dataclass
 class StreamData:
-    data: bytes
+    """Stream bytes to spool; may be a view of the bytes the server read (write it out now)."""
+
+    data: bytes | bytearray | memoryview
 
 
 @dataclass
@@ -198,7 +200,7 @@ class Connection:
             else:
                 room = len(view)
             part, view = view[:room], view[room:]
-            self._receive_packet(bytes(part), events)
+            self._receive_packet(part, events)
             first = False
             if self.mode is Mode.DONE:
                 break
@@ -209,7 +211,14 @@ class Connection:
                 break
         return events
 
-    def _receive_packet(self, data: bytes, events: list[Event]) -> None:
+    def _receive_packet(self, data: memoryview, events: list[Event]) -> None:
+        if self.mode is Mode.STREAM and self.chunk_left and not self.buffer:
+            # The bulk of a stream: pass the chunk's bytes on as a view of
+            # what was read, without copying them through the buffer.
+            take = min(self.chunk_left, len(data))
+            events.append(StreamData(data[:take]))
+            self.chunk_left -= take
+            data = data[take:]
         self.buffer.extend(data)
         if self.mode is Mode.WAIT_FD:
             term, id = self.fildes
@@ -389,7 +398,7 @@ class Connection:
             self.chunk_left = size
         take = min(self.chunk_left, len(self.buffer))
         if take:
-            events.append(StreamData(bytes(self.buffer[:take])))
+            events.append(StreamData(self.buffer[:take]))
             del self.buffer[:take]
             self.chunk_left -= take
         return self.chunk_left == 0 and bool(self.buffer)

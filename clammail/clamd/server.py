@@ -4,16 +4,26 @@ Every connection is one task that reads, feeds `protocol.Connection` and
 acts on its events; scans go to the current `WorkerPool`, so a slow client
 or a long scan never holds up anyone else. Replies of one connection are
 written one at a time (a session's replies come in the order scans end).
+
+A connection never makes the daemon hold more than a bounded amount for it:
+it reads on only while its replies are taken (a client that does not read
+is dropped after SendBufTimeout), a session has at most MaxQueue scans in
+flight, streamed data goes to a file in TemporaryDirectory as clamd does,
+and clamd's deadlines (CommandReadTimeout, ReadTimeout) are not extended by
+a client that trickles its command in byte by byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import random
+import resource
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,16 +35,30 @@ from clammail.clamd.workers import WorkerLost
 # Connections served at once; beyond this, accepting waits (file descriptors
 # are the limit: each connection may hold a descriptor or a stream too).
 MAX_CONNECTIONS = 4000
+# Descriptors kept for everything else: listeners, workers, logs, reloads.
+RESERVED_FDS = 64
 READ_SIZE = 1 << 16
+
+
+def connection_limit() -> int:
+    """How many connections fit the descriptor limit (two descriptors each at most)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, (soft - RESERVED_FDS) // 2))
 
 
 @dataclass
 class Task:
-    """A running command, for STATS."""
+    """A scan job, for STATS: queued until a worker takes it, then running."""
 
     command: str
     name: str
-    started: float = field(default_factory=time.monotonic)
+    queued: float = field(default_factory=time.monotonic)
+    started: float | None = None
+
+    def begin(self) -> None:
+        self.started = time.monotonic()
 
 
 class Server:
@@ -48,7 +72,7 @@ class Server:
         self.running: dict[int, Task] = {}
         self.connections = 0
         self._accepting: list[asyncio.Task] = []
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._slots = asyncio.Semaphore(connection_limit())
         self._queue = asyncio.Semaphore(max(1, int(self.config["MaxQueue"])))
 
     # -- listening ------------------------------------------------------
@@ -126,16 +150,26 @@ class _Session:
         self.kind = kind
         self.conn = protocol.Connection(int(self.config["StreamMaxLength"]), allow_fd=kind == "unix")
         self.jobs: set[asyncio.Task] = set()
+        # A session's scans in flight: clamd's receive thread, too, waits
+        # for room in its queue (MaxQueue) before it reads on.
+        self.max_jobs = max(1, int(self.config["MaxQueue"]))
         self.write_lock = asyncio.Lock()
         self.stream_fd: int | None = None
+        self.stream_id, self.stream_term = 0, protocol.NL
         self.broken = False
 
     async def run(self) -> None:
-        timeout = float(self.config["CommandReadTimeout"]) or None
-        got_command = False
+        # clamd's deadlines: CommandReadTimeout from the connection's start,
+        # then ReadTimeout from each command and, while a stream comes in,
+        # from each read. Bytes that do not complete a command do not move
+        # them, so a client that sends its command a byte at a time is timed
+        # out like one that sends nothing.
+        loop = asyncio.get_running_loop()
+        deadline = _deadline(loop, self.config["CommandReadTimeout"])
         while self.conn.mode is not protocol.Mode.DONE and not self.broken:
             try:
-                data, fds = await asyncio.wait_for(self._recv(), timeout)
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                data, fds = await asyncio.wait_for(self._recv(), remaining)
             except TimeoutError:
                 await self._events(self.conn.timeout())
                 break
@@ -146,10 +180,10 @@ class _Session:
                 await self._events(self.conn.eof())
                 break
             events = self.conn.receive(data, fds)
-            if not got_command and any(isinstance(e, (Request, protocol.StreamStart)) for e in events):
-                got_command = True
-                timeout = float(self.config["ReadTimeout"]) or None
             await self._events(events)
+            if self.conn.mode is protocol.Mode.STREAM or any(
+                    isinstance(e, (Request, protocol.StreamStart)) for e in events):
+                deadline = _deadline(loop, self.config["ReadTimeout"])
 
     async def finish(self) -> None:
         if self.jobs:
@@ -191,6 +225,8 @@ class _Session:
         loop = asyncio.get_running_loop()
         limit = max(float(self.config["SendBufTimeout"]) / 1000.0, 0.001)
         async with self.write_lock:
+            if self.broken:  # given up while this reply waited its turn
+                return False
             try:
                 await asyncio.wait_for(loop.sock_sendall(self.sock, data), max(limit, 1.0))
                 return True
@@ -201,47 +237,78 @@ class _Session:
     # -- events ---------------------------------------------------------
 
     async def _events(self, events: list) -> None:
-        for event in events:
+        for index, event in enumerate(events):
+            if self.broken:
+                _close_unclaimed(events[index:])
+                return
             if isinstance(event, protocol.Send):
                 await self.send(event.data)
             elif isinstance(event, protocol.StreamStart):
-                self._drop_stream()
-                self.stream_fd = _spool_fd(self.config["TemporaryDirectory"])
+                self._start_stream(event)
             elif isinstance(event, protocol.StreamData):
-                if self.stream_fd is not None:
-                    _write_all(self.stream_fd, event.data)
+                await self._stream_data(event.data)
             elif isinstance(event, protocol.StreamAbort):
                 self._drop_stream()
             elif isinstance(event, Request):
-                self._request(event)
+                await self._request(event)
+
+    def _start_stream(self, event: protocol.StreamStart) -> None:
+        self._drop_stream()
+        self.stream_id, self.stream_term = event.id, event.term
+        try:
+            self.stream_fd = _spool_fd(self.config["TemporaryDirectory"])
+        except OSError as exc:
+            # clamd closes the connection without a word when it cannot
+            # create the temporary file.
+            self.daemon.log.error(f"INSTREAM: Can't create temporary file: {exc.strerror or exc}")
+            self.broken = True
+
+    async def _stream_data(self, data) -> None:
+        if self.stream_fd is None:
+            return
+        try:
+            _write_all(self.stream_fd, data)
+        except OSError as exc:
+            self.daemon.log.error(f"INSTREAM: Can't write to temporary file: {exc.strerror or exc}")
+            self._drop_stream()
+            await self.send(reply_line(self.stream_id, self.stream_term, "Error writing to temporary file ERROR"))
+            self.broken = True
 
     def _drop_stream(self) -> None:
         if self.stream_fd is not None:
             os.close(self.stream_fd)
             self.stream_fd = None
 
-    def _request(self, request: Request) -> None:
+    async def _request(self, request: Request) -> None:
+        # Answers that need no scan are written before the next command is
+        # read, so a client that does not read its replies stops being read.
         immediate = {
             "PING": self._ping, "VERSION": self._version, "VERSIONCOMMANDS": self._commands,
-            "STATS": self._stats,
+            "STATS": self._stats, "RELOAD": self._reload,
         }
-        if request.command in immediate:
-            self._spawn(immediate[request.command](request))
-        elif request.command == "SHUTDOWN":
+        command = request.command
+        if command in immediate:
+            await immediate[command](request)
+            return
+        if command == "SHUTDOWN":
             self.daemon.request_shutdown("SHUTDOWN command")
-        elif request.command == "RELOAD":
-            self._spawn(self._reload(request))
-        elif request.command in ("DETSTATS", "DETSTATSCLEAR"):
-            pass  # clamd 1.4.6 removed detection statistics: it closes without a reply
-        elif request.command == "INSTREAM":
+            return
+        if command in ("DETSTATS", "DETSTATSCLEAR"):
+            return  # clamd 1.4.6 removed detection statistics: it closes without a reply
+        await self._room_for_job()
+        if command == "INSTREAM":
             fd, self.stream_fd = self.stream_fd, None
             self._spawn(self._scan_fd(request, fd, "stream", "INSTREAM"))
-        elif request.command == "FILDES":
+        elif command == "FILDES":
             self._spawn(self._scan_fd(request, request.fd, f"fd[{request.fd}]", "FILDES"))
-        elif request.command == "STREAM":
+        elif command == "STREAM":
             self._spawn(self._stream_port(request))
         else:
             self._spawn(self._path_command(request))
+
+    async def _room_for_job(self) -> None:
+        while len(self.jobs) >= self.max_jobs:
+            await asyncio.wait(set(self.jobs), return_when=asyncio.FIRST_COMPLETED)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -280,11 +347,9 @@ class _Session:
                 self.daemon.log.info(f"{name}: Not a regular file. ERROR")
                 await self.reply(request, f"{name}: Not a regular file ERROR")
                 return
-            async with self._job(command, name):
-                pool = self.daemon.pool
-                allmatch = False
-                result = None
-                async for message in pool.run(("fd", name, allmatch), fd):
+            result = None
+            async with contextlib.aclosing(self._scan(command, name, ("fd", name, False), fd)) as replies:
+                async for message in replies:
                     result = message
             _, found, error, _, md5, size = result
         except WorkerLost:
@@ -319,8 +384,9 @@ class _Session:
                 return
             command = "CONTSCAN"
         try:
-            async with self._job(command, path):
-                async for message in self.daemon.pool.run(("walk", path, command, allmatch)):
+            job = self._scan(command, path, ("walk", path, command, allmatch))
+            async with contextlib.aclosing(job) as replies:
+                async for message in replies:
                     if not await self._walk_message(request, message):
                         raise ConnectionError("client gone")
         except WorkerLost:
@@ -351,18 +417,11 @@ class _Session:
     async def _multiscan(self, request: Request, path: str) -> None:
         walk = pathscan.Walk(path, self.daemon.walk_options, multiscan=True)
         items = await asyncio.to_thread(list, walk.items())
-        pool = self.daemon.pool
+        files = [item.path for item in items if isinstance(item, pathscan.File)]
         # clamd counts a MULTISCAN's outcome over the files it dispatched only.
-        tally = pathscan.Tally(total=sum(isinstance(i, pathscan.File) for i in items))
+        tally = pathscan.Tally(total=len(files))
 
-        async def scan_one(file_path: str) -> None:
-            found, error = [], None
-            try:
-                async with self._job("MULTISCANFILE", file_path):
-                    async for message in pool.run(("file", file_path, False)):
-                        _, found, error, md5, size = message
-            except WorkerLost:
-                error = f"{pathscan.EOPEN} ERROR"
+        async def report(file_path: str, found: list, error: str | None, md5: str, size: int) -> None:
             if error:
                 tally.errors += 1
                 self.daemon.log.info(f"{file_path}: {error}")
@@ -374,33 +433,51 @@ class _Session:
             else:
                 self.daemon.log_clean(file_path)
 
-        jobs = []
+        async def scan_batch(paths: list[str]) -> None:
+            try:
+                results = await self._scan_files(paths)
+            except WorkerLost:
+                if len(paths) == 1:
+                    results = [(paths[0], [], f"{pathscan.EOPEN} ERROR", "", 0)]
+                else:
+                    # One of them may have taken the worker down: each on its own.
+                    await asyncio.gather(*(scan_batch([p]) for p in paths))
+                    return
+            for result in results:
+                await report(*result)
+
         for item in items:
             if isinstance(item, pathscan.Reply):
                 await self.reply(request, f"{item.path}: {item.text}")
-            else:
-                jobs.append(asyncio.create_task(scan_one(item.path)))
+        size = _batch_size(len(files), self.daemon.pool.size)
+        jobs = [asyncio.create_task(scan_batch(files[i:i + size])) for i in range(0, len(files), size)]
         if jobs:
             await asyncio.gather(*jobs)
         if tally.closing_ok() and not self.broken:
             await self.reply(request, f"{walk.top}: OK")
 
-    def _job(self, command: str, name: str):
+    async def _scan_files(self, paths: list[str]) -> list[tuple]:
+        """Scan files by path in one job: [(path, detections, error reply, md5, size)]."""
+        results: list[tuple] = []
+        job = self._scan("MULTISCANFILE", paths[0], ("files", paths, False))
+        async with contextlib.aclosing(job) as replies:
+            async for message in replies:
+                results = message[1]
+        return results
+
+    async def _scan(self, command: str, name: str, message: tuple, fd: int | None = None):
+        """One job on the current pool, within MaxQueue's bound, listed in STATS: its messages."""
         server = self.server
         task = Task(command, name)
-
-        class _Tracked:
-            async def __aenter__(self_inner):
-                await server._queue.acquire()
-                server.running[id(self_inner)] = task
-                return self_inner
-
-            async def __aexit__(self_inner, *exc):
-                server.running.pop(id(self_inner), None)
-                server._queue.release()
-                return False
-
-        return _Tracked()
+        async with server._queue:
+            server.running[id(task)] = task
+            try:
+                async with contextlib.aclosing(
+                        self.daemon.pool.run(message, fd, on_start=task.begin)) as replies:
+                    async for reply in replies:
+                        yield reply
+            finally:
+                del server.running[id(task)]
 
     # -- STREAM: the old port handshake -----------------------------------
 
@@ -460,8 +537,9 @@ class _Session:
                     quota -= len(chunk)
             scan_fd, fd = fd, None
             try:
-                async with self._job("STREAM", "stream"):
-                    async for message in self.daemon.pool.run(("fd", "stream", False), scan_fd):
+                job = self._scan("STREAM", "stream", ("fd", "stream", False), scan_fd)
+                async with contextlib.aclosing(job) as replies:
+                    async for message in replies:
                         result = message
             finally:
                 os.close(scan_fd)
@@ -494,19 +572,54 @@ class _Session:
         return "127.0.0.1"
 
 
+# MULTISCAN hands files to the workers in batches: one job per file costs
+# the daemon's loop more than scanning a small file costs a worker (measured:
+# 10 000 files of 1 KB took 4.8 s one by one, against 2 s of scanning).
+MULTISCAN_BATCH = 32
+
+
+def _batch_size(files: int, workers: int) -> int:
+    """Batches of up to MULTISCAN_BATCH, but enough of them to keep every worker busy."""
+    return max(1, min(MULTISCAN_BATCH, files // (4 * max(1, workers))))
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, seconds) -> float | None:
+    seconds = float(seconds or 0)
+    return loop.time() + seconds if seconds > 0 else None
+
+
 def _spool_fd(tmpdir: str | None) -> int:
-    """An anonymous file for streamed data: in memory (memfd), else in TemporaryDirectory."""
-    if hasattr(os, "memfd_create") and not tmpdir:
-        return os.memfd_create("clammail-stream", os.MFD_CLOEXEC)
-    fd = os.open(tmpdir or "/tmp", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    """An unnamed file in TemporaryDirectory (else $TMPDIR or /tmp) for streamed data.
+
+    On disk as clamd spools it, not in memory: a stream may be as long as
+    StreamMaxLength (up to 4 GB) and many may come in at once. Measured here,
+    writing and reading back 1-20 MB is faster through the page cache of a
+    file than through a memfd, and even 50 KB costs about the same.
+    """
+    directory = tmpdir or tempfile.gettempdir()
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    # A file system without O_TMPFILE: a named file, unlinked at once.
+    fd, path = tempfile.mkstemp(prefix="clammail-stream.", dir=directory)
+    os.unlink(path)
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _close_unclaimed(events: list) -> None:
+    """Descriptors that came with requests the connection will not carry out."""
+    for event in events:
+        if isinstance(event, Request) and event.fd is not None:
+            os.close(event.fd)
 
 
 ReplyFn = Callable[[str], None]

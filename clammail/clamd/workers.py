@@ -15,6 +15,7 @@ in the middle of a job is replaced; the job ends with `WorkerLost`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import hashlib
 import logging
@@ -23,8 +24,9 @@ import pickle
 import signal
 import socket
 import struct
+import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from clammail.clamd import pathscan
 from clammail.engine import Engine
@@ -182,6 +184,10 @@ def worker_main(sock: socket.socket, scanner: _Scanner) -> None:
                 _, path, allmatch = message
                 found, error, md5, size = scanner.scan_path(path, allmatch)
                 _send(sock, ("done", found, error, md5, size))
+            elif kind == "files":
+                _, paths, allmatch = message
+                results = [(path, *scanner.scan_path(path, allmatch)) for path in paths]
+                _send(sock, ("done", results))
             elif kind == "walk":
                 _, path, command, allmatch = message
                 _run_walk(sock, scanner, path, command, allmatch)
@@ -218,20 +224,32 @@ class _Worker:
         self.pid = pid
         self.sock = sock
         self.buffer = bytearray()
-        self.jobs = 0
+        self.idle_since = time.monotonic()
 
 
 class WorkerPool:
-    """One generation of workers around one engine."""
+    """One generation of workers around one engine.
+
+    Workers are forked when jobs need them, up to `size`, and one that has
+    waited `idle_timeout` seconds for a job exits (clamd's IdleTimeout for
+    its scan threads), down to `keep`. The most recently used worker is
+    given the next job, so a lightly loaded daemon keeps few processes and
+    a worker that grew while scanning a large object gives its memory back
+    once it is no longer needed.
+    """
 
     def __init__(self, engine: Engine, walk_options: pathscan.WalkOptions, size: int,
-                 generation: int = 1):
+                 generation: int = 1, idle_timeout: float = 30.0, keep: int = 1):
         self.scanner = _Scanner(engine, walk_options)
         self.engine = engine
         self.size = max(1, size)
+        self.keep = max(1, min(keep, self.size))
+        self.idle_timeout = max(0.0, float(idle_timeout))
         self.generation = generation
-        self.workers: list[_Worker] = []
-        self._idle: asyncio.Queue[_Worker] | None = None
+        self.workers: list[_Worker] = []  # alive
+        self._idle: list[_Worker] = []  # a stack: the last one freed is used first
+        self._waiting: collections.deque[asyncio.Future] = collections.deque()
+        self._reaper: asyncio.Task | None = None
         self.active = 0  # jobs running
         self.closing = False
         self.started_jobs = 0
@@ -239,11 +257,13 @@ class WorkerPool:
     # -- life cycle -----------------------------------------------------
 
     def start(self) -> None:
-        """Fork the workers (call with the engine loaded, before or inside the loop)."""
+        """Fork the first workers (call with the engine loaded, before or inside the loop)."""
         gc.collect()
         gc.freeze()  # keep the database's pages shared: no refcount writes from gc
-        for _ in range(self.size):
-            self.workers.append(self._fork())
+        for _ in range(self.keep):
+            worker = self._fork()
+            self.workers.append(worker)
+            self._idle.append(worker)
 
     def _fork(self) -> _Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -255,20 +275,25 @@ class WorkerPool:
         parent.setblocking(False)
         return _Worker(pid, parent)
 
-    def _queue(self) -> asyncio.Queue[_Worker]:
-        if self._idle is None:
-            self._idle = asyncio.Queue()
-            for worker in self.workers:
-                self._idle.put_nowait(worker)
-        return self._idle
-
     async def close(self, timeout: float = 10.0) -> None:
         """Close the channels (workers exit when idle); kill what is still busy after `timeout`."""
         self.closing = True
-        for worker in self.workers:
-            worker.sock.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(WorkerLost("the pool is closing"))
+        self._waiting.clear()
+        workers = list(self.workers)
+        for worker in workers:
+            # Idle workers see the end of their channel and exit; a job still
+            # reading from one sees it too and ends with WorkerLost.
+            try:
+                worker.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         deadline = asyncio.get_running_loop().time() + timeout
-        for worker in self.workers:
+        for worker in workers:
             while True:
                 try:
                     pid, _ = os.waitpid(worker.pid, os.WNOHANG)
@@ -280,29 +305,101 @@ class WorkerPool:
                     _kill(worker.pid)
                     continue
                 await asyncio.sleep(0.02)
+            worker.sock.close()
         self.workers.clear()
+        self._idle.clear()
 
     def kill_now(self) -> None:
         for worker in self.workers:
             worker.sock.close()
             _kill(worker.pid)
         self.workers.clear()
+        self._idle.clear()
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers]
 
     @property
     def idle(self) -> int:
-        return self._queue().qsize()
+        return len(self._idle)
+
+    @property
+    def pending(self) -> int:
+        """Jobs running or waiting for a worker of this pool."""
+        return self.active + len(self._waiting)
+
+    def idle_times(self) -> list[float]:
+        """Seconds each idle worker has waited, for STATS."""
+        now = time.monotonic()
+        return [now - w.idle_since for w in self._idle]
+
+    # -- handing out workers ----------------------------------------------
+
+    async def _acquire(self) -> _Worker:
+        if self.closing:
+            raise WorkerLost("the pool is closing")
+        if self._idle:
+            return self._idle.pop()
+        if len(self.workers) < self.size:
+            worker = self._fork()
+            self.workers.append(worker)
+            return worker
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())  # handed over just as the job was given up
+            else:
+                try:
+                    self._waiting.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def _release(self, worker: _Worker) -> None:
+        if self.closing:
+            return
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        worker.idle_since = time.monotonic()
+        self._idle.append(worker)
+        if len(self.workers) > self.keep and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        """Let workers idle for longer than idle_timeout go, down to `keep`."""
+        while len(self.workers) > self.keep and not self.closing:
+            now = time.monotonic()
+            # The stack's bottom has waited longest.
+            oldest = self._idle[0] if self._idle else None
+            if oldest is not None and now - oldest.idle_since >= self.idle_timeout:
+                self._idle.pop(0)
+                self.workers.remove(oldest)
+                oldest.sock.close()  # the worker sees the channel close and exits
+                _wait_later(oldest.pid)
+                continue
+            wait = self.idle_timeout - (now - oldest.idle_since) if oldest else self.idle_timeout
+            await asyncio.sleep(max(0.05, wait))
 
     # -- jobs -----------------------------------------------------------
 
-    async def run(self, message: tuple, fd: int | None = None) -> AsyncIterator[tuple]:
-        """Send one job to an idle worker and yield its messages up to ("done", ...)."""
-        queue = self._queue()
-        worker = await queue.get()
+    async def run(self, message: tuple, fd: int | None = None,
+                  on_start: Callable[[], None] | None = None) -> AsyncIterator[tuple]:
+        """Send one job to an idle worker and yield its messages up to ("done", ...).
+
+        `on_start` is called when a worker has taken the job (STATS tells
+        queued jobs from running ones).
+        """
+        worker = await self._acquire()
         self.active += 1
         self.started_jobs += 1
+        if on_start is not None:
+            on_start()
         broken = False
         try:
             await self._send(worker, message, fd)
@@ -322,9 +419,9 @@ class WorkerPool:
         finally:
             self.active -= 1
             if broken:
-                self._replace(worker)
-            elif not self.closing:
-                queue.put_nowait(worker)
+                self._discard(worker)
+            else:
+                self._release(worker)
 
     async def _send(self, worker: _Worker, message: tuple, fd: int | None) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -352,18 +449,33 @@ class WorkerPool:
                 raise WorkerLost(f"worker {worker.pid} exited")
             worker.buffer.extend(chunk)
 
-    def _replace(self, worker: _Worker) -> None:
+    def _discard(self, worker: _Worker) -> None:
+        """A worker that died or was left in the middle of a job: kill it; forks replace it on demand."""
         worker.sock.close()
         _kill(worker.pid)
         try:
             self.workers.remove(worker)
         except ValueError:
             pass
-        if self.closing:
-            return
-        new = self._fork()
-        self.workers.append(new)
-        self._queue().put_nowait(new)
+        if self._waiting and not self.closing and len(self.workers) < self.size:
+            # A job waits for a worker that will not come back: fork one for it.
+            new = self._fork()
+            self.workers.append(new)
+            self._release(new)
+
+
+def _wait_later(pid: int, tries: int = 200) -> None:
+    """Collect an exiting worker without blocking the loop (it exits within moments)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return
+    if done:
+        return
+    if tries <= 0:
+        _kill(pid)
+        return
+    asyncio.get_running_loop().call_later(0.05, _wait_later, pid, tries - 1)
 
 
 def _kill(pid: int) -> None:

@@ -43,6 +43,12 @@ class LoadOptions:
     official_only: bool = False  # OfficialDatabaseOnly
     bytecode: bool = True  # Bytecode (we cannot run bytecode: files are skipped either way)
     flevel: int = FLEVEL
+    # ExcludePUA / IncludePUA: PUA categories as clamd.conf gives them
+    # ("ExcludePUA NetTool"), to leave out, or the only ones to load, when
+    # DetectPUA is on. Which signature names a category covers is the
+    # loader's to decide, as libclamav's cli_chkpua() does.
+    exclude_pua: tuple[str, ...] = ()
+    include_pua: tuple[str, ...] = ()
 
 
 UNOFFICIAL_SUFFIX = ".UNOFFICIAL"
