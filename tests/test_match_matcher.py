@@ -214,3 +214,30 @@ def test_matcher_pickles(backend):
     assert copy.backend_name == backend
     assert copy.scan(data, 0, None) == before
     assert sorted(before) == [0, 2]
+
+
+# -- the compiled-database cache ----------------------------------------------------------
+
+
+def test_engine_reuses_the_cached_matcher(tmp_path):
+    """The first engine builds the matcher and saves it with the database; the next
+    engine over unchanged files takes it from the cache instead of compiling again."""
+    from clammail.engine import Engine
+    from clammail.signatures.loader import load_database
+
+    db = tmp_path / "x.ndb"
+    db.write_text("Sig.A:0:*:a1b2c3d4\nSig.B:0:*:a1??c3d4e5\n")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    sample = tmp_path / "s.bin"
+    sample.write_bytes(b"\x00\x01" + bytes.fromhex("a1b2c3d4e5"))
+    first = Engine(load_database([str(db)], cache_dir=str(cache)))
+    assert first.scan_file(str(sample), allmatch=True).detections == [
+        "Sig.A.UNOFFICIAL", "Sig.B.UNOFFICIAL"]
+    database = load_database([str(db)], cache_dir=str(cache))
+    assert any(key.startswith("body_matcher:") for key in database.compiled)
+    second = Engine(database)
+    assert second.matcher.body is next(v for k, v in database.compiled.items()
+                                       if k.startswith("body_matcher:"))
+    assert second.scan_file(str(sample), allmatch=True).detections == [
+        "Sig.A.UNOFFICIAL", "Sig.B.UNOFFICIAL"]

@@ -20,7 +20,6 @@ Report = Callable[[str], None]
 
 class SignatureMatcher:
     def __init__(self, database: Database, backend: str | None = None, options=None):
-        from clammail.engine.match import BodyMatcher
 
         self.database = database
         self._body_sigs = list(database.body_signatures)
@@ -34,7 +33,26 @@ class SignatureMatcher:
                 limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
-        self.body = BodyMatcher(patterns, backend=backend)
+        self.body = self._compiled_matcher(patterns, backend)
+
+    def _compiled_matcher(self, patterns: list, backend: str | None):
+        """The BodyMatcher from the compiled-database cache, or a new one (then cached):
+        building one (hyperscan's compiler above all) takes seconds per 100 000 patterns."""
+        from clammail.engine.match import BodyMatcher
+        from clammail.engine.match.backends import backend_name
+
+        compiled = getattr(self.database, "compiled", None)
+        key = f"body_matcher:{backend_name(backend)}"
+        cached = compiled.get(key) if compiled is not None else None
+        if cached is not None and cached.pattern_count == len(patterns):
+            return cached
+        matcher = BodyMatcher(patterns, backend=backend)
+        if compiled is not None and getattr(self.database, "cache_dir", None):
+            from clammail.signatures.dbcache import save_compiled
+
+            compiled[key] = matcher
+            save_compiled(self.database)
+        return matcher
 
     @property
     def backend_name(self) -> str:
