@@ -259,6 +259,9 @@ def _arj_corpus():
     sfx = {"sfx.txt": payload("arj-sfx", 4000)}
     files["sfx.bin"] = noise("sfx-head", 3000) + arj_tool(list(sfx.items()), 1)
     sigs += _sigs_for(sfx)
+    sfx_exe = {"sfx-exe.txt": payload("arj-sfx-exe", 4000)}
+    files["sfx.exe"] = _clam_exe() + arj_tool(list(sfx_exe.items()), 4)
+    sigs += _sigs_for(sfx_exe)
     return files, sigs
 
 
@@ -270,6 +273,11 @@ def test_arj_generated(tmp_path):
     assert theirs["garbled.arj"] == []
     assert theirs["sfx.bin"] == ["M.sfx.txt.UNOFFICIAL"]
     assert theirs["arj.eml"] == ["M.mail.txt.UNOFFICIAL"]
+    assert theirs["sfx.exe"] == ["M.sfx-exe.txt.UNOFFICIAL"]
+    # Garbled members: no heuristic even when encrypted archives are to be reported.
+    flags = ("--alert-encrypted-archive=yes", "--alert-encrypted=yes")
+    theirs, ours = B.run_both(tmp_path, {"g.arj": files["garbled.arj"]}, sigs, *flags)
+    assert ours == theirs == {"g.arj": []}
 
 
 def _chm_corpus():
