@@ -412,6 +412,13 @@ def test_hostile_truncated_and_corrupt(tmp_path):
             for _ in range(4):
                 broken[rng.randrange(12, len(broken))] = rng.randrange(256)
             files[f"{kind}-flip{n}"] = bytes(broken)
+        if kind.startswith("arj"):
+            # Single-bit errors all through the compressed data: a table read
+            # failing (CL_EUNPACK) must leave the reader where ClamAV's is.
+            for k in range(1, 40):
+                broken = bytearray(data)
+                broken[len(data) * k // 40] ^= 1 << (k % 8)
+                files[f"{kind}-bit{k}"] = bytes(broken)
         head = {"szdd": 10, "arj1": 2, "arj4": 2, "chm": 4, "sis": 16}[kind]
         files[f"{kind}-noise"] = data[:head] + noise(f"{kind}-tail", 5000)
     ndb = tmp_path / "start.ndb"

@@ -54,12 +54,13 @@ _MAX_WALK = 64
 _CHECK_EVERY = 4096  # symbols between two ctx.check() calls
 
 
+# Decoder status: CL_SUCCESS, CL_EFORMAT (a read past the data; the reader
+# stops) and CL_EUNPACK (a bad table; the reader goes on consuming bits).
+OK, FORMAT, UNPACK = 0, 1, 2
+
+
 class _Format(Exception):
     """The archive is broken here: ClamAV stops reading it."""
-
-
-class _Stop(Exception):
-    """A decoder's status turned to an error: ClamAV returns it."""
 
 
 # -- headers ------------------------------------------------------------
@@ -143,7 +144,7 @@ class _Decoder:
         self.bit_buf = 0
         self.sub_bit_buf = 0
         self.bit_count = 0
-        self.failed = False  # status CL_EFORMAT/CL_EUNPACK
+        self.status = OK  # libclamav's decode status
         self.blocksize = 0
         self.left = [0] * TREE_SIZE
         self.right = [0] * TREE_SIZE
@@ -157,7 +158,7 @@ class _Decoder:
     # fill_buf / getbits
 
     def fill(self, n: int) -> bool:
-        if self.failed:
+        if self.status == FORMAT:  # only a read failure stops the reader
             return False
         if n > 16 and self.bit_buf << n > 0xFFFFFFFF:
             return False  # ClamAV's overflow guard: nothing changes
@@ -169,7 +170,7 @@ class _Decoder:
                 self.comp_left -= 1
                 if self.offset >= self.end:
                     self.bit_buf = bit_buf
-                    self.failed = True
+                    self.status = FORMAT
                     return False
                 self.sub_bit_buf = self.data[self.offset]
                 self.offset += 1
@@ -259,7 +260,7 @@ class _Decoder:
         return True
 
     def _fail(self) -> bool:
-        self.failed = True
+        self.status = UNPACK
         return False
 
     def read_pt_len(self, nn: int, nbit: int, special: int) -> None:
@@ -279,13 +280,13 @@ class _Decoder:
                     mask >>= 1
                     c += 1
             self.fill(3 if c < 7 else c - 3)
-            if self.failed:
+            if self.status:
                 return
             self.pt_len[i] = c
             i += 1
             if i == special:
                 c = self.getbits(2)
-                if self.failed:
+                if self.status:
                     return
                 while c > 0 and i < NPT:
                     self.pt_len[i] = 0
@@ -298,11 +299,11 @@ class _Decoder:
 
     def read_c_len(self) -> None:
         n = self.getbits(CBIT)
-        if self.failed:
+        if self.status:
             return
         if n == 0:
             c = self.getbits(CBIT)
-            if self.failed:
+            if self.status:
                 return
             self.c_len[:] = [0] * NC
             self.c_table[:] = [c] * 4096
@@ -313,13 +314,13 @@ class _Decoder:
             if c >= NT:
                 c = self._walk(c, 1 << 7, NT)
                 if c is None:
-                    self.failed = True
+                    self.status = FORMAT
                     return
             if c >= NT:
-                self.failed = True
+                self.status = UNPACK
                 return
             self.fill(self.pt_len[c])
-            if self.failed:
+            if self.status:
                 return
             if c <= 2:
                 if c == 0:
@@ -328,17 +329,17 @@ class _Decoder:
                     c = self.getbits(4) + 3
                 else:
                     c = self.getbits(CBIT) + 20
-                if self.failed:
+                if self.status:
                     return
                 for _ in range(c):
                     if i >= NC:
-                        self.failed = True
+                        self.status = FORMAT
                         return
                     self.c_len[i] = 0
                     i += 1
             else:
                 if i >= NC:
-                    self.failed = True
+                    self.status = FORMAT
                     return
                 self.c_len[i] = c - 2
                 i += 1
@@ -358,10 +359,10 @@ class _Decoder:
         if j >= NC:
             j = self._walk(j, 1 << 3, NC)
             if j is None:
-                self.failed = True
+                self.status = UNPACK
                 return 0
         if j >= NC:  # a table filled from 9 bits can name 510 or 511
-            self.failed = True
+            self.status = UNPACK
             return 0
         self.fill(self.c_len[j])
         return j
@@ -371,10 +372,10 @@ class _Decoder:
         if j >= NP:
             j = self._walk(j, 1 << 7, NP)
             if j is None:
-                self.failed = True
+                self.status = UNPACK
                 return 0
         if j >= NPT:
-            self.failed = True
+            self.status = UNPACK
             return 0
         self.fill(self.pt_len[j])
         if j:
@@ -468,7 +469,7 @@ def _decode(dec: _Decoder, out: _Output, check) -> bool:
     distance), False when the stream failed (only flushed blocks count)."""
     if not dec.fill(16):
         return False
-    dec.failed = False
+    dec.status = OK
     count = 0
     symbols = 0
     while count < dec.orig_size and not out.full():
@@ -486,7 +487,7 @@ def _decode(dec: _Decoder, out: _Output, check) -> bool:
             if slot is None:
                 break  # "bounds exceeded": keep what was decoded
             out.copy(slot, length)
-        if dec.failed:
+        if dec.status:
             return False
     return True
 
@@ -496,7 +497,7 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
     if not dec.fill(16):
         return False
     dec.getlen = dec.getbuf = 0
-    dec.failed = False
+    dec.status = OK
     count = 0
     symbols = 0
     while count < dec.orig_size and not out.full():
@@ -504,11 +505,11 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
         if symbols % _CHECK_EVERY == 0:
             check()
         chr_ = dec._gamma(0, 7)
-        if dec.failed:
+        if dec.status:
             return False
         if chr_ == 0:
             byte = dec.getbits_f(8)
-            if dec.failed:
+            if dec.status:
                 return False
             out.literal(byte)
             count += 1
@@ -516,7 +517,7 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
             length = chr_ - 1 + THRESHOLD
             count += length
             position = dec._gamma(9, 13)
-            if dec.failed:
+            if dec.status:
                 return False
             slot = _match_source(out.out_ptr(), position)
             if slot is None:
