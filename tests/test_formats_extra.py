@@ -194,6 +194,13 @@ def test_clamav_testfiles(tmp_path):
     assert ours == theirs
     assert all(names == ["ClamAV-Test-File.UNOFFICIAL"] for names in ours.values())
     assert len(ours) == 4
+    # Without ALLMATCH the first name wins: the member's, before the container's own.
+    outer = tmp_path / "outer.hdb"
+    outer.write_text("".join(B.hdb_line(p.read_bytes(), f"Outer.{p.name}") for p in paths))
+    _, theirs, _ = clamscan_results([db, outer], paths)
+    _, ours, _ = clammail_results([db, outer], paths)
+    assert ours == theirs
+    assert all(names == ["ClamAV-Test-File.UNOFFICIAL"] for names in ours.values())
 
 
 # -- generated files ------------------------------------------------------------
