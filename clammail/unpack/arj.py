@@ -158,27 +158,34 @@ class _Decoder:
     # fill_buf / getbits
 
     def fill(self, n: int) -> bool:
+        """Shift `n` bits out of the look-ahead and refill it (fill_buf)."""
         if self.status == FORMAT:  # only a read failure stops the reader
             return False
-        if n > 16 and self.bit_buf << n > 0xFFFFFFFF:
+        bit_buf = self.bit_buf
+        if n > 16 and bit_buf << n > 0xFFFFFFFF:
             return False  # ClamAV's overflow guard: nothing changes
-        bit_buf = (self.bit_buf << n) & 0xFFFF
-        while n > self.bit_count:
-            n -= self.bit_count
-            bit_buf = (bit_buf | self.sub_bit_buf << n) & 0xFFFF
-            if self.comp_left:
-                self.comp_left -= 1
-                if self.offset >= self.end:
-                    self.bit_buf = bit_buf
-                    self.status = FORMAT
-                    return False
-                self.sub_bit_buf = self.data[self.offset]
-                self.offset += 1
-            else:
-                self.sub_bit_buf = 0
-            self.bit_count = 8
-        self.bit_count -= n
-        self.bit_buf = bit_buf | self.sub_bit_buf >> self.bit_count
+        bit_buf = (bit_buf << n) & 0xFFFF
+        bit_count = self.bit_count
+        if n > bit_count:
+            sub = self.sub_bit_buf
+            while n > bit_count:
+                n -= bit_count
+                bit_buf = (bit_buf | sub << n) & 0xFFFF
+                if self.comp_left:
+                    self.comp_left -= 1
+                    if self.offset >= self.end:
+                        self.bit_buf, self.bit_count, self.sub_bit_buf = bit_buf, bit_count, sub
+                        self.status = FORMAT
+                        return False
+                    sub = self.data[self.offset]
+                    self.offset += 1
+                else:
+                    sub = 0
+                bit_count = 8
+            self.sub_bit_buf = sub
+        bit_count -= n
+        self.bit_count = bit_count
+        self.bit_buf = bit_buf | self.sub_bit_buf >> bit_count
         return True
 
     def getbits(self, n: int) -> int:
@@ -390,14 +397,6 @@ class _Decoder:
         self.fill(16 - self.getlen)
         self.getlen = 16
 
-    def getbit_f(self) -> int:
-        if self.getlen <= 0:
-            self._refill()
-        c = 1 if self.getbuf & 0x8000 else 0
-        self.getbuf = (self.getbuf << 1) & 0xFFFF
-        self.getlen -= 1
-        return c
-
     def getbits_f(self, n: int) -> int:
         if self.getlen < n:
             self._refill()
@@ -407,9 +406,15 @@ class _Decoder:
         return c
 
     def _gamma(self, first: int, stop: int) -> int:
+        """decode_len / decode_ptr: a unary width prefix, then that many bits."""
         plus, power, width = 0, 1 << first, first
         while width < stop:
-            if not self.getbit_f():
+            if self.getlen <= 0:
+                self._refill()
+            bit = self.getbuf & 0x8000
+            self.getbuf = (self.getbuf << 1) & 0xFFFF
+            self.getlen -= 1
+            if not bit:
                 break
             plus += power
             power <<= 1
@@ -438,9 +443,6 @@ class _Output:
         self.buf = bytearray(DICSIZ)
         self.cap = DICSIZ + cap
 
-    def literal(self, byte: int) -> None:
-        self.buf.append(byte)
-
     def copy(self, slot: int, length: int) -> None:
         here = len(self.buf)
         distance = (here - slot) % DICSIZ or DICSIZ
@@ -450,9 +452,6 @@ class _Output:
         else:
             for k in range(length):
                 self.buf.append(self.buf[start + k])
-
-    def out_ptr(self) -> int:
-        return len(self.buf) % DICSIZ
 
     def full(self) -> bool:
         return len(self.buf) >= self.cap
@@ -472,18 +471,19 @@ def _decode(dec: _Decoder, out: _Output, check) -> bool:
     dec.status = OK
     count = 0
     symbols = 0
-    while count < dec.orig_size and not out.full():
+    buf, cap, orig_size = out.buf, out.cap, dec.orig_size
+    while count < orig_size and len(buf) < cap:
         symbols += 1
         if symbols % _CHECK_EVERY == 0:
             check()
         chr_ = dec.decode_c()
         if chr_ <= 255:
-            out.literal(chr_)
+            buf.append(chr_)
             count += 1
         else:
             length = chr_ - (256 - THRESHOLD)
             count += length
-            slot = _match_source(out.out_ptr(), dec.decode_p())
+            slot = _match_source(len(buf) % DICSIZ, dec.decode_p())
             if slot is None:
                 break  # "bounds exceeded": keep what was decoded
             out.copy(slot, length)
@@ -500,7 +500,8 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
     dec.status = OK
     count = 0
     symbols = 0
-    while count < dec.orig_size and not out.full():
+    buf, cap, orig_size = out.buf, out.cap, dec.orig_size
+    while count < orig_size and len(buf) < cap:
         symbols += 1
         if symbols % _CHECK_EVERY == 0:
             check()
@@ -511,7 +512,7 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
             byte = dec.getbits_f(8)
             if dec.status:
                 return False
-            out.literal(byte)
+            buf.append(byte)
             count += 1
         else:
             length = chr_ - 1 + THRESHOLD
@@ -519,7 +520,7 @@ def _decode_f(dec: _Decoder, out: _Output, check) -> bool:
             position = dec._gamma(9, 13)
             if dec.status:
                 return False
-            slot = _match_source(out.out_ptr(), position)
+            slot = _match_source(len(buf) % DICSIZ, position)
             if slot is None:
                 break
             out.copy(slot, length)
