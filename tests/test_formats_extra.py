@@ -504,3 +504,22 @@ def test_unit_data_arj_sfx():
     _, ours, _ = clammail_results(sigs, [path], allmatch=True)
     assert ours == theirs
     assert len(ours[str(path)]) == 4
+
+
+def test_chm_without_libmspack(monkeypatch):
+    """No libmspack: CHM files are not opened (and nothing breaks)."""
+    from clammail.unpack import chm
+
+    monkeypatch.setattr(chm, "_library", None)
+    monkeypatch.setattr(chm, "_library_error", "not installed")
+    assert list(chm.unpack_chm((TESTFILES / "clam.chm").read_bytes(), object())) == []
+    monkeypatch.undo()
+    members = list(chm.unpack_chm((TESTFILES / "clam.chm").read_bytes(), _NoLimits()))
+    assert [m.name for m in members if m.name.endswith(".txt")] == ["/clam.exe.txt"]
+
+
+class _NoLimits:
+    def check(self): pass
+    def scan_size_left(self): return None
+    def option(self, name): return 0
+    def debug(self, message): pass

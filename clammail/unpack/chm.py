@@ -135,7 +135,8 @@ class _Session:
     def __init__(self, lib: _Library, data, ctx: UnpackContext):
         self.ctx = ctx
         self.size = len(data)
-        self.source = (ctypes.c_char * max(1, self.size)).from_buffer_copy(bytes(data) or b"\0")
+        self.source = (ctypes.c_char * max(1, self.size)).from_buffer_copy(data if self.size
+                                                                           else b"\0")
         self.base = ctypes.addressof(self.source)
         self.in_name = ctypes.create_string_buffer(b"chm-in")
         self.out_name = ctypes.create_string_buffer(b"chm-out")
