@@ -14,6 +14,9 @@ over the matched types in the raw scan):
 | `MSCF\\0\\0\\0\\0` (CAB-SFX)    | reads a cabinet from there             | cab       |
 | `7z\\xbc\\xaf'\\x1c` (7Z-SFX)   | reads a 7z archive from there          | 7z        |
 | ISO 9660 descriptors       | reads the image                        | ISO       |
+| `60 EA` ... `0?` `02`       | reads an ARJ archive from there        | ARJ       |
+| (ARJ-SFX: main header with |                                        |           |
+| file type 2)               |                                        |           |
 | `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
@@ -24,7 +27,7 @@ zip, tar, cpio and LHA objects are not searched at all; an embedded PE is
 looked for anywhere in an executable, and in binary data, text, HTML and
 OLE2 objects only when the whole signature lies in their first 1024 bytes
 (the typing buffer); never in images or PDFs, nor in objects bigger than
-MaxEmbeddedPE. ARJ self-extractors are not opened (no ARJ reader).
+MaxEmbeddedPE.
 
 `embedded_objects(data, ftype, ctx)` yields what these find; the engine
 scans each like any other child of the object.
@@ -42,6 +45,8 @@ from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 _SFX = re.compile(
     rb"(?P<zip>PK\x03\x04)|(?P<rar>Rar!\x1a\x07\x00)|(?P<cab>MSCF\x00\x00\x00\x00)"
     rb"|(?P<sevenzip>7z\xbc\xaf\x27\x1c)|(?P<iso>\x01CD001)"
+    rb"|(?P<arj>\x60\xea.{7}[\x00-\x02]\x02)",
+    re.DOTALL,
 )
 TYPING_BUFFER = 1024
 
@@ -51,6 +56,7 @@ _SKIP_FOR = {
     "cab": {FileType.MSCAB},
     "sevenzip": {FileType.SEVENZIP},
     "iso": {FileType.ISO9660},
+    "arj": {FileType.ARJ},
 }
 _NOT_SEARCHED = {
     FileType.ZIP, FileType.POSIX_TAR, FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC,
@@ -62,7 +68,7 @@ _TEXT_LIKE = {
 }
 _CONTAINER = {
     "zip": FileType.ZIP, "rar": FileType.RAR, "cab": FileType.MSCAB,
-    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660,
+    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660, "arj": FileType.ARJ,
 }
 
 
@@ -133,6 +139,10 @@ def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracte
         yield from archive.zip_single_entry(data, offset, ctx)
     elif kind == "iso":
         yield from archive.iso_members(data, offset, ctx)
+    elif kind == "arj":
+        from clammail.unpack.arj import arj_members
+
+        yield from arj_members(memoryview(data)[offset:], ctx)
     else:
         ftype = _CONTAINER[kind]
         yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)
