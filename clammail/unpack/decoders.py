@@ -15,12 +15,39 @@ from __future__ import annotations
 import lzma
 import zlib
 
+from clammail.unpack.base import UnpackContext
+
 # Input handed to the library per call: small enough that the output lost
 # with a failing call (Python returns nothing from it) stays small.
 _ZLIB_STEP = 4096
 _LZMA_STEP = 64
+# With both MaxFileSize and MaxScanSize off, one member stops here (held in memory).
+MEMBER_CAP = 1 << 30
 # The dictionary liblzma allocates never needs to exceed what may be produced.
 _MIN_DICT = 1 << 12
+
+
+class Budget:
+    """cli_checklimits as the installer parsers call it."""
+
+    def __init__(self, ctx: UnpackContext):
+        self.ctx = ctx
+
+    def breaks(self, size: int) -> str | None:
+        """The limit `size` more bytes would break (MaxScanSize first), or None."""
+        ctx = self.ctx
+        left = ctx.scan_size_left()
+        if left is not None and (left <= 0 or size > left):
+            return "MaxScanSize"
+        file_limit = ctx.option("MaxFileSize")
+        if file_limit and size > file_limit:
+            return "MaxFileSize"
+        return None
+
+    def cap(self) -> int:
+        """The most one member may have: one byte more tells the engine it is too big."""
+        room = min(self.ctx.max_object_size(), MEMBER_CAP)
+        return room + 1
 
 
 class Decoder:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 from clammail.engine.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
-from clammail.unpack.decoders import Decoder, Lzma1, RawDeflate
+from clammail.unpack.decoders import Budget, Decoder, Lzma1, RawDeflate
 
 FIRST_HEADER = 0x1C
 MAGIC = b"\xef\xbe\xad\xdeNullsoftInst"
@@ -43,8 +43,6 @@ _MAX_IDLE = 20
 _ZLIB_WINDOW = 1 << 15
 # Output is produced in stdio BUFSIZ pieces; limits are checked per piece.
 _OUT_PIECE = 8192
-# With both MaxFileSize and MaxScanSize off, one member stops here (held in memory).
-_MEMBER_CAP = 1 << 30
 # Walking the block list in pure Python: look at the scan deadline this often.
 _CHECK_EVERY = 4096
 
@@ -132,32 +130,9 @@ def _word(view, at: int) -> bytes | None:
     return bytes(view[at:at + 4])
 
 
-class _Budget:
-    """cli_checklimits as the NSIS parser calls it."""
-
-    def __init__(self, ctx: UnpackContext):
-        self.ctx = ctx
-
-    def breaks(self, size: int) -> str | None:
-        """The limit `size` more bytes would break (MaxScanSize first), or None."""
-        ctx = self.ctx
-        left = ctx.scan_size_left()
-        if left is not None and (left <= 0 or size > left):
-            return "MaxScanSize"
-        file_limit = ctx.option("MaxFileSize")
-        if file_limit and size > file_limit:
-            return "MaxFileSize"
-        return None
-
-    def cap(self) -> int:
-        """The most one member may have: one byte more tells the engine it is too big."""
-        room = min(self.ctx.max_object_size(), _MEMBER_CAP)
-        return room + 1
-
-
 def _plain_members(view, asz: int, comp: int, ctx: UnpackContext) -> Iterator[bytes | None]:
     """Members of a non-solid archive: one block each (nsis_unpack_next, !solid)."""
-    budget = _Budget(ctx)
+    budget = Budget(ctx)
     curpos = FIRST_HEADER
     while True:
         ctx.check()
@@ -255,7 +230,7 @@ class _WindowedInflate:
 
 def _solid_members(view, asz: int, comp: int, ctx: UnpackContext) -> Iterator[bytes | None]:
     """Members of a solid archive: one stream, [size][bytes] after [size][bytes]."""
-    budget = _Budget(ctx)
+    budget = Budget(ctx)
     stream_data = view[FIRST_HEADER:FIRST_HEADER + asz]
     if len(stream_data) < asz:
         return  # the stream cannot be mapped whole (CL_EREAD)
