@@ -39,6 +39,7 @@ from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
 from clammail.unpack.embedded import embedded_objects
+from clammail.unpack.ishield import overlay_objects
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,8 @@ class ScanJob:
             # libclamav's raw scan of a PE scans the PE files embedded in it
             # before its PE scanner looks at the file's own structure.
             self._unpack(info, ftype)
-            engine.matcher.match_executable(info, self.report, self.options, self.alert)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert,
+                                            after_sections=self._overlay_scanner(info))
         elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
@@ -322,6 +324,12 @@ class ScanJob:
             # (target 14), hashes included: ALLMATCH lists show names twice.
             engine.matcher.match_buffer(info.data, Target.OTHER, info, self.report)
             self._match_hashes(info)
+
+    def _overlay_scanner(self, info: ObjectInfo) -> Callable[[], None] | None:
+        """The PE scanner's look at the overlay (InstallShield data after the sections)."""
+        if info.ftype is not FileType.MSEXE:
+            return None
+        return lambda: self._scan_children(overlay_objects(info.data, info.executable, self), info)
 
     def _match_normalized_text(self, info: ObjectInfo) -> None:
         limit = self.options["MaxScriptNormalize"]

@@ -86,6 +86,7 @@ class RawDeflate(Decoder):
         super().__init__(data)
         self._z = zlib.decompressobj(wbits)
         self._tail = b""
+        self.error_at: int | None = None  # the input offset of the byte that failed
 
     def _step(self, want: int) -> bytes:
         if self._z.eof:
@@ -93,8 +94,10 @@ class RawDeflate(Decoder):
             return b""
         if self._tail:
             source = self._tail
+            begin = self._pos - len(source)
         elif self._pos < len(self._data):
             source = bytes(self._data[self._pos:self._pos + _ZLIB_STEP])
+            begin = self._pos
             self._pos += len(source)
         else:
             self.status = "input"
@@ -106,7 +109,8 @@ class RawDeflate(Decoder):
             # Again byte by byte from the state before, to keep what came
             # before the corrupt spot.
             self._z = saved
-            out = self._bytewise(source, want)
+            out, failed = self._bytewise(source, want)
+            self.error_at = begin + failed
             self.status = "error"
             return out
         self._tail = self._z.unconsumed_tail
@@ -116,7 +120,8 @@ class RawDeflate(Decoder):
             self._pos -= len(self._z.unused_data)
         return out
 
-    def _bytewise(self, source: bytes, want: int) -> bytes:
+    def _bytewise(self, source: bytes, want: int) -> tuple[bytes, int]:
+        """Output before the failing byte, and that byte's index in `source`."""
         out = bytearray()
         for i in range(len(source)):
             try:
@@ -124,10 +129,10 @@ class RawDeflate(Decoder):
                 while self._z.unconsumed_tail and len(out) < want:
                     out += self._z.decompress(self._z.unconsumed_tail, want - len(out))
             except zlib.error:
-                break
+                return bytes(out), i
             if len(out) >= want:
                 break
-        return bytes(out)
+        return bytes(out), len(source)
 
 
 class Lzma1(Decoder):
