@@ -202,6 +202,9 @@ class ScanJob:
     def option(self, name: str):
         return self.options[name]
 
+    def files_scanned(self) -> int:
+        return self.files
+
     def debug(self, message: str) -> None:
         log.debug("%s", message)
 
@@ -251,6 +254,10 @@ class ScanJob:
 
     def _exceeded(self, limit: str) -> None:
         self.limits_hit += 1
+        if limit == "MaxFiles" and self.options["MaxFiles"]:
+            # libclamav's count only grows: whoever hit the limit, later
+            # objects are refused too.
+            self.files = max(self.files, self.options["MaxFiles"])
         if self.options["AlertExceedsMax"]:
             try:
                 self.alert(f"Heuristics.Limits.Exceeded.{limit}")
@@ -302,6 +309,8 @@ class ScanJob:
             self._unpack(info, ftype)
         # clamd matches HTML only in its normalized views while HTML parsing
         # is on (DOC_CONF_HTML_SKIPRAW), never the raw bytes.
+        if ftype in _CONTAINER_ONLY:
+            return
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
             self._match_hashes(info)
@@ -363,9 +372,13 @@ class ScanJob:
             return
         if len(child.data) <= SMALL_DATA:
             return  # never scanned, so not counted against MaxFiles either
-        self.files += 1
-        if self.options["MaxFiles"] and self.files > self.options["MaxFiles"]:
-            raise LimitExceeded("MaxFiles")
+        max_files = self.options["MaxFiles"]
+        if child.ftype not in _UNCOUNTED:
+            self.files += 1
+            if max_files and self.files > max_files:
+                raise LimitExceeded("MaxFiles")
+        elif child.ftype is FileType.ANY and max_files and self.files >= max_files:
+            raise LimitExceeded("MaxFiles")  # the parser's own check before it
         self.scan_object(child.data, child.name, child.ftype)
 
     def _match_hashes(self, info: ObjectInfo) -> None:
@@ -388,6 +401,14 @@ SMALL_DATA = 5
 _AFTER_RAW = frozenset(
     {FileType.MSEXE, FileType.ELF, FileType.MACHO, FileType.BINARY_DATA} | TEXT_TYPES
 )
+
+
+# Installer data found inside PE files: libclamav opens these objects but
+# never matches or hashes them (clammail.unpack.embedded).
+_CONTAINER_ONLY = frozenset({FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_MSI})
+# Objects libclamav does not count against MaxFiles: those layers, and objects
+# given as CL_TYPE_ANY, which it only matches (the script of an NSIS installer).
+_UNCOUNTED = _CONTAINER_ONLY | {FileType.ANY}
 
 
 class _StopScanWithError(Exception):

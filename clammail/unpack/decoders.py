@@ -42,6 +42,9 @@ class Budget:
         file_limit = ctx.option("MaxFileSize")
         if file_limit and size > file_limit:
             return "MaxFileSize"
+        max_files = ctx.option("MaxFiles")
+        if max_files and ctx.files_scanned() >= max_files:
+            return "MaxFiles"
         return None
 
     def cap(self) -> int:
@@ -88,6 +91,10 @@ class RawDeflate(Decoder):
         self._tail = b""
         self.error_at: int | None = None  # the input offset of the byte that failed
 
+    @property
+    def input_left(self) -> int:
+        return len(self._data) - self._pos + len(self._tail)
+
     def _step(self, want: int) -> bytes:
         if self._z.eof:
             self.status = "end"
@@ -116,8 +123,9 @@ class RawDeflate(Decoder):
         self._tail = self._z.unconsumed_tail
         if self._z.eof:
             self.status = "end" if not out else ""
-            # Bytes after the end of the stream stay unconsumed.
+            # Bytes after the end of the stream stay unconsumed (counted once).
             self._pos -= len(self._z.unused_data)
+            self._tail = b""
         return out
 
     def _bytewise(self, source: bytes, want: int) -> tuple[bytes, int]:

@@ -27,7 +27,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-from clammail.unpack.base import Extracted, UnpackContext
+from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.decoders import Budget, RawDeflate
 
 MSI_HEADER_AT = 14  # after "InstallShield\0"
@@ -52,6 +52,8 @@ def unpack_ishield_msi(data, ctx: UnpackContext) -> Iterator[Extracted]:
         return
     count = struct.unpack_from("<I", header, 0)[0]
     file_limit = ctx.option("MaxFileSize")
+    max_files = ctx.option("MaxFiles")
+    scanned = 0
     while count:
         count -= 1
         ctx.check()
@@ -69,7 +71,14 @@ def unpack_ishield_msi(data, ctx: UnpackContext) -> Iterator[Extracted]:
         if not name:
             return
         out, off = _msi_stream(view, off, csize, name, budget.cap())
+        if max_files and ctx.files_scanned() >= max_files:
+            # libclamav's nested scan refuses it, even an empty one the engine
+            # would skip without counting.
+            raise LimitExceeded("MaxFiles")
         yield Extracted(out, name=name.decode("latin-1"))
+        scanned += 1
+        if max_files and scanned >= max_files:
+            return  # "File limit reached", without a heuristic
 
 
 def _msi_stream(view, off: int, csize: int, name: bytes, cap: int) -> tuple[bytes, int]:
