@@ -280,7 +280,8 @@ class ScanJob:
             self._exceeded("MaxScanSize")
             return
         self.check()
-        self.scanned_bytes += size
+        if ftype not in _UNCOUNTED:
+            self.scanned_bytes += size
         ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
         info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
@@ -406,8 +407,9 @@ _AFTER_RAW = frozenset(
 # Installer data found inside PE files: libclamav opens these objects but
 # never matches or hashes them (clammail.unpack.embedded).
 _CONTAINER_ONLY = frozenset({FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_MSI})
-# Objects libclamav does not count against MaxFiles: those layers, and objects
-# given as CL_TYPE_ANY, which it only matches (the script of an NSIS installer).
+# Objects libclamav checks against MaxFileSize and MaxScanSize but does not
+# count (in MaxFiles, in the bytes scanned): those layers, and objects given
+# as CL_TYPE_ANY, which it only matches (the script of an NSIS installer).
 _UNCOUNTED = _CONTAINER_ONLY | {FileType.ANY}
 
 

@@ -47,6 +47,20 @@ class Budget:
             return "MaxFiles"
         return None
 
+    def refused(self, size: int) -> str | None:
+        """The limit for which the engine would refuse an object of `size` bytes.
+        libclamav's NSIS and InstallShield parsers stop at such an object (the
+        nested scan fails with "exceeded"); the caller reports it and stops."""
+        if size <= 5:
+            return None
+        file_limit = self.ctx.option("MaxFileSize")
+        if file_limit and size > file_limit:
+            return "MaxFileSize"
+        left = self.ctx.scan_size_left()
+        if left is not None and size > left:
+            return "MaxScanSize"
+        return None
+
     def cap(self) -> int:
         """The most one member may have: one byte more tells the engine it is too big."""
         room = min(self.ctx.max_object_size(), MEMBER_CAP)

@@ -75,6 +75,10 @@ def unpack_ishield_msi(data, ctx: UnpackContext) -> Iterator[Extracted]:
             # libclamav's nested scan refuses it, even an empty one the engine
             # would skip without counting.
             raise LimitExceeded("MaxFiles")
+        limit = budget.refused(len(out))
+        if limit:
+            ctx.limit_exceeded(limit)
+            return
         yield Extracted(out, name=name.decode("latin-1"))
         scanned += 1
         if max_files and scanned >= max_files:
@@ -158,6 +162,7 @@ class _Cabs:
 
 def _scan_overlay(view, coff: int, size: int, ctx: UnpackContext) -> Iterator[Extracted]:
     cabs = _Cabs()
+    budget = Budget(ctx)
     while True:
         ctx.check()
         begin = coff
@@ -198,16 +203,25 @@ def _scan_overlay(view, coff: int, size: int, ctx: UnpackContext) -> Iterator[Ex
                     coff += fsize
                     continue
         if fsize:
+            limit = budget.refused(fsize)
+            if limit:
+                ctx.limit_exceeded(limit)
+                return
             yield Extracted(view[coff:coff + fsize], name=fname.decode("latin-1"))
         coff += fsize
     if cabs.cabs or cabs.hdr is not None:
         outcome = yield from _cab_files(view, cabs, ctx)
         if outcome == "raw":
-            if cabs.hdr is not None and cabs.hdr[1]:
-                yield Extracted(view[cabs.hdr[0]:cabs.hdr[0] + cabs.hdr[1]], name="data1.hdr")
-            for number, off, fsize in cabs.cabs:
-                if fsize:
-                    yield Extracted(view[off:off + fsize], name=f"data{number}.cab")
+            raw = [(cabs.hdr[0], cabs.hdr[1], "data1.hdr")] if cabs.hdr is not None else []
+            raw += [(off, fsize, f"data{number}.cab") for number, off, fsize in cabs.cabs]
+            for off, fsize, name in raw:
+                if not fsize:
+                    continue
+                limit = budget.refused(fsize)
+                if limit:
+                    ctx.limit_exceeded(limit)
+                    return
+                yield Extracted(view[off:off + fsize], name=name)
 
 
 def _cab_files(view, cabs: _Cabs, ctx: UnpackContext):
@@ -269,6 +283,10 @@ def _cab_files(view, cabs: _Cabs, ctx: UnpackContext):
         if out is None:
             scan_raw = True  # the extraction failed: nothing scanned
             continue
+        limit = budget.refused(len(out))
+        if limit:
+            ctx.limit_exceeded(limit)
+            return "stop"
         yield Extracted(out, name=f"data{cab_number}.cab@{stream_off}")
     return "raw" if scan_raw else "done"
 

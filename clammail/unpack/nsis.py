@@ -66,9 +66,14 @@ def unpack_nsis(data, ctx: UnpackContext) -> Iterator[Extracted]:
               f"({_NAMES.get(comp, 'unknown')})")
     members = (_solid_members(view, asz, comp, ctx) if solid
                else _plain_members(view, asz, comp, ctx))
+    budget = Budget(ctx)
     for number, member in enumerate(members, 1):
         if member is None:
             continue
+        limit = budget.refused(len(member))
+        if limit:
+            ctx.limit_exceeded(limit)
+            return
         if number == 1:
             # The script: matched (body and hash signatures), not typed or opened.
             yield Extracted(member, name="headers", ftype=FileType.ANY)
@@ -154,6 +159,8 @@ def _plain_members(view, asz: int, comp: int, ctx: UnpackContext) -> Iterator[by
             return  # "next file is outside the archive"
         asz -= size + 4
         limit = budget.breaks(size)
+        if limit == "MaxFiles":
+            raise LimitExceeded(limit)
         if limit:
             ctx.limit_exceeded(limit)
             curpos += size
@@ -166,15 +173,34 @@ def _plain_members(view, asz: int, comp: int, ctx: UnpackContext) -> Iterator[by
         if raw == size:
             yield block
             continue
-        out = _decode_block(block, comp, budget.cap())
-        yield out if out else None  # nothing decoded: skipped, the archive goes on
+        out = _decode_block(block, comp, budget, ctx)
+        yield out if out else None  # nothing decoded, or a limit: skipped, the archive goes on
 
 
-def _decode_block(block, comp: int, cap: int) -> bytes:
+def _decode_block(block, comp: int, budget: Budget, ctx: UnpackContext) -> bytes:
+    """A compressed block, checked against the limits piece by piece as libclamav
+    writes it: a piece that breaks MaxScanSize (or MaxFileSize) drops the member.
+    The piece that comes with the end of an LZMA or bzip2 stream is not checked."""
+    cap = budget.cap()
     decoder = _decoder(block, comp, cap)
     if decoder is None:
         return b""
-    return decoder.read(cap)
+    out = bytearray()
+    while len(out) <= cap:  # past the cap the engine refuses the member anyway
+        piece = decoder.read(_OUT_PIECE)
+        if not piece:
+            break
+        final = decoder.status == "end" and comp in (LZMA, BZIP2)
+        limit = None if final else budget.breaks(len(piece))
+        if limit == "MaxFiles":
+            raise LimitExceeded(limit)
+        if limit:
+            ctx.limit_exceeded(limit)
+            return b""
+        out += piece
+        if decoder.status:
+            break
+    return bytes(out)
 
 
 def _decoder(data, comp: int, cap: int) -> Decoder | None:
