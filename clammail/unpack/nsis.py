@@ -197,6 +197,8 @@ def _decode_block(block, comp: int, budget: Budget, ctx: UnpackContext) -> bytes
         if limit:
             ctx.limit_exceeded(limit)
             return b""
+        if decoder.status == "error" and comp == LZMA:
+            break  # libclamav's LZMA call that fails hands back nothing of its piece
         out += piece
         if decoder.status:
             break
@@ -284,6 +286,8 @@ def _solid_members(view, asz: int, comp: int, ctx: UnpackContext) -> Iterator[by
             continue
         want = min(size, budget.cap())
         out = stream.read(want)
+        if len(out) < want and comp == LZMA and stream.status == "error":
+            out = out[:len(out) // _OUT_PIECE * _OUT_PIECE]  # the failing piece is lost
         if len(out) < want or want < size:
             if not out:
                 return  # nothing decoded: the end of the archive
