@@ -48,6 +48,10 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
     # (which clamd opens whatever its options: ScanArchive is the nearest switch).
     T.MSEXE: ("clammail.unpack.executable", "unpack_pe", "ScanPE"),
     T.MACHO_UNIBIN: ("clammail.unpack.executable", "unpack_macho_fat", "ScanArchive"),
+    # Installers found inside PE files (clammail.unpack.embedded).
+    T.NULSFT: ("clammail.unpack.nsis", "unpack_nsis", "ScanArchive"),
+    T.AUTOIT: ("clammail.unpack.autoit", "unpack_autoit", "ScanArchive"),
+    T.ISHIELD_MSI: ("clammail.unpack.ishield", "unpack_ishield_msi", "ScanArchive"),
 }
 
 _loaded: dict[tuple[str, str], Unpacker | None] = {}

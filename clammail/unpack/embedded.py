@@ -17,6 +17,10 @@ over the matched types in the raw scan):
 | `60 EA` ... `0?` `02`       | reads an ARJ archive from there        | ARJ       |
 | (ARJ-SFX: main header with |                                        |           |
 | file type 2)               |                                        |           |
+| installers in a PE file   | NSIS, AutoIt and InstallShield-MSI data  | non-PE    |
+| (`\\xef\\xbe\\xad\\xdeNullsoftInst`, | become objects of their own type     |           |
+| `AU3!EA05/6`, `InstallShield\\0`...) | (CL_TYPE_NULSFT, _AUTOIT, _ISHIELD_MSI), |           |
+|                            | opened by unpack/nsis, autoit, ishield |           |
 | `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
@@ -50,6 +54,18 @@ _SFX = re.compile(
 )
 TYPING_BUFFER = 1024
 
+# Installer data that libclamav's raw scan finds only in PE files. The object
+# starts at the match (NSIS: four bytes before it) and runs to the end.
+_INSTALLERS = re.compile(
+    rb"(?P<nsis>\xef\xbe\xad\xdeNullsoftInst)"
+    rb"|(?P<autoit>\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0[56])"
+    rb"|(?P<ishield_msi>InstallShield\x00.{292}\x06\x00{7}.{8}\x00{4}\x01)",
+    re.DOTALL,
+)
+_INSTALLER_TYPES = {
+    "nsis": FileType.NULSFT, "autoit": FileType.AUTOIT, "ishield_msi": FileType.ISHIELD_MSI,
+}
+
 _SKIP_FOR = {
     "zip": {FileType.ZIP},
     "rar": {FileType.RAR},
@@ -59,6 +75,7 @@ _SKIP_FOR = {
     "arj": {FileType.ARJ},
 }
 _NOT_SEARCHED = {
+    FileType.ANY,  # an object matched only (the script of an NSIS installer)
     FileType.ZIP, FileType.POSIX_TAR, FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC,
     FileType.CPIO_NEWC, FileType.CPIO_CRC, FileType.LHA_LZH,
 }
@@ -77,8 +94,7 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
     if ftype in _NOT_SEARCHED:
         return
     pe_offset = _embedded_pe(data, ftype, ctx)
-    for match in _SFX.finditer(data):
-        offset, kind = match.start(), match.lastgroup
+    for offset, kind in _type_matches(data, ftype):
         if pe_offset is not None and offset > pe_offset:
             break  # left to the scan of the embedded executable, which holds it
         if not offset or ftype in _SKIP_FOR.get(kind, ()) or not ctx.option("ScanArchive"):
@@ -86,6 +102,12 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
         if kind == "iso" and not _iso_follows(data, offset):
             continue
         ctx.check()
+        if kind in _INSTALLER_TYPES:
+            start = offset - 4 if kind == "nsis" else offset
+            if start > 0:
+                yield Extracted(memoryview(data)[start:], name=f"{kind}@{start}",
+                                ftype=_INSTALLER_TYPES[kind], extra={"embedded_at": start})
+            continue
         try:
             for child in _open(kind, data, offset, ctx):
                 child.extra.setdefault("container", _CONTAINER[kind])
@@ -99,6 +121,15 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
     if pe_offset is not None:
         yield Extracted(memoryview(data)[pe_offset:], name=f"embedded-pe@{pe_offset}",
                         ftype=FileType.MSEXE, extra={"embedded_at": pe_offset})
+
+
+def _type_matches(data, ftype: FileType) -> list[tuple[int, str]]:
+    """The file-type signatures found in `data`, in the order of their offsets."""
+    found = [(m.start(), m.lastgroup) for m in _SFX.finditer(data)]
+    if ftype is FileType.MSEXE:
+        found += [(m.start(), m.lastgroup) for m in _INSTALLERS.finditer(data)]
+        found.sort()
+    return found
 
 
 def _embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
