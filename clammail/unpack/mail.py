@@ -30,13 +30,16 @@ AlertExceedsMax, as clamd does.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import re
 from collections.abc import Generator, Iterator
+from itertools import accumulate, islice
 
 from clammail.engine.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.mime_message import (
+    MARKER_FIRST,
     Blob,
     Enc,
     Line,
@@ -117,7 +120,15 @@ class _HeuristicFound(Exception):
 
 # -- reading lines as libclamav does ------------------------------------------
 
-_LINE_END = re.compile(rb"[\r\n]")
+# getline_from_mbox's line: at most 998 characters and a line end (LF, CR,
+# CRLF or LFCR), or 999 characters with none (a long line is cut there, and
+# so is the last line of the data)
+_GETLINE = re.compile(rb"[^\r\n]{0,998}+(?:\r\n?|\n\r?)|[^\r\n]{1,999}")
+# Read-ahead in the body: the first batch is small (a mail is often short, and
+# a batch is read again after a uuencoded file it could not follow), later
+# ones double up to the largest.
+_BATCH_FIRST = 8 * 1024
+_BATCH_MAX = 4 << 20
 
 
 class _Reader:
@@ -126,10 +137,11 @@ class _Reader:
     `gets` is fmap_gets: up to 999 bytes through a newline, cut at a NUL.
     `getline` is getline_from_mbox: up to 999 bytes, a line ends with LF,
     CR, CRLF or LFCR, and NUL bytes are dropped. Both return the raw line
-    with its line end, or None at the end of the data.
+    with its line end, or None at the end of the data. `read_ahead` returns
+    the next getline lines in bulk, split by C code where the data allows.
     """
 
-    def __init__(self, data: bytes):
+    def __init__(self, data):
         self.data = data
         self.at = 0
 
@@ -146,27 +158,119 @@ class _Reader:
 
     def getline(self) -> bytes | None:
         data, at = self.data, self.at
-        n = len(data)
-        if at >= n:
+        if at >= len(data):
             return None
-        m = _LINE_END.search(data, at, at + LINE_MAX)
-        if m is None:
-            end = min(n, at + LINE_MAX)
-            line = data[at:end].replace(b"\0", b"")
-            self.at = end
-            if not line and at + LINE_MAX >= n:
+        m = _GETLINE.match(data, at)
+        self.at = end = m.end()
+        line = data[at:end]
+        if b"\0" in line:
+            line = line.replace(b"\0", b"")
+            if not line and end >= len(data):
                 return None  # only NUL bytes up to the end: the end
-            return line  # a long line is cut; NUL bytes alone read as an empty line
-        k = m.start()
-        term = data[k]
-        nxt = k + 1
-        if nxt < n and data[nxt] == (0x0D if term == 0x0A else 0x0A):
-            nxt += 1
-        self.at = nxt
-        return data[at:k].replace(b"\0", b"") + bytes([term])
+        return line  # a long line is cut; NUL bytes alone read as an empty line
 
     def peek(self) -> int | None:
         return self.data[self.at] if self.at < len(self.data) else None
+
+    def read_ahead(self, budget: int) -> _Batch | None:
+        """The getline lines of the next `budget` bytes or so, as `Line`
+        contents except that an empty line is b"" (None is for the caller)."""
+        data, at = self.data, self.at
+        n = len(data)
+        if at >= n:
+            return None
+        stop = n
+        if at + budget < n:
+            stop = data.rfind(b"\n", at, at + budget) + 1
+            if stop <= at:
+                return self._read_ahead_slowly(budget)
+        chunk = data[at:stop]
+        if b"\0" not in chunk:
+            # LF alone, or CRLF alone: C's split() cuts the lines getline cuts
+            # and fmap_gets sees the same lines (uudecode reads with it)
+            if b"\r" not in chunk and (stop == n or data[stop] != 0x0D):
+                batch = _Batch.split(chunk, b"\n", at, stop, LINE_MAX - 1)
+            elif chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n"):
+                batch = _Batch.split(chunk, b"\r\n", at, stop, LINE_MAX - 2)
+            else:
+                batch = None
+            if batch is not None:
+                self.at = stop
+                return batch
+        return self._read_ahead_slowly(budget)
+
+    def _read_ahead_slowly(self, budget: int) -> _Batch | None:
+        """read_ahead by getline's regular expression, one line at a time."""
+        data, at = self.data, self.at
+        n = len(data)
+        lines: list[bytes] = []
+        ends: list[int] = []
+        stop = at + budget
+        for m in _GETLINE.finditer(data, at):
+            line = m.group().rstrip(b"\r\n")
+            end = m.end()
+            if b"\0" in line:
+                line = line.replace(b"\0", b"")
+                if not line and end >= n and not m.group().endswith((b"\r", b"\n")):
+                    break  # only NUL bytes up to the end: the end
+            lines.append(line)
+            ends.append(end)
+            if end >= stop:
+                break
+        if not lines:
+            self.at = n
+            return None
+        self.at = ends[-1]
+        return _Batch(lines, ends)
+
+
+# First characters of body lines that need no test but the markers': not
+# white space (empty-option and fold counts), ';', or b/B (uuencode's begin).
+_PLAIN_FIRST = frozenset(range(256)) - frozenset(SPACE + b";bB")
+# a boundary line, opening or closing, starts with one of these
+_BOUNDARY_FIRST = frozenset(b"-(")
+
+
+class _Batch:
+    """Lines read ahead, and where in the data each one ends."""
+
+    __slots__ = ("lines", "_ends", "_start", "_stop", "_sep")
+
+    def __init__(self, lines: list[bytes], ends: list[int] | None, start: int = 0,
+                 stop: int = 0, sep: int = 0):
+        self.lines = lines
+        self._ends = ends
+        self._start, self._stop, self._sep = start, stop, sep
+
+    @classmethod
+    def split(cls, chunk: bytes, sep: bytes, start: int, stop: int,
+              longest: int) -> _Batch | None:
+        lines = chunk.split(sep)
+        if chunk.endswith(sep):
+            lines.pop()
+        if max(map(len, lines)) > longest:
+            return None  # a long line: getline cuts it
+        return cls(lines, None, start, stop, len(sep))
+
+    def end(self, index: int) -> int:
+        """The offset in the data just after line `index` and its line end."""
+        return self._offsets()[index]
+
+    def index_at(self, offset: int) -> int | None:
+        """The line that starts at `offset` (len(lines) past the last one),
+        or None when `offset` falls inside a line."""
+        ends = self._offsets()
+        i = bisect.bisect_left(ends, offset)
+        if i < len(ends) and ends[i] == offset:
+            return i + 1
+        return None
+
+    def _offsets(self) -> list[int]:
+        if self._ends is None:
+            sep = self._sep
+            self._ends = [min(self._start + total + sep * k, self._stop)
+                          for k, total in enumerate(accumulate(map(len, self.lines)), 1)]
+        return self._ends
 
 
 def _as_line(raw: bytes) -> Line:
@@ -352,9 +456,7 @@ class _MailParser:
         reader = self.reader
         ret = Message()
         in_header = True
-        body_is_empty = True
         last_was_blank = False
-        last_body_blank = False
         any_headers = False
         boundary: bytes | None = None
         last_only_semi = [False]
@@ -363,6 +465,8 @@ class _MailParser:
         header_count = 0
         pending: list[bytes] = []
         raw: bytes | None = first
+        # the first line of the body when it was read with the headers
+        body_first: list[bytes] = []
         try:
             while raw is not None:
                 self.ctx.check()
@@ -375,93 +479,167 @@ class _MailParser:
                 if last_was_blank:
                     last_was_blank = False
                     if _boundary_start(line, boundary):
+                        # a boundary line after a blank one: the body begins here
                         in_header = False
-                if in_header:
-                    if line is not None and line[0] in SPACE and not strstrip(line):
-                        # a line of white space: maybe the end of the headers
-                        skip = False
-                        if pending:
-                            header_count += 1
-                            self._check_header_count(header_count)
-                            skip = self._parse_email_header(ret, b"".join(pending)) < 0
-                            pending = []
-                        if not skip:
-                            if boundary is None:
-                                boundary = ret.find_argument(b"boundary")
-                            if boundary is not None:
-                                last_was_blank = True
-                        if skip or last_was_blank:
-                            raw = reader.getline()
-                            continue
-                    if line is None and not pending:
-                        if any_headers:
-                            in_header = False
-                            body_is_empty = True
-                        raw = reader.getline()
-                        continue
-                    if not pending:
-                        if line is None or line[0] in BLANK:
-                            raw = reader.getline()
-                            continue
-                        cmd = strtokbuf(line, 0, b":") if b":" in line else None
-                        if cmd is None:
-                            if line.startswith(b"From "):
-                                any_headers = True
-                            raw = reader.getline()
-                            continue
-                        kind = _header_kind(rfc822comments(cmd) or cmd)
-                        if kind < 0:
-                            if not any_headers:
-                                any_headers = _useful_header(cmd)
-                            raw = reader.getline()
-                            continue
-                        any_headers = True
-                        pending.append(line)
-                    elif line is not None:
-                        pending.append(line)
-                    if line is not None:
-                        header_bytes += len(line)
-                        if header_bytes > MAX_HEADER_BYTES:
-                            self._heuristic("EmailHeaderBytes")
-                            break
-                    nxt = reader.peek()
-                    if nxt is not None and nxt in BLANK:
-                        raw = reader.getline()
-                        continue
-                    header = b"".join(pending)
-                    need_more = header.endswith(b";")
-                    if not need_more:
-                        need_more = line is not None and count_quotes(header) % 2 == 1
-                    if not need_more:
+                        body_first.append(line)
+                        break
+                if line is not None and line[0] in SPACE and not strstrip(line):
+                    # a line of white space: maybe the end of the headers
+                    skip = False
+                    if pending:
                         header_count += 1
                         self._check_header_count(header_count)
-                        need_more = self._parse_email_header(ret, header) < 0
-                    if not need_more:
+                        skip = self._parse_email_header(ret, b"".join(pending)) < 0
                         pending = []
-                elif line is not None and is_uuencode_begin(line):
-                    body_is_empty = False
-                    if not self._uudecode_file(line):
-                        ret.add_str(line)
-                else:
-                    if line is None:
-                        if last_body_blank and ret.mime_type != Mime.TEXT:
-                            raw = reader.getline()
-                            continue
-                        last_body_blank = True
-                    else:
-                        if body_is_empty:
-                            if _newline_in_header(line):
-                                raw = reader.getline()
-                                continue
-                            body_is_empty = False
-                        last_body_blank = False
-                    ret.add_str(line)
+                    if not skip:
+                        if boundary is None:
+                            boundary = ret.find_argument(b"boundary")
+                        if boundary is not None:
+                            last_was_blank = True
+                    if skip or last_was_blank:
+                        raw = reader.getline()
+                        continue
+                if line is None and not pending:
+                    if any_headers:
+                        in_header = False
+                        break
+                    raw = reader.getline()
+                    continue
+                if not pending:
+                    if line is None or line[0] in BLANK:
+                        raw = reader.getline()
+                        continue
+                    cmd = strtokbuf(line, 0, b":") if b":" in line else None
+                    if cmd is None:
+                        if line.startswith(b"From "):
+                            any_headers = True
+                        raw = reader.getline()
+                        continue
+                    kind = _header_kind(rfc822comments(cmd) or cmd)
+                    if kind < 0:
+                        if not any_headers:
+                            any_headers = _useful_header(cmd)
+                        raw = reader.getline()
+                        continue
+                    any_headers = True
+                    pending.append(line)
+                elif line is not None:
+                    pending.append(line)
+                if line is not None:
+                    header_bytes += len(line)
+                    if header_bytes > MAX_HEADER_BYTES:
+                        self._heuristic("EmailHeaderBytes")
+                        break
+                nxt = reader.peek()
+                if nxt is not None and nxt in BLANK:
+                    raw = reader.getline()
+                    continue
+                header = b"".join(pending)
+                need_more = header.endswith(b";")
+                if not need_more:
+                    need_more = line is not None and count_quotes(header) % 2 == 1
+                if not need_more:
+                    header_count += 1
+                    self._check_header_count(header_count)
+                    need_more = self._parse_email_header(ret, header) < 0
+                if not need_more:
+                    pending = []
                 raw = reader.getline()
+            if not in_header:
+                self._read_body(ret, body_first, last_only_semi[0], fold_cnt[0])
         except _Limit:
             pass
         if not any_headers:
             return None
         return ret
+
+    def _read_body(self, ret: Message, first: list[bytes], semi: bool, fold: int) -> None:
+        """The body part of parseEmailFile: every line goes into `ret` (a
+        uuencoded file is decoded on the way), read ahead in batches.
+
+        Most lines need only the test of their first character and an append;
+        the rest take the full path, which is parseEmailFile's loop as it is.
+        `first` is the body's first line when the header loop read it already
+        (a boundary line: it passes the checks below unchanged).
+        """
+        reader = self.reader
+        ctx = self.ctx
+        body = ret.body
+        append = body.append
+        text = ret.mime_type == Mime.TEXT
+        markers = not ret.markers_complete()
+        plain_first = _PLAIN_FIRST
+        marker_first = MARKER_FIRST
+        body_is_empty = True
+        last_body_blank = False
+        budget = _BATCH_FIRST
+        batch: _Batch | None = _Batch(first, [reader.at]) if first else None
+        start = 0
+        while True:
+            if batch is None or start >= len(batch.lines):
+                ctx.check()
+                batch = reader.read_ahead(budget)
+                if batch is None:
+                    return
+                budget = min(2 * budget, _BATCH_MAX)
+                start = 0
+            stopped = -1
+            for index, line in enumerate(islice(batch.lines, start, None), start):
+                if line and line[0] in plain_first and not body_is_empty:
+                    # not blank, no semicolon, no uuencode: only the markers to test
+                    semi = False
+                    fold = 0
+                    last_body_blank = False
+                    append(line)
+                    if markers and (line[0] in marker_first or b"BinHex" in line):
+                        ret._check_encoding(len(body) - 1)
+                        markers = not ret.markers_complete()
+                    continue
+                if not line:
+                    if last_body_blank and not text:
+                        continue
+                    last_body_blank = True
+                    ret.add_str(None)
+                    continue
+                # doContinueMultipleEmptyOptions, then the fold count
+                if not line.strip(b" \t;"):
+                    if semi:
+                        continue
+                    semi = True
+                else:
+                    semi = False
+                fold = fold + 1 if line[0] in BLANK else 0
+                if fold >= MAX_LINE_FOLDS_PER_HEADER:
+                    self._heuristic("EmailLineFoldCnt")
+                    return
+                if is_uuencode_begin(line):
+                    stopped = index
+                    break
+                if body_is_empty:
+                    if _newline_in_header(line):
+                        continue
+                    body_is_empty = False
+                last_body_blank = False
+                ret.add_str(line)
+                markers = not ret.markers_complete()
+            if stopped < 0:
+                start = len(batch.lines)
+                continue
+            # uudecodeFile reads on with fmap_gets from the end of that line
+            body_is_empty = False
+            line = batch.lines[stopped]
+            batch_end = reader.at
+            reader.at = batch.end(stopped)
+            if not self._uudecode_file(line):
+                ret.add_str(line)
+                markers = not ret.markers_complete()
+            resume = batch.index_at(reader.at)
+            if resume is None:
+                batch = None  # it ended inside a line of the batch: read again from there
+                budget = _BATCH_FIRST
+            else:
+                start = resume
+                reader.at = batch_end
 
     def _check_fold(self, line: Line, fold_cnt: list[int]) -> None:
         if line is None:
@@ -807,13 +985,22 @@ class _MailParser:
                                 break
                             fullline += data
                         self._parse_email_header(part, fullline)
-                elif _boundary_end(line, boundary):
-                    break
-                elif _boundary_start(line, boundary):
-                    inhead = True
-                    break
                 else:
-                    part.add_line(line)
+                    # the part's body runs to the next boundary line, which
+                    # starts with '-' or '(' whether it closes or opens
+                    stop = cur
+                    while stop < n:
+                        line = body[stop]
+                        if (line and line[0] in _BOUNDARY_FIRST
+                                and (_boundary_end(line, boundary)
+                                     or _boundary_start(line, boundary))):
+                            break
+                        stop += 1
+                    part.add_lines(body[cur:stop])
+                    cur = stop
+                    if cur < n and not _boundary_end(body[cur], boundary):
+                        inhead = True
+                    break
                 cur += 1
                 if cur >= n:
                     break
