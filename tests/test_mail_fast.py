@@ -308,6 +308,41 @@ def test_read_ahead_gives_the_getline_lines():
     assert fast_batches > 100
 
 
+def _is_body_special(line: bytes) -> bool:
+    return (not line or line[0] in b" \t\n\v\f\r;" or line[:6].lower() == b"begin "
+            or _is_marker_like(line))
+
+
+def _is_marker_like(line: bytes) -> bool:
+    return (line[:25].lower() == b"content-transfer-encoding"
+            or line.startswith((b"Received: ", b"=ybegin line=")) or b"BinHex" in line)
+
+
+def test_line_search_finds_the_lines_a_loop_finds():
+    """The lines the body and multipart loops must look at, found by one
+    search over the joined text, are the ones a test of each line picks."""
+    rng = random.Random(12)
+    pieces = [b"", b" ", b"\t", b";", b"\v", b"\f", b"begin ", b"BeGiN ", b"begin", b"-", b"(",
+              b"--B", b"Received: ", b"Received:", b"=ybegin line=", b"=ybegin",
+              b"Content-Transfer-Encoding", b"CONTENT-TRANSFER-ENCODIN", b"BinHex", b"Bin",
+              b"Hex", b"QUJD", b"x", b"=", b"\r"]
+    for _ in range(400):
+        lines = [b"".join(rng.choices(pieces, k=rng.randint(0, 3)))
+                 for _ in range(rng.randint(1, 40))]
+        lines = [x.replace(b"\r", b"") for x in lines]
+        for sep in (b"\n", b"\r\n"):
+            text = sep.join(lines)
+            if sep == b"\n":
+                assert mail._Joined.of_lines(lines + [b"a\nb"]).part_lines() is None
+                assert mail._Joined.of_lines(lines).part_lines() is not None
+            # a batch keeps its closing separator; a joined body has none
+            batch = mail._Joined(text + (sep if rng.random() < 0.5 else b""), sep, len(lines))
+            assert batch.body_lines() == [i for i, x in enumerate(lines) if _is_body_special(x)]
+            assert mail._Joined(text, sep, len(lines)).part_lines() == (
+                [i for i, x in enumerate(lines) if x[:1] in (b"-", b"(")],
+                [i for i, x in enumerate(lines) if _is_marker_like(x)])
+
+
 # -- whole mails ----------------------------------------------------------------------
 
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import re
 from collections.abc import Generator, Iterator
-from itertools import accumulate, islice
+from itertools import accumulate
 
 from clammail.engine.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
@@ -232,15 +233,18 @@ _BOUNDARY_FIRST = frozenset(b"-(")
 
 
 class _Batch:
-    """Lines read ahead, and where in the data each one ends."""
+    """Lines read ahead, and where in the data each one ends. A batch that
+    C's split() made keeps its text, where the lines of interest are found
+    by searching (`joined`)."""
 
-    __slots__ = ("lines", "_ends", "_start", "_stop", "_sep")
+    __slots__ = ("lines", "joined", "_ends", "_start", "_stop")
 
     def __init__(self, lines: list[bytes], ends: list[int] | None, start: int = 0,
-                 stop: int = 0, sep: int = 0):
+                 stop: int = 0, joined: _Joined | None = None):
         self.lines = lines
+        self.joined = joined
         self._ends = ends
-        self._start, self._stop, self._sep = start, stop, sep
+        self._start, self._stop = start, stop
 
     @classmethod
     def split(cls, chunk: bytes, sep: bytes, start: int, stop: int,
@@ -250,7 +254,7 @@ class _Batch:
             lines.pop()
         if max(map(len, lines)) > longest:
             return None  # a long line: getline cuts it
-        return cls(lines, None, start, stop, len(sep))
+        return cls(lines, None, start, stop, _Joined(chunk, sep, len(lines)))
 
     def end(self, index: int) -> int:
         """The offset in the data just after line `index` and its line end."""
@@ -267,10 +271,177 @@ class _Batch:
 
     def _offsets(self) -> list[int]:
         if self._ends is None:
-            sep = self._sep
+            sep = len(self.joined.sep)
             self._ends = [min(self._start + total + sep * k, self._stop)
                           for k, total in enumerate(accumulate(map(len, self.lines)), 1)]
         return self._ends
+
+
+class _Joined:
+    """Lines joined by a separator none of them holds: which lines start
+    with something, or hold it, is found by one C search over the whole
+    text instead of a look at every line."""
+
+    __slots__ = ("text", "sep", "count")
+
+    def __init__(self, text: bytes, sep: bytes, count: int):
+        self.text, self.sep, self.count = text, sep, count
+
+    @classmethod
+    def of_lines(cls, lines: list[Line]) -> _Joined:
+        """Body lines (None for an empty one) joined by newlines. A line that
+        holds a newline itself (only lines made outside the readers could)
+        makes `numbers` give up."""
+        text = b"\n".join(lines if None not in lines else [line or b"" for line in lines])
+        return cls(text, b"\n", len(lines))
+
+    def starting(self, starts: _LineStart) -> list[tuple[int, str | None]]:
+        """(offset, the name of the group that matched) of the lines that
+        start with what `starts` matches."""
+        text = self.text
+        found = []
+        m = starts.at_start.match(text)
+        if m is not None:
+            found.append((0, m.lastgroup))
+        step = len(self.sep)
+        for m in starts.after[self.sep].finditer(text):
+            found.append((m.start() + step, m.lastgroup))
+        return found
+
+    def holding(self, needle: bytes) -> list[tuple[int, str | None]]:
+        """(offset, None) of the lines that hold `needle`."""
+        text, sep = self.text, self.sep
+        found: list[tuple[int, str | None]] = []
+        at = text.find(needle)
+        while at >= 0:
+            start = text.rfind(sep, 0, at)
+            found.append((0 if start < 0 else start + len(sep), None))
+            at = text.find(needle, at + 1)
+        return found
+
+    def numbers(self, offsets: list[tuple[int, str | None]],
+                check: bool = False) -> list[tuple[int, str | None]] | None:
+        """(line number, kind) of (line-start offset, kind) pairs, in order
+        of offset, each offset once. With `check`, None unless the text has
+        exactly one separator between two lines (the count runs to the end)."""
+        text, sep = self.text, self.sep
+        out = []
+        line = prev = 0
+        last = -1
+        for offset, kind in sorted(offsets, key=_first):
+            if offset != last:
+                line += text.count(sep, prev, offset)
+                prev = last = offset
+            if line >= self.count:
+                break  # past the last line (the text's closing separator)
+            out.append((line, kind))
+        if check and line + text.count(sep, prev) != self.count - 1:
+            return None
+        return out
+
+    def body_lines(self) -> list[int]:
+        """Lines parseEmailFile's body loop has to look at: empty ones, those
+        starting with white space, ';' or a uuencode `begin`, and those that
+        can set a marker of Message (see Message.check_markers). Any other
+        line is appended as it is."""
+        found = self.starting(_BODY_SPECIAL) + self.holding(b"BinHex")
+        numbers = self.numbers(found)
+        return sorted({line for line, _ in numbers}) if numbers else []
+
+    def part_lines(self) -> tuple[list[int], list[int]] | None:
+        """Lines that can be boundaries (they start with '-' or '('), and
+        lines that can set a marker of Message; None when the lines held a
+        separator of their own."""
+        numbers = self.numbers(self.starting(_PART_SPECIAL) + self.holding(b"BinHex"),
+                               check=True)
+        if numbers is None:
+            return None
+        boundary = [line for line, kind in numbers if kind == "boundary"]
+        marker = sorted({line for line, kind in numbers if kind != "boundary"})
+        return boundary, marker
+
+
+def _first(pair: tuple) -> object:
+    return pair[0]
+
+
+class _LineStart:
+    """A regular expression for what a line starts with: at the start of
+    the text, or after either line separator (a literal the search skips to).
+    A match takes the separator alone: an empty line's start is the next
+    separator, which must be found again."""
+
+    def __init__(self, regex: bytes):
+        self.at_start = re.compile(regex)
+        self.after = {sep: re.compile(re.escape(sep) + b"(?=" + regex + b")")
+                      for sep in (b"\n", b"\r\n")}
+
+
+# What Message._check_encoding looks for at the start of a line ("BinHex"
+# it looks for anywhere).
+_MARKER_START = rb"(?i:content-transfer-encoding)|Received: |=ybegin line="
+# parseEmailFile's body loop: an empty line (the next separator, or the end),
+# white space or ';' first (empty options, folds, lines of white space), a
+# uuencode `begin`, or a marker.
+_BODY_SPECIAL = _LineStart(rb"[ \t\n\v\f\r;]|\Z|(?i:begin )|" + _MARKER_START)
+# a boundary line, opening or closing, starts with '-' or '('
+_PART_SPECIAL = _LineStart(rb"(?P<boundary>[-(])|" + _MARKER_START)
+
+
+class _PartLines:
+    """Where the boundary lines and the marker lines are in a multipart's
+    body, found once for all its parts by C searches (line by line when the
+    lines cannot be joined)."""
+
+    def __init__(self, body: list[Line]):
+        self.body = body
+        found = _Joined.of_lines(body).part_lines()
+        self.boundary_like: list[int] | None = None
+        self.marker_like: list[int] | None = None
+        if found is not None:
+            self.boundary_like, self.marker_like = found
+        self._next = 0
+
+    def part_end(self, cur: int, boundary: bytes) -> int:
+        """The index of the first boundary line from `cur` on (the part's
+        body runs up to it), or the end of the body."""
+        body = self.body
+        candidates = self.boundary_like
+        if candidates is None:
+            candidates = range(cur, len(body))
+            first = 0
+        else:
+            # parts come in order: each candidate is looked at once
+            first = bisect.bisect_left(candidates, cur, self._next)
+        for k in range(first, len(candidates)):
+            i = candidates[k]
+            line = body[i]
+            if (line and line[0] in _BOUNDARY_FIRST
+                    and (_boundary_end(line, boundary) or _boundary_start(line, boundary))):
+                self._next = k
+                return i
+        self._next = len(candidates)
+        return len(body)
+
+    def markers(self, start: int, stop: int) -> list[int] | None:
+        """The lines in body[start:stop] that could be markers, from `start`."""
+        if self.marker_like is None:
+            return None
+        lo = bisect.bisect_left(self.marker_like, start)
+        hi = bisect.bisect_left(self.marker_like, stop, lo)
+        return [i - start for i in self.marker_like[lo:hi]]
+
+
+class _BodyState:
+    """parseEmailFile's state while it reads the body."""
+
+    __slots__ = ("semi", "fold", "body_is_empty", "last_body_blank")
+
+    def __init__(self, semi: bool, fold: int):
+        self.semi = semi  # the last line was only blanks and semicolons
+        self.fold = fold  # folded (blank-led) lines in a row
+        self.body_is_empty = True
+        self.last_body_blank = False
 
 
 def _as_line(raw: bytes) -> Line:
@@ -557,34 +728,98 @@ class _MailParser:
         """The body part of parseEmailFile: every line goes into `ret` (a
         uuencoded file is decoded on the way), read ahead in batches.
 
-        Most lines need only the test of their first character and an append;
-        the rest take the full path, which is parseEmailFile's loop as it is.
-        `first` is the body's first line when the header loop read it already
-        (a boundary line: it passes the checks below unchanged).
+        In a batch C's split() made, only the lines `_Joined.body_lines`
+        finds go through parseEmailFile's loop (`_body_lines`); the runs
+        between them are appended as they are. `first` is the body's first
+        line when the header loop read it already (a boundary line: it
+        passes the checks of the loop unchanged).
         """
         reader = self.reader
-        ctx = self.ctx
+        state = _BodyState(semi, fold)
+        budget = _BATCH_FIRST
+        batch: _Batch | None = _Batch(first, [reader.at]) if first else None
+        special: list[int] | None = None
+        start = 0
+        try:
+            while True:
+                if batch is None or start >= len(batch.lines):
+                    self.ctx.check()
+                    batch = reader.read_ahead(budget)
+                    if batch is None:
+                        return
+                    budget = min(2 * budget, _BATCH_MAX)
+                    special = batch.joined.body_lines() if batch.joined is not None else None
+                    start = 0
+                if special is None:
+                    stopped = self._body_lines(ret, batch.lines, start, len(batch.lines), state)
+                else:
+                    stopped = self._body_runs(ret, batch.lines, start, special, state)
+                if stopped < 0:
+                    start = len(batch.lines)
+                    continue
+                # uudecodeFile reads on with fmap_gets from the end of that line
+                state.body_is_empty = False
+                line = batch.lines[stopped]
+                batch_end = reader.at
+                reader.at = batch.end(stopped)
+                if not self._uudecode_file(line):
+                    ret.add_str(line)
+                resume = batch.index_at(reader.at)
+                if resume is None:
+                    batch = None  # it ended inside a line of the batch: read again from there
+                    budget = _BATCH_FIRST
+                else:
+                    start = resume
+                    reader.at = batch_end
+        except _Limit:
+            return
+
+    def _body_runs(self, ret: Message, lines: list[bytes], start: int, special: list[int],
+                   state: _BodyState) -> int:
+        """`_body_lines` for the `special` lines from `start` on, and the
+        runs of other lines between them appended whole (the loop would
+        append each, reset the counts and find no marker in it)."""
+        body = ret.body
+        n = len(lines)
+        k = bisect.bisect_left(special, start)
+        i = start
+        while i < n:
+            if state.body_is_empty:
+                nxt = i  # the first lines decide whether the body has begun
+            else:
+                nxt = special[k] if k < len(special) else n
+                if nxt > i:
+                    body.extend(lines[i:nxt])
+                    state.semi = False
+                    state.fold = 0
+                    state.last_body_blank = False
+                    i = nxt
+                    if i >= n:
+                        break
+            stopped = self._body_lines(ret, lines, i, i + 1, state)
+            if stopped >= 0:
+                return stopped
+            i += 1
+            k = bisect.bisect_left(special, i, k)
+        return -1
+
+    def _body_lines(self, ret: Message, lines: list[bytes], start: int, stop: int,
+                    state: _BodyState) -> int:
+        """parseEmailFile's loop over the body lines lines[start:stop] (b""
+        for an empty line). Returns the index of a uuencode `begin` line,
+        where it stops, or -1."""
         body = ret.body
         append = body.append
         text = ret.mime_type == Mime.TEXT
         markers = not ret.markers_complete()
         plain_first = _PLAIN_FIRST
         marker_first = MARKER_FIRST
-        body_is_empty = True
-        last_body_blank = False
-        budget = _BATCH_FIRST
-        batch: _Batch | None = _Batch(first, [reader.at]) if first else None
-        start = 0
-        while True:
-            if batch is None or start >= len(batch.lines):
-                ctx.check()
-                batch = reader.read_ahead(budget)
-                if batch is None:
-                    return
-                budget = min(2 * budget, _BATCH_MAX)
-                start = 0
-            stopped = -1
-            for index, line in enumerate(islice(batch.lines, start, None), start):
+        semi, fold = state.semi, state.fold
+        body_is_empty, last_body_blank = state.body_is_empty, state.last_body_blank
+        stopped = -1
+        try:
+            for index in range(start, stop):
+                line = lines[index]
                 if line and line[0] in plain_first and not body_is_empty:
                     # not blank, no semicolon, no uuencode: only the markers to test
                     semi = False
@@ -611,7 +846,7 @@ class _MailParser:
                 fold = fold + 1 if line[0] in BLANK else 0
                 if fold >= MAX_LINE_FOLDS_PER_HEADER:
                     self._heuristic("EmailLineFoldCnt")
-                    return
+                    raise _Limit()
                 if is_uuencode_begin(line):
                     stopped = index
                     break
@@ -622,24 +857,10 @@ class _MailParser:
                 last_body_blank = False
                 ret.add_str(line)
                 markers = not ret.markers_complete()
-            if stopped < 0:
-                start = len(batch.lines)
-                continue
-            # uudecodeFile reads on with fmap_gets from the end of that line
-            body_is_empty = False
-            line = batch.lines[stopped]
-            batch_end = reader.at
-            reader.at = batch.end(stopped)
-            if not self._uudecode_file(line):
-                ret.add_str(line)
-                markers = not ret.markers_complete()
-            resume = batch.index_at(reader.at)
-            if resume is None:
-                batch = None  # it ended inside a line of the batch: read again from there
-                budget = _BATCH_FIRST
-            else:
-                start = resume
-                reader.at = batch_end
+        finally:
+            state.semi, state.fold = semi, fold
+            state.body_is_empty, state.last_body_blank = body_is_empty, last_body_blank
+        return stopped
 
     def _check_fold(self, line: Line, fold_cnt: list[int]) -> None:
         if line is None:
@@ -935,6 +1156,7 @@ class _MailParser:
 
         subtype = _subtype(sub)
         messages: list[Message | None] = []
+        lines_of_interest: _PartLines | None = None
         inhead = True
         cur: int | None = idx
         while cur is not None and not infected:
@@ -986,17 +1208,10 @@ class _MailParser:
                             fullline += data
                         self._parse_email_header(part, fullline)
                 else:
-                    # the part's body runs to the next boundary line, which
-                    # starts with '-' or '(' whether it closes or opens
-                    stop = cur
-                    while stop < n:
-                        line = body[stop]
-                        if (line and line[0] in _BOUNDARY_FIRST
-                                and (_boundary_end(line, boundary)
-                                     or _boundary_start(line, boundary))):
-                            break
-                        stop += 1
-                    part.add_lines(body[cur:stop])
+                    if lines_of_interest is None:
+                        lines_of_interest = _PartLines(body)
+                    stop = lines_of_interest.part_end(cur, boundary)
+                    part.add_lines(body[cur:stop], lines_of_interest.markers(cur, stop))
                     cur = stop
                     if cur < n and not _boundary_end(body[cur], boundary):
                         inhead = True
@@ -1431,6 +1646,13 @@ def _is_bounce_start(line: Line) -> bool:
         spaces = rest.count(b" ")
         digits = sum(1 for c in rest if 0x30 <= c <= 0x39)
         return spaces >= 6 and digits >= 11
+    return _types_as_mail(line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _types_as_mail(line: bytes) -> bool:
+    # The file typing of one short line: text lines repeat (signatures,
+    # quoted replies), and typing one costs tens of microseconds.
     return detect(line) is FileType.MAIL
 
 

@@ -85,8 +85,6 @@ _B64_TABLE = bytes(v if v != 255 else 0 for v in _B64)
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # a base64 character outside the alphabet (and '=') decodes as 0, the value of 'A'
 _AS_ALPHABET = bytes(c if _B64[c] != 255 and c != ord("=") else ord("A") for c in range(256))
-# '=' and the rest of its line: what libclamav's base64 decoder ignores
-_FROM_EQUALS = re.compile(rb"=[^\n]*")
 # yEnc: a character is c - 42, one after '=' is c - 64
 _YENC_PLAIN = bytes((c - 42) & 0xFF for c in range(256))
 _YENC_ESCAPED = bytes((c - 64) & 0xFF for c in range(256))
@@ -160,11 +158,20 @@ class Message:
         if line is not None:
             self._check_encoding(len(self.body) - 1)
 
-    def add_lines(self, lines: list[Line]) -> None:
-        """messageAddLine for a run of lines: the same as adding them one by one."""
+    def add_lines(self, lines: list[Line], marker_lines: list[int] | None = None) -> None:
+        """messageAddLine for a run of lines: the same as adding them one by
+        one. `marker_lines`, when given, are the indices in `lines` of all
+        the lines that could be markers (see check_markers): only they are
+        looked at."""
         start = len(self.body)
         self.body.extend(lines)
-        self.check_markers(start)
+        if marker_lines is None:
+            self.check_markers(start)
+        else:
+            for i in marker_lines:
+                if self.markers_complete():
+                    break
+                self._check_encoding(start + i)
 
     def markers_complete(self) -> bool:
         """Whether every nested-encoding marker is found: no line can change them."""
@@ -544,14 +551,23 @@ def _base64_lines(lines: list[Line]) -> bytes:
     """Per line: cut at the first '=', drop non-alphabet bytes; leftover
     characters carry into the next line, so this is one long string."""
     present = [line for line in lines if line]
-    joined = b"\n".join(present)
-    if b"=" in joined:
-        if joined.count(b"\n") == len(present) - 1:
-            # the newlines are the separators alone: cut each '=' to its line's end
-            joined = _FROM_EQUALS.sub(b"", joined)
+    if not present:
+        return b""
+    joined: bytes | memoryview = b"".join(present)
+    eq = joined.find(b"=")
+    if eq >= 0:
+        if eq >= len(joined) - len(present[-1]):
+            # only the last line has a '=' (the padding): cut it there
+            joined = memoryview(joined)[:eq]
         else:
             joined = b"".join(_before_equals(line) for line in present)
-    return base64_decode(joined.translate(None, _NOT_B64))
+    # No '=' is left. binascii skips what is not in the alphabet, as the
+    # per-line cleanup does; whole groups of four decode the same, and a
+    # short tail it refuses.
+    try:
+        return binascii.a2b_base64(joined)
+    except binascii.Error:
+        return _decode_alphabet(bytes(joined).translate(None, _NOT_B64))
 
 
 def _before_equals(line: bytes) -> bytes:
@@ -564,6 +580,11 @@ def base64_decode(chars: bytes) -> bytes:
     libclamav does; a character outside the alphabet counts as 0."""
     if chars.translate(None, _B64_ALPHABET):
         chars = chars.translate(_AS_ALPHABET)
+    return _decode_alphabet(chars)
+
+
+def _decode_alphabet(chars: bytes) -> bytes:
+    """base64_decode of characters all in the alphabet."""
     full = len(chars) - len(chars) % 4
     # on the alphabet alone, binascii computes what the C decoder computes
     head = binascii.a2b_base64(memoryview(chars)[:full]) if full else b""
