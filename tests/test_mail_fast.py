@@ -17,6 +17,7 @@ import binascii
 import email.message
 import glob
 import io
+import mmap
 import random
 import struct
 import zipfile
@@ -414,7 +415,7 @@ def mutations(data: bytes, rng: random.Random) -> list[bytes]:
     return out
 
 
-def _objects(data: bytes, **options) -> tuple:
+def _objects(data, **options) -> tuple:
     """What unpack_mail yields (and inside the mails it yields), what it
     alerts, and how it ends."""
     ctx = _Ctx(**options)
@@ -448,6 +449,24 @@ def test_mails_yield_the_reference_objects():
             _same_as_reference(data)
             cases += 1
     assert cases > 500
+
+
+def test_mapped_mail_as_bytes(tmp_path):
+    """The engine hands a mail file over mapped, which the reader searches
+    in place: the same objects as from bytes."""
+    rng = random.Random(13)
+    seeds = list(mail_corpus().values())[:20]
+    for k, seed in enumerate(seeds):
+        data = seed.encode("latin-1")
+        for variant in (data, data.replace(b"\n", b"\r\n"), *mutations(data, rng)[4:]):
+            if not variant:
+                continue
+            path = tmp_path / f"{k}.eml"
+            path.write_bytes(variant)
+            with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                mapped = _objects(m)
+            assert mapped == _objects(variant)
+            assert _objects(memoryview(b"x" + variant)[1:]) == mapped
 
 
 def test_python_email_messages_yield_the_reference_objects():

@@ -30,12 +30,15 @@ AlertExceedsMax, as clamd does.
 
 from __future__ import annotations
 
+import array
 import bisect
 import enum
 import functools
+import heapq
+import itertools
+import mmap
 import re
 from collections.abc import Generator, Iterator
-from itertools import accumulate
 
 from clammail.engine.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
@@ -47,6 +50,7 @@ from clammail.unpack.mime_message import (
     Message,
     Mime,
     is_uuencode_begin,
+    join_lines,
     text_bytes,
     uudecode_line,
 )
@@ -142,7 +146,7 @@ class _Reader:
     the next getline lines in bulk, split by C code where the data allows.
     """
 
-    def __init__(self, data):
+    def __init__(self, data: bytes | mmap.mmap):
         self.data = data
         self.at = 0
 
@@ -273,7 +277,7 @@ class _Batch:
         if self._ends is None:
             sep = len(self.joined.sep)
             self._ends = [min(self._start + total + sep * k, self._stop)
-                          for k, total in enumerate(accumulate(map(len, self.lines)), 1)]
+                          for k, total in enumerate(itertools.accumulate(map(len, self.lines)), 1)]
         return self._ends
 
 
@@ -292,49 +296,55 @@ class _Joined:
         """Body lines (None for an empty one) joined by newlines. A line that
         holds a newline itself (only lines made outside the readers could)
         makes `numbers` give up."""
-        text = b"\n".join(lines if None not in lines else [line or b"" for line in lines])
-        return cls(text, b"\n", len(lines))
+        return cls(join_lines(b"\n", lines), b"\n", len(lines))
 
-    def starting(self, starts: _LineStart) -> list[tuple[int, str | None]]:
-        """(offset, the name of the group that matched) of the lines that
-        start with what `starts` matches."""
+    def starting(self, starts: _LineStart) -> tuple[list[int], list[int]]:
+        """Offsets of the lines that start with what `starts` matches: those
+        where its group "first" matched, and the others (both in order)."""
         text = self.text
-        found = []
+        first: list[int] = []
+        other: list[int] = []
         m = starts.at_start.match(text)
         if m is not None:
-            found.append((0, m.lastgroup))
+            (first if m.lastgroup == "first" else other).append(0)
         step = len(self.sep)
-        for m in starts.after[self.sep].finditer(text):
-            found.append((m.start() + step, m.lastgroup))
-        return found
+        if starts.grouped:
+            for m in starts.after[self.sep].finditer(text):
+                (first if m.lastgroup == "first" else other).append(m.start() + step)
+        else:
+            other += [m.start() + step for m in starts.after[self.sep].finditer(text)]
+        return first, other
 
-    def holding(self, needle: bytes) -> list[tuple[int, str | None]]:
-        """(offset, None) of the lines that hold `needle`."""
+    def holding(self, needle: bytes) -> list[int]:
+        """Offsets of the lines that hold `needle`, in order."""
         text, sep = self.text, self.sep
-        found: list[tuple[int, str | None]] = []
+        found: list[int] = []
         at = text.find(needle)
         while at >= 0:
             start = text.rfind(sep, 0, at)
-            found.append((0 if start < 0 else start + len(sep), None))
+            start = 0 if start < 0 else start + len(sep)
+            if not found or found[-1] != start:
+                found.append(start)
             at = text.find(needle, at + 1)
         return found
 
-    def numbers(self, offsets: list[tuple[int, str | None]],
-                check: bool = False) -> list[tuple[int, str | None]] | None:
-        """(line number, kind) of (line-start offset, kind) pairs, in order
-        of offset, each offset once. With `check`, None unless the text has
-        exactly one separator between two lines (the count runs to the end)."""
+    def numbers(self, *offsets: list[int], check: bool = False) -> list[list[int]] | None:
+        """The line numbers of each list of line-start offsets (each in
+        order), found in one count over the text. With `check`, None unless
+        the text has exactly one separator between two lines (the count then
+        runs to the end)."""
         text, sep = self.text, self.sep
-        out = []
+        out: list[list[int]] = [[] for _ in offsets]
         line = prev = 0
-        last = -1
-        for offset, kind in sorted(offsets, key=_first):
-            if offset != last:
-                line += text.count(sep, prev, offset)
-                prev = last = offset
+        tagged = (zip(each, itertools.repeat(k)) for k, each in enumerate(offsets))
+        for offset, k in heapq.merge(*tagged):
+            line += text.count(sep, prev, offset)
+            prev = offset
             if line >= self.count:
                 break  # past the last line (the text's closing separator)
-            out.append((line, kind))
+            found = out[k]
+            if not found or found[-1] != line:
+                found.append(line)
         if check and line + text.count(sep, prev) != self.count - 1:
             return None
         return out
@@ -344,37 +354,40 @@ class _Joined:
         starting with white space, ';' or a uuencode `begin`, and those that
         can set a marker of Message (see Message.check_markers). Any other
         line is appended as it is."""
-        found = self.starting(_BODY_SPECIAL) + self.holding(b"BinHex")
-        numbers = self.numbers(found)
-        return sorted({line for line, _ in numbers}) if numbers else []
+        _, found = self.starting(_BODY_SPECIAL)
+        binhex = self.holding(b"BinHex")
+        if not binhex:
+            return self.numbers(found)[0]
+        return _union(*self.numbers(found, binhex))
 
     def part_lines(self) -> tuple[list[int], list[int]] | None:
         """Lines that can be boundaries (they start with '-' or '('), and
         lines that can set a marker of Message; None when the lines held a
         separator of their own."""
-        numbers = self.numbers(self.starting(_PART_SPECIAL) + self.holding(b"BinHex"),
-                               check=True)
+        boundary, marker = self.starting(_PART_SPECIAL)
+        numbers = self.numbers(boundary, marker, self.holding(b"BinHex"), check=True)
         if numbers is None:
             return None
-        boundary = [line for line, kind in numbers if kind == "boundary"]
-        marker = sorted({line for line, kind in numbers if kind != "boundary"})
-        return boundary, marker
+        boundary, marker, binhex = numbers
+        return boundary, _union(marker, binhex) if binhex else marker
 
 
-def _first(pair: tuple) -> object:
-    return pair[0]
+def _union(a: list[int], b: list[int]) -> list[int]:
+    return sorted(set(a).union(b))
 
 
 class _LineStart:
     """A regular expression for what a line starts with: at the start of
     the text, or after either line separator (a literal the search skips to).
     A match takes the separator alone: an empty line's start is the next
-    separator, which must be found again."""
+    separator, which must be found again. A group named "first" sorts the
+    lines in two (see _Joined.starting)."""
 
     def __init__(self, regex: bytes):
         self.at_start = re.compile(regex)
         self.after = {sep: re.compile(re.escape(sep) + b"(?=" + regex + b")")
                       for sep in (b"\n", b"\r\n")}
+        self.grouped = "first" in self.at_start.groupindex
 
 
 # What Message._check_encoding looks for at the start of a line ("BinHex"
@@ -385,7 +398,7 @@ _MARKER_START = rb"(?i:content-transfer-encoding)|Received: |=ybegin line="
 # uuencode `begin`, or a marker.
 _BODY_SPECIAL = _LineStart(rb"[ \t\n\v\f\r;]|\Z|(?i:begin )|" + _MARKER_START)
 # a boundary line, opening or closing, starts with '-' or '('
-_PART_SPECIAL = _LineStart(rb"(?P<boundary>[-(])|" + _MARKER_START)
+_PART_SPECIAL = _LineStart(rb"(?P<first>[-(])|" + _MARKER_START)
 
 
 class _PartLines:
@@ -396,10 +409,13 @@ class _PartLines:
     def __init__(self, body: list[Line]):
         self.body = body
         found = _Joined.of_lines(body).part_lines()
-        self.boundary_like: list[int] | None = None
-        self.marker_like: list[int] | None = None
+        # kept while the parts are read (and nested multiparts inside them):
+        # arrays of machine integers, not lists of int objects
+        self.boundary_like: array.array | None = None
+        self.marker_like: array.array | None = None
         if found is not None:
-            self.boundary_like, self.marker_like = found
+            self.boundary_like = array.array("q", found[0])
+            self.marker_like = array.array("q", found[1])
         self._next = 0
 
     def part_end(self, cur: int, boundary: bytes) -> int:
@@ -455,7 +471,7 @@ def _as_line(raw: bytes) -> Line:
 class _MailParser:
     """One run of cli_parse_mbox over a mail or mailbox."""
 
-    def __init__(self, data: bytes, ctx: UnpackContext):
+    def __init__(self, data: bytes | mmap.mmap, ctx: UnpackContext):
         self.reader = _Reader(data)
         self.ctx = ctx
         self.alert = bool(ctx.option("AlertExceedsMax"))
@@ -1717,15 +1733,23 @@ def rfc2047(line: bytes) -> bytes | None:
 # -- entry points ------------------------------------------------------------
 
 
+def _searchable(data: bytes | memoryview | mmap.mmap) -> bytes | mmap.mmap:
+    """The data as the reader searches it: bytes and a mapped file as they
+    are (a mail is not copied), a view as the bytes it shows."""
+    if isinstance(data, (bytes, mmap.mmap)):
+        return data
+    return bytes(data)
+
+
 def unpack_mail(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
     """The objects libclamav scans in a mail or mailbox, in its order."""
-    parser = _MailParser(bytes(data), ctx)
+    parser = _MailParser(_searchable(data), ctx)
     yield from parser.run()
 
 
 def unpack_uuencoded(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
     """A file starting with `begin NNN name`: the decoded file (cli_uuencode)."""
-    parser = _MailParser(bytes(data), ctx)
+    parser = _MailParser(_searchable(data), ctx)
     first = parser.reader.gets()
     if first is None:
         return

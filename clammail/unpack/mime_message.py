@@ -527,9 +527,20 @@ def text_bytes(lines: list[Line]) -> bytes:
     """textToFileblob: every line followed by a newline."""
     if not lines:
         return b""
-    if None in lines:
-        lines = [line or b"" for line in lines]
-    return b"\n".join(lines) + b"\n"
+    return join_lines(b"\n", lines) + b"\n"
+
+
+# bytes.join keeps an 80-byte buffer record for every item until it is done:
+# a body of many short lines is joined this many at a time
+_JOIN_STEP = 4096
+
+
+def join_lines(sep: bytes, lines: list[Line]) -> bytes:
+    """sep.join(lines), an empty line (None) as b"", in steps of _JOIN_STEP lines."""
+    if len(lines) <= _JOIN_STEP:
+        return sep.join(lines if None not in lines else [line or b"" for line in lines])
+    return sep.join([join_lines(sep, lines[i:i + _JOIN_STEP])
+                     for i in range(0, len(lines), _JOIN_STEP)])
 
 
 def decode_lines(enctype: Enc, lines: list[Line]) -> bytes:
@@ -553,14 +564,14 @@ def _base64_lines(lines: list[Line]) -> bytes:
     present = [line for line in lines if line]
     if not present:
         return b""
-    joined: bytes | memoryview = b"".join(present)
+    joined: bytes | memoryview = join_lines(b"", present)
     eq = joined.find(b"=")
     if eq >= 0:
         if eq >= len(joined) - len(present[-1]):
             # only the last line has a '=' (the padding): cut it there
             joined = memoryview(joined)[:eq]
         else:
-            joined = b"".join(_before_equals(line) for line in present)
+            joined = join_lines(b"", [_before_equals(line) for line in present])
     # No '=' is left. binascii skips what is not in the alphabet, as the
     # per-line cleanup does; whole groups of four decode the same, and a
     # short tail it refuses.
@@ -614,7 +625,7 @@ def _yenc_lines(lines: list[Line]) -> bytes:
         if line.startswith(b"=yend "):
             break
         present.append(line)
-    joined = b"\n".join(present)
+    joined = join_lines(b"\n", present)
     if present and joined.count(b"\n") != len(present) - 1:
         # a line with a newline of its own: the separators would be ambiguous
         return b"".join(decode_line(Enc.YENCODE, line) for line in present)
