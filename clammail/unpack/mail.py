@@ -26,6 +26,14 @@ Every loop is bounded: lines are at most 999 bytes as in libclamav, nesting
 stops at MaxRecursion, files at MaxFiles, and the header and MIME-part limits
 of libclamav stop the parse and raise Heuristics.Limits.Exceeded.Email* with
 AlertExceedsMax, as clamd does.
+
+libclamav looks at every line; so does this module in effect, but in bulk:
+the body is read ahead in batches that C's split() cuts where the line ends
+allow it, and one regular-expression pass finds the few lines the per-line
+rules can act on (empty lines, folds, uuencode, boundaries, nested-encoding
+markers). Those go through the rules one by one; the runs of lines between
+them are taken whole. tests/mail_reference.py keeps the line-by-line code
+this replaced, and tests/test_mail_fast.py checks both give the same bytes.
 """
 
 from __future__ import annotations
