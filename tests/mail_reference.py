@@ -81,6 +81,8 @@ _LINE_END = re.compile(rb"[\r\n]")
 _SFX = re.compile(
     rb"(?P<zip>PK\x03\x04)|(?P<rar>Rar!\x1a\x07\x00)|(?P<cab>MSCF\x00\x00\x00\x00)"
     rb"|(?P<sevenzip>7z\xbc\xaf\x27\x1c)|(?P<iso>\x01CD001)"
+    rb"|(?P<arj>\x60\xea.{7}[\x00-\x02]\x02)",
+    re.DOTALL,
 )
 
 

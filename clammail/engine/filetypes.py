@@ -266,6 +266,7 @@ _MAIL_AT_START = (
     b"X-Original-To: ", b"X-Real-To: ", b"X-Sieve: ", b"X-Symantec-", b"X-UIDL: ",
     b"v:\nReceived: ", b"v:\r\nReceived: ", b"Received-SPF: ",
 )
+_SIS_UID = b"\x19\x04\x00\x10"
 _LHA = re.compile(rb"^..-l[hz][0-9a-z]-", re.DOTALL)
 
 TEXT_TYPES = frozenset(
@@ -305,6 +306,10 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
         if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
             return FileType.HTML
     if ftype is FileType.BINARY_DATA:
+        # ClamAV's type-1 pattern "1:8,12:19040010": a Symbian installer's
+        # third UID anywhere from offset 8 to 20.
+        if _SIS_UID in head[8:24]:
+            return FileType.SIS
         # Tar formats without "ustar" at 257 (v7): a valid header checksum.
         from clammail.unpack.archive_typing import tar_type
 

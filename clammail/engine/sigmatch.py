@@ -2,14 +2,15 @@
 
 Body (.ndb) and logical (.ldb, .yar) signatures share one `BodyMatcher` over
 all their hex patterns; this module turns its hits into reported names:
-body signatures in the order their matches start, then logical signatures.
+body signatures in the order clamd reports them (`BodyMatcher.report_order`:
+target before generic, Boyer-Moore before Aho-Corasick, then where clamd's
+scan notices each match), then logical signatures.
 Executable structure (PE section hashes, import hashes) is matched in
 `match_executable`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from clammail.engine.objectinfo import ObjectInfo
@@ -17,22 +18,8 @@ from clammail.signatures.database import Database
 
 Report = Callable[[str], None]
 
-_HEX_ONLY = re.compile(r"[0-9a-fA-F]+")
-
-
-def _is_bm_pattern(pattern) -> bool:
-    """Whether clamd puts this pattern in its Boyer-Moore matcher: plain hex of
-    at least 3 bytes, of target 0 or 1 (the only roots that have one)."""
-    return (
-        pattern.target in (0, 1)
-        and len(pattern.hexsig) >= 6
-        and _HEX_ONLY.fullmatch(pattern.hexsig) is not None
-    )
-
-
 class SignatureMatcher:
     def __init__(self, database: Database, backend: str | None = None, options=None):
-        from clammail.engine.match import BodyMatcher
 
         self.database = database
         self._body_sigs = list(database.body_signatures)
@@ -46,7 +33,26 @@ class SignatureMatcher:
                 limits=PcreLimits.from_options(options),
             )
             patterns.extend(self._logical.patterns)
-        self.body = BodyMatcher(patterns, backend=backend)
+        self.body = self._compiled_matcher(patterns, backend)
+
+    def _compiled_matcher(self, patterns: list, backend: str | None):
+        """The BodyMatcher from the compiled-database cache, or a new one (then cached):
+        building one (hyperscan's compiler above all) takes seconds per 100 000 patterns."""
+        from clammail.engine.match import BodyMatcher
+        from clammail.engine.match.backends import backend_name
+
+        compiled = getattr(self.database, "compiled", None)
+        key = f"body_matcher:{backend_name(backend)}"
+        cached = compiled.get(key) if compiled is not None else None
+        if cached is not None and cached.pattern_count == len(patterns):
+            return cached
+        matcher = BodyMatcher(patterns, backend=backend)
+        if compiled is not None and getattr(self.database, "cache_dir", None):
+            from clammail.signatures.dbcache import save_compiled
+
+            compiled[key] = matcher
+            save_compiled(self.database)
+        return matcher
 
     @property
     def backend_name(self) -> str:
@@ -65,24 +71,12 @@ class SignatureMatcher:
                 self._logical.evaluate({}, data, target, info, report)
             return
         count = len(self._body_sigs)
-        direct = sorted(
-            self._report_order(index, matches[0].start)
-            for index, matches in hits.items()
-            if index < count
-        )
-        for *_, index in direct:
+        direct = self.body.report_order(hits, [index for index in hits if index < count],
+                                        len(data), target)
+        for index in direct:
             report(self._body_sigs[index].name)
         if self._logical is not None:
             self._logical.evaluate(hits, data, target, info, report)
-
-    def _report_order(self, index: int, start: int) -> tuple:
-        """clamd's order within one buffer: signatures of the buffer's own target
-        before generic ones; in each, static patterns (its Boyer-Moore matcher)
-        before wildcard ones (its Aho-Corasick matcher); then by offset. Static
-        patterns at the same offset come out last-loaded first."""
-        pattern = self._body_sigs[index].pattern
-        static = _is_bm_pattern(pattern)
-        return (pattern.target == 0, not static, start, -index if static else index, index)
 
     def match_executable(self, info: ObjectInfo, report: Report, options,
                          alert: Report | None = None) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
 from clammail.signatures.logical import BodySubsig, PcreSubsig, body_pattern
@@ -587,6 +587,11 @@ def _unescape(body: str, line: int) -> bytes:
     return bytes(out)
 
 
+# libclamav records every match of a YARA string (#a, @a[i] and `for` loops
+# read them); BodyMatcher returns at most BodyPattern.max_matches.
+STRING_MATCHES = 10_000
+
+
 def _text_subsig(value: bytes, modifiers: set[str]):
     if len(value) < 2:
         raise _SkipRuleDeferred("string is too short")
@@ -595,7 +600,7 @@ def _text_subsig(value: bytes, modifiers: set[str]):
         value.hex(), "*", 0, nocase="nocase" in modifiers, wide=wide,
         ascii=(not wide) or "ascii" in modifiers, fullword="fullword" in modifiers,
     )
-    return BodySubsig(pattern, partial=False)
+    return BodySubsig(replace(pattern, max_matches=STRING_MATCHES), partial=False)
 
 
 def _regex_subsig(expression: str, modifiers: set[str]):
@@ -651,7 +656,7 @@ def _hex_subsig(body: str):
     if piece_bytes == 1 and any(p.startswith(("{", "*")) for p in out):
         raise SignatureError("single byte subpatterns are unsupported in ClamAV")
     hexsig = "".join(out)
-    pattern = body_pattern(hexsig, "*", 0)
+    pattern = replace(body_pattern(hexsig, "*", 0), max_matches=STRING_MATCHES)
     return BodySubsig(pattern, partial="*" in hexsig or "{" in hexsig)
 
 

@@ -28,9 +28,14 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
         for t in (
             T.ZIP, T.RAR, T.SEVENZIP, T.GZ, T.BZ, T.XZ, T.LZMA, T.ZSTD, T.POSIX_TAR,
             T.OLD_TAR, T.CPIO_OLD, T.CPIO_ODC, T.CPIO_NEWC, T.CPIO_CRC, T.MSCAB,
-            T.ISO9660, T.LHA_LZH, T.AR, T.XAR, T.ARJ, T.MSCHM, T.MSSZDD,
+            T.ISO9660, T.LHA_LZH, T.AR, T.XAR,
         )
     },
+    # Formats libarchive does not read: clammail's own readers.
+    T.ARJ: ("clammail.unpack.arj", "unpack_arj", "ScanArchive"),
+    T.MSSZDD: ("clammail.unpack.szdd", "unpack_szdd", "ScanArchive"),
+    T.MSCHM: ("clammail.unpack.chm", "unpack_chm", "ScanArchive"),
+    T.SIS: ("clammail.unpack.sis", "unpack_sis", "ScanArchive"),
     T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),

@@ -14,6 +14,9 @@ over the matched types in the raw scan):
 | `MSCF\\0\\0\\0\\0` (CAB-SFX)    | reads a cabinet from there             | cab       |
 | `7z\\xbc\\xaf'\\x1c` (7Z-SFX)   | reads a 7z archive from there          | 7z        |
 | ISO 9660 descriptors       | reads the image                        | ISO       |
+| `60 EA` ... `0?` `02`       | reads an ARJ archive from there        | ARJ       |
+| (ARJ-SFX: main header with |                                        |           |
+| file type 2)               |                                        |           |
 | `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
@@ -24,7 +27,7 @@ zip, tar, cpio and LHA objects are not searched at all; an embedded PE is
 looked for anywhere in an executable, and in binary data, text, HTML and
 OLE2 objects only when the whole signature lies in their first 1024 bytes
 (the typing buffer); never in images or PDFs, nor in objects bigger than
-MaxEmbeddedPE. ARJ self-extractors are not opened (no ARJ reader).
+MaxEmbeddedPE.
 
 `embedded_objects(data, ftype, ctx)` yields what these find; the engine
 scans each like any other child of the object.
@@ -42,14 +45,17 @@ from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
 # The type-1 magics, each searched for alone: a literal search runs at C
 # speed where one alternation of them all crawls through the data byte by
-# byte. No magic's end can start another (nor itself), so the occurrences
-# never overlap and, merged in order, they are what one scan would find.
+# byte. The hits are merged in order as one scan of the alternation finds
+# them: each starts with its own byte, and a hit that starts inside the
+# previous one is passed over (only the ARJ header, with its seven bytes of
+# anything, can hold another magic).
 _MAGICS = (
     ("zip", re.compile(re.escape(b"PK\x03\x04"))),
     ("rar", re.compile(re.escape(b"Rar!\x1a\x07\x00"))),
     ("cab", re.compile(re.escape(b"MSCF\x00\x00\x00\x00"))),
     ("sevenzip", re.compile(re.escape(b"7z\xbc\xaf\x27\x1c"))),
     ("iso", re.compile(re.escape(b"\x01CD001"))),
+    ("arj", re.compile(rb"\x60\xea.{7}[\x00-\x02]\x02", re.DOTALL)),
 )
 TYPING_BUFFER = 1024
 # A candidate PE is "MZ" with "PE\0\0" 62 to 302 bytes after it
@@ -63,6 +69,7 @@ _SKIP_FOR = {
     "cab": {FileType.MSCAB},
     "sevenzip": {FileType.SEVENZIP},
     "iso": {FileType.ISO9660},
+    "arj": {FileType.ARJ},
 }
 _NOT_SEARCHED = {
     FileType.ZIP, FileType.POSIX_TAR, FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC,
@@ -74,7 +81,7 @@ _TEXT_LIKE = {
 }
 _CONTAINER = {
     "zip": FileType.ZIP, "rar": FileType.RAR, "cab": FileType.MSCAB,
-    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660,
+    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660, "arj": FileType.ARJ,
 }
 
 
@@ -139,21 +146,25 @@ def _embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
 
 
 def magic_hits(data) -> Iterator[tuple[int, str]]:
-    """(offset, kind) of every type-1 magic in `data`, in order of offset."""
+    """(offset, kind) of the type-1 magics in `data` in order of offset, as
+    one left-to-right scan finds them (no hit inside the previous one)."""
     heap = []
     for kind, pattern in _MAGICS:
         match = pattern.search(data)
         if match is not None:
-            heap.append((match.start(), kind, pattern))
+            heap.append((match.start(), match.end(), kind, pattern))
     heapq.heapify(heap)
+    resume = 0
     while heap:
-        offset, kind, pattern = heap[0]
-        yield offset, kind
-        match = pattern.search(data, offset + 1)
+        offset, end, kind, pattern = heap[0]
+        if offset >= resume:
+            yield offset, kind
+            resume = end
+        match = pattern.search(data, resume)
         if match is None:
             heapq.heappop(heap)
         else:
-            heapq.heapreplace(heap, (match.start(), kind, pattern))
+            heapq.heapreplace(heap, (match.start(), match.end(), kind, pattern))
 
 
 def _pe_signature_end(data, offset: int) -> int:
@@ -173,6 +184,10 @@ def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracte
         yield from archive.zip_single_entry(data, offset, ctx)
     elif kind == "iso":
         yield from archive.iso_members(data, offset, ctx)
+    elif kind == "arj":
+        from clammail.unpack.arj import arj_members
+
+        yield from arj_members(memoryview(data)[offset:], ctx)
     else:
         ftype = _CONTAINER[kind]
         yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)

@@ -1,32 +1,12 @@
-"""Body-pattern matching (placeholder: literal hex patterns only).
+"""Body-pattern matching: a multi-literal automaton plus verification of whole patterns.
 
-To be replaced by the multi-literal automaton (pyahocorasick, hyperscan)
-with verification of whole patterns.
+`BodyMatcher` (in `matcher.py`) is the only entry point; `api.py` holds the
+records it shares with the signature loaders and the engine, `compile.py`
+turns ClamAV's hex syntax into parts, `verify.py` checks a part at a
+candidate position, `backends.py` wraps pyahocorasick and hyperscan.
 """
 
-from __future__ import annotations
+from clammail.engine.match.backends import available_backends
+from clammail.engine.match.matcher import BodyMatcher
 
-from clammail.engine.match.api import BodyPattern, PatternMatch
-
-
-class BodyMatcher:
-    backend_name = "naive"
-
-    def __init__(self, patterns: list[BodyPattern], backend: str | None = None):
-        self.patterns = list(patterns)
-        self._literals = [bytes.fromhex(p.hexsig) for p in self.patterns]
-
-    @property
-    def pattern_count(self) -> int:
-        return len(self.patterns)
-
-    def scan(self, data, target, info) -> dict[int, list[PatternMatch]]:
-        hits = {}
-        buf = bytes(data)
-        for i, (p, lit) in enumerate(zip(self.patterns, self._literals)):
-            if p.target not in (0, target):
-                continue
-            pos = buf.find(lit)
-            if pos >= 0:
-                hits[i] = [PatternMatch(pos, pos + len(lit))]
-        return hits
+__all__ = ["BodyMatcher", "available_backends"]

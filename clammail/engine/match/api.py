@@ -9,7 +9,7 @@ of a database and, for one buffer, returns where each pattern matched.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class OffsetKind(enum.Enum):
@@ -22,9 +22,10 @@ class OffsetKind(enum.Enum):
     LAST_SECTION = "SL+n"  # start of the last section + n
     SECTION_ENTIRE = "SEx"  # anywhere within section x
     VERSION_INFO = "VI"  # at the start of a PE version-information string
+    MACRO = "$n$"  # a macro group of a logical signature (value = group); never matches alone
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offset:
     """Where a match may start. `max_shift` makes it floating: start in [o, o + max_shift]."""
 
@@ -37,7 +38,7 @@ class Offset:
 ANY_OFFSET = Offset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BodyPattern:
     """One hex signature to match, with where and in what it may match."""
 
@@ -51,9 +52,16 @@ class BodyPattern:
     fullword: bool = False
     # How many matches the user needs to see (an .ldb count such as 0>2 needs 3).
     max_matches: int = 1
+    # Filled in by `clammail.signatures.bodysig.parse_body_pattern`: the anchor
+    # literal of every part (see `clammail.engine.match.compile.plan_anchors`),
+    # so building a matcher does not parse the signature again. None: compute.
+    anchors: tuple | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PatternMatch:
     start: int  # offset of the first byte of the match
     end: int  # offset one past the last byte
+    # Where ClamAV's scan notices this match (its trie position): the order in
+    # which clamd reports body signatures (`BodyMatcher.report_order`).
+    detected: int = field(default=-1, compare=False)

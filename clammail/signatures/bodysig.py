@@ -1,0 +1,149 @@
+"""Body signatures: .ndb/.ndu files (`Name:Target:Offset:HexSig[:MinFL[:MaxFL]]`).
+
+Loading follows clamd 1.4's rules line by line: which lines are skipped
+(comments, engine levels that exclude us, target numbers past 14), which are
+errors (and with what reason), which load but can never match (`{5-3}`,
+`$1$` offsets, ...). The hex syntax itself is compiled by
+`clammail.engine.match.compile`, which the matcher shares.
+`parse_offset` and `parse_body_pattern` are shared with the .ldb loader,
+whose subsignatures use the same hex syntax and offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clammail.engine.match.api import BodyPattern, Offset
+from clammail.engine.match.compile import compile_hexsig, plan_anchors
+from clammail.engine.match.compile import parse_offset as _parse_offset
+from clammail.signatures.common import LoadOptions, SignatureError, display_name
+
+# clamd splits a line into at most this many fields: Name:Target:Offset:HexSig:Min:Max
+_MAX_FIELDS = 6
+_TARGET_COUNT = 15  # CLI_MTARGETS: target numbers 15 and up are skipped, not refused
+# clamd reads database lines into a buffer of this size (FILEBUFF); longer lines are cut.
+LINE_BUFFER = 8192
+# With ALLMATCH clamd reports a body signature once per occurrence; this many
+# occurrences per object are reported (clamd has no limit).
+REPORTED_OCCURRENCES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class BodySignature:
+    name: str  # as clamd reports it (".UNOFFICIAL" appended outside signed databases)
+    pattern: BodyPattern
+    min_flevel: int | None = None
+    max_flevel: int | None = None
+
+
+def parse_offset(text: str) -> Offset:
+    """An offset field; SignatureError (without location) if clamd would refuse it."""
+    return _parse_offset(text)
+
+
+def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0, *,
+                       nocase: bool = False, wide: bool = False, ascii: bool = True,
+                       fullword: bool = False, ldb: bool | None = None,
+                       max_matches: int = 1) -> BodyPattern:
+    """Check a hex signature as clamd would load it and return its `BodyPattern`.
+
+    Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `ldb` marks a
+    logical subsignature (always clamd's Aho-Corasick matcher); by default any
+    modifier implies it. Raises SignatureError without a location.
+    """
+    parsed = offset if isinstance(offset, Offset) else _parse_offset(offset)
+    plan = compile_hexsig(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
+                          fullword=fullword,
+                          ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
+    return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
+                       max_matches=max_matches, anchors=plan_anchors(plan))
+
+
+def load_ndb(text: str, path: str, official: bool, options: LoadOptions) -> list[BodySignature]:
+    """Every signature of an .ndb/.ndu file that this engine loads, in file order.
+
+    Raises SignatureError(reason, path, line) for the first line clamd refuses.
+    """
+    signatures: list[BodySignature] = []
+    number = 0
+    for number, line in enumerate(_lines(text), 1):
+        try:
+            signature = _parse_line(line, official, options)
+        except SignatureError as error:
+            raise SignatureError(error.reason, path, number) from None
+        if signature is not None:
+            signatures.append(signature)
+    if number == 0:
+        raise SignatureError("Empty database file", path)
+    return signatures
+
+
+def _lines(text: str):
+    """Lines as clamd's fgets reads them: at most FILEBUFF - 1 characters each, so a
+    longer line arrives in pieces; CR/LF removed at the end, text after a NUL ignored."""
+    size = len(text)
+    position = 0
+    limit = LINE_BUFFER - 1
+    while position < size:
+        newline = text.find("\n", position, position + limit)
+        end = newline + 1 if newline >= 0 else min(position + limit, size)
+        line = text[position:end]
+        position = end
+        if "\0" in line:
+            line = line[:line.index("\0")]
+        yield line.rstrip("\r\n")
+
+
+def _parse_line(line: str, official: bool, options: LoadOptions) -> BodySignature | None:
+    if line.startswith("#"):
+        return None
+    fields = line.split(":", _MAX_FIELDS)
+    if not 4 <= len(fields) <= _MAX_FIELDS:
+        raise SignatureError(f"expected 4 to 6 fields separated by ':', found {len(fields)}")
+    name, target_text, offset_text, hexsig = fields[:4]
+    min_level = max_level = None
+    if len(fields) > 4:
+        if not _digits(fields[4]):
+            raise SignatureError(f"invalid minimum engine level {fields[4]!r}")
+        min_level = _c_atoi(fields[4]) & 0xFFFFFFFF
+        if min_level > options.flevel:
+            return None
+        if len(fields) == 6:
+            if not _digits(fields[5]):
+                raise SignatureError(f"invalid maximum engine level {fields[5]!r}")
+            max_level = _c_atoi(fields[5]) & 0xFFFFFFFF
+            if max_level < options.flevel:
+                return None
+    if target_text != "*" and not _digits(target_text):
+        raise SignatureError(f"invalid target type {target_text!r}")
+    target = 0 if target_text == "*" else _c_atoi(target_text)
+    if not 0 <= target < _TARGET_COUNT:
+        return None  # clamd: "Not supported target type", skipped
+    pattern = parse_body_pattern(hexsig, offset_text, target, ldb=False,
+                                 max_matches=REPORTED_OCCURRENCES)
+    return BodySignature(display_name(_virus_name(name), official), pattern,
+                         min_level, max_level)
+
+
+def _virus_name(name: str) -> str:
+    """clamd drops a " (Clam)" suffix and refuses an empty name."""
+    space = name.find(" ")
+    if space >= 0:
+        clam = name.find(" (Clam)", space)
+        if clam >= 0:
+            name = name[:clam]
+    if not name:
+        raise SignatureError("cli_mpool_virname: Empty virus name")
+    return name
+
+
+def _digits(text: str) -> bool:
+    """clamd's cli_isnumber: digits only, and the empty string passes."""
+    return all(c in "0123456789" for c in text)
+
+
+def _c_atoi(text: str) -> int:
+    if not text:
+        return 0
+    value = min(int(text), (1 << 63) - 1) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
