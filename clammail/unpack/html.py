@@ -20,11 +20,26 @@ do not match.
 
 Limits: a file larger than MaxHTMLNormalize is not normalized at all; the
 notags view is skipped for files larger than MaxHTMLNoTags.
+
+How it is fast: clammail.unpack.html_reference holds the state machine as a
+plain loop over bytes, the statement of the rules. `normalize` here gives the
+same bytes (tests/test_html_fast.py compares the two on thousands of inputs)
+in two tiers:
+
+1. `_bulk_span` takes a stretch of ordinary markup (text, entities, UTF-8,
+   tags with plain attributes, comments) and computes both views with
+   whole-string operations (split/join, translate, replace, a few regular
+   expressions whose matches are rare), with no Python step per tag;
+2. everything else (scripts, odd attributes, data: URIs, stray '<' and
+   '>', text cut by a chunk boundary) goes through the state machine, which
+   consumes runs of bytes per step in its busy states and single bytes in
+   the rest, and hands back to tier 1 as soon as it reaches text again.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import html.entities
 import re
 from collections.abc import Iterator
@@ -54,6 +69,7 @@ _NOT_QUOTED, _SINGLE, _DOUBLE = 0, 1, 2
 
 # Multi-byte sequences libclamav writes as a '.' (ideographic and full-width stops).
 _DOTS = (0xE38082, 0xEFBC8E, 0xEFB992)
+_DOT_BYTES = (b"\xe3\x80\x82", b"\xef\xbc\x8e", b"\xef\xb9\x92")
 
 
 def unpack_html(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
@@ -81,26 +97,28 @@ class Normalized:
         self.data_uris: list[tuple[bytes, bytearray]] = []
 
 
+# ---------------------------------------------------------------------------
+# Chunks
+
 def _chunks(data: bytes) -> Iterator[bytes]:
     """The chunks libclamav's reader hands the state machine: NULs dropped, cut after a space."""
     offset, end = 0, len(data)
+    want = _CHUNK - 1
     while offset < end:
-        want = _CHUNK - 1
-        window = data[offset: offset + want]
-        consumed = len(window)
-        if 0 in window:
-            # Copy byte by byte, skipping NULs, until the chunk is full.
-            out = bytearray()
-            pos = offset
-            while pos < end and len(out) < want:
-                byte = data[pos]
-                pos += 1
-                if byte:
-                    out.append(byte)
+        chunk = data[offset: offset + want]
+        consumed = len(chunk)
+        if 0 in chunk:
+            # Take bytes until `want` of them are not NUL; trailing NULs stay for later.
+            pieces = []
+            need, pos = want, offset
+            while need and pos < end:
+                piece = data[pos: pos + need]
+                pos += len(piece)
+                piece = piece.replace(b"\0", b"")
+                pieces.append(piece)
+                need -= len(piece)
+            chunk = b"".join(pieces)
             consumed = pos - offset
-            chunk = bytes(out)
-        else:
-            chunk = window
         next_offset = offset + consumed
         if next_offset < end and data[next_offset] not in _SPACE:
             cut = _rewind_to_space(chunk)
@@ -114,12 +132,21 @@ def _chunks(data: bytes) -> Iterator[bytes]:
         yield chunk
 
 
-def _rewind_to_space(chunk: bytes) -> int:
-    length = len(chunk)
-    while length > 1 and chunk[length - 1] not in _SPACE:
-        length -= 1
-    return len(chunk) if length == 1 else length
+def _last_space(buf: bytes, start: int = 0, end: int | None = None) -> int:
+    """Index of the last whitespace byte in buf[start:end], -1 if none."""
+    return max(buf.rfind(b" ", start, end), buf.rfind(b"\t", start, end),
+               buf.rfind(b"\n", start, end), buf.rfind(b"\v", start, end),
+               buf.rfind(b"\f", start, end), buf.rfind(b"\r", start, end))
 
+
+def _rewind_to_space(chunk: bytes) -> int:
+    """Length up to and including the last whitespace, unless that is the first byte."""
+    last = _last_space(chunk)
+    return last + 1 if last >= 1 else len(chunk)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by both tiers
 
 def _lower(byte: int) -> int:
     return byte + 32 if 65 <= byte <= 90 else byte
@@ -145,11 +172,386 @@ def _codepoint_bytes(code: int) -> bytes:
     return b"&#x%04x;" % code
 
 
+# A reference in text exactly as the state machine consumes it: a name of up
+# to 1024 characters and an optional ';', or '#', a prefix of zeros and x's
+# (any x turns on hexadecimal) and digits, and an optional ';'.
+_REFERENCE = re.compile(
+    rb"&(?:#(?:(0*[xX][0xX]*)([0-9a-fA-F]*)|(0*)([0-9]*))|[A-Za-z0-9_:\-]{0,1024});?")
+_REFERENCE_SPLIT = re.compile(
+    rb"(&(?:#(?:0*[xX][0xX]*[0-9a-fA-F]*|[0-9]*)|[A-Za-z0-9_:\-]{0,1024});?)")
+# More digits than this could reach libclamav's overflow guards: left to tier 2.
+_MAX_REFERENCE_DIGITS = 15
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_reference(ref: bytes) -> bytes | None:
+    """What a complete reference in text writes to the nocomment view (None: leave to tier 2)."""
+    terminated = ref.endswith(b";")
+    if ref[1:2] != b"#":
+        name = ref[1:-1] if terminated else ref[1:]
+        if not terminated:
+            return b"&" + name.lower()
+        replacement = _entity_bytes(name)
+        return replacement if replacement is not None else b"&" + name.lower() + b";"
+    match = _REFERENCE.fullmatch(ref)
+    assert match is not None
+    hex_prefix, hex_digits, _, dec_digits = match.groups()
+    digits = hex_digits if hex_prefix is not None else dec_digits
+    if len(digits) > _MAX_REFERENCE_DIGITS:
+        return None
+    value = int(digits, 16 if hex_prefix is not None else 10) if digits else 0
+    if not terminated:
+        return bytes([value & 0xFF])
+    return bytes([_lower(value)]) if value < 0x80 else _codepoint_bytes(value)
+
+
+def _eightbit_groups(run: bytes) -> Iterator[bytes]:
+    """A run of bytes >= 0x80 in the groups of (at most) three the state machine forms."""
+    for start in range(0, len(run), 3):
+        yield run[start: start + 3]
+
+
+@functools.lru_cache(maxsize=4096)
+def _eightbit_notags(run: bytes) -> bytes:
+    """What a run of 8-bit bytes in text writes to the notags view (followed by ASCII, no A1+CDO)."""
+    out = bytearray()
+    for group in _eightbit_groups(run):
+        if group in _DOT_BYTES:
+            out.append(0x2E)
+        elif len(group) == 3:
+            out += group[:2] + group[1:2]
+        elif len(group) == 2:
+            out += group[:1] * 2
+        else:
+            # libclamav writes the middle byte again, which for one byte is zero.
+            out.append(0)
+    return bytes(out)
+
+
+def _eightbit_nocomment(match: re.Match) -> bytes:
+    return b"".join(b"." if group in _DOT_BYTES else group for group in _eightbit_groups(match[0]))
+
+
+# ---------------------------------------------------------------------------
+# Tier 1: ordinary markup with whole-string operations
+#
+# A span starts in state NORM outside a script, at a byte that is not
+# whitespace, in a chunk with '\r' removed and '\n' turned into ' ' (the
+# first thing the state machine does to every byte outside data: URIs). It
+# is cut into texts and tag bodies at '<' and '>': a '<' always opens a tag
+# or comment, a comment ends at the first '>', a plain tag too (below), and
+# any further '>' is text. A plain tag body has printable ASCII and
+# whitespace, no '&' or '\\', no whitespace next to '=', quotes only around
+# values (right after '=', the closing one followed by whitespace or the
+# end), no whitespace but ' ' inside quotes and none at all inside single
+# quotes, no 'data:' anywhere, and a name other than 'script'. The state
+# machine writes such a body lowercased, whitespace collapsed to one space
+# (none after '<' or before '>'), quotes as '"'; a comment not at all. Text
+# gets its whitespace collapsed, none right after a tag or comment.
+
+_NOT_CONTROL = bytes(b for b in range(256) if b >= 0x20 or b in b"\t\x0b\x0c")
+_CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+_NOT_DELIMITERS = bytes(b for b in range(256) if b not in b"<>")
+_BODY_ALLOWED = b"\x01\t\x0b\x0c " + bytes(b for b in range(0x21, 0x7F) if b not in b"&\\")
+_INSIDE_SPACES = b"\t\x0b\x0c"
+_NOT_QUOTES = bytes(b for b in range(256) if b not in b"'\"")
+_QUOTE_IN_NAME = re.compile(rb"\x01[ \t\x0b\x0c]*[^ \t\x0b\x0c\x01]*'")
+_COMMENT_IN_SPAN = re.compile(rb"<[ \t\x0b\x0c]*![^>]*")
+_COMMENT_BODY = re.compile(rb"\x01[ \t\x0b\x0c]*![^\x01]*")
+_SINGLE_TO_DOUBLE = bytes.maketrans(b"'", b'"')
+_EIGHTBIT_RUN = re.compile(rb"[\x80-\xff]+")
+_EIGHTBIT_SPLIT = re.compile(rb"([\x80-\xff]+)")
+_A1_CDO = re.compile(rb"\xa1[CDO]")
+# A space written by a separator although the previous one (before an 8-bit
+# run) already wrote one: '\x03' stands for an 8-bit run, '\x04' for the
+# space after a link.
+_SPACE_AFTER_RUN = re.compile(rb"\x03 (?<=[ \x04]\x03 )")
+_NOT_MARKERS = bytes(b for b in range(256) if b not in (0x01, 0x05))
+
+# One attribute as the state machine splits a plain tag body (collapsed, with
+# '"' for "'"): a name, then '=' and a value that is quoted, quoted and
+# broken by a space (the state machine goes on unquoted to the next space),
+# unquoted, or empty at the end of the body.
+_ATTRIBUTE = rb'[^ =\x01]+(?:=(?:"[^" \x01]*"|"[^" \x01]* [^ \x01]*|[^" \x01][^ \x01]*|(?=\x01)))?'
+_VALUE = rb'("[^" \x01]*"|"[^" \x01]* [^ \x01]*|[^" \x01][^ \x01]*|(?=\x01))'
+
+
+def _link_pattern(tag: bytes, attribute: bytes) -> bytes:
+    # The first attribute of that name gives the value; attributes before it have other names.
+    return (rb"\x01(?i:" + tag + rb")(?: (?!(?i:" + attribute + rb")[= \x01])" + _ATTRIBUTE
+            + rb")* (?i:" + attribute + rb")=" + _VALUE + rb"[^\x01]*")
+
+
+_LINKS = re.compile(_link_pattern(b"a", b"href") + b"|" + _link_pattern(b"img", b"src"))
+
+
+def _join_bodies(bodies: list[bytes]) -> bytes:
+    """The bodies between '\\x01's, each comment reduced to '!'."""
+    joined = b"\x01" + b"\x01".join(bodies) + b"\x01"
+    if b"!" in joined:
+        joined = _COMMENT_BODY.sub(b"\x01!", joined)
+    return joined
+
+
+def _collapse_bodies(joined: bytes) -> bytes:
+    """Joined bodies as the state machine spaces them, quotes as '"'."""
+    collapsed = b" ".join(joined.translate(_SINGLE_TO_DOUBLE).split())
+    return collapsed.replace(b"\x01 ", b"\x01").replace(b" \x01", b"\x01")
+
+
+def _bodies_ok(joined: bytes) -> bool:
+    """Whether every body in joined (from _join_bodies) is plain."""
+    if joined.translate(None, _BODY_ALLOWED):
+        return False
+    collapsed = _collapse_bodies(joined)
+    if b" =" in collapsed or b"= " in collapsed or b"data:" in collapsed:
+        return False
+    if b'"' not in collapsed:
+        return True
+    pieces = collapsed.split(b'"')
+    if len(pieces) % 2 == 0:
+        return False
+    inside, outside = b"\x02".join(pieces[1::2]), pieces[0::2]
+    if b"\x01" in inside:
+        return False
+    if b"'" in joined:
+        # A value ends at a quote of its own kind only. "'" stays as it is in a
+        # tag name, and in the attribute names a value broken by spaces makes.
+        quotes = joined.translate(None, _NOT_QUOTES)
+        if quotes[0::2] != quotes[1::2] or b" " in inside or _QUOTE_IN_NAME.search(joined):
+            return False
+    if any(space in joined for space in _INSIDE_SPACES):
+        raw_inside = b"".join(joined.translate(_SINGLE_TO_DOUBLE).split(b'"')[1::2])
+        if any(space in raw_inside for space in _INSIDE_SPACES):
+            return False
+    # Every quote opens a value right after '=' and closes it before a space or the end.
+    quoted = len(pieces) // 2
+    opened = (b"\x02".join(outside[:-1]) + b"\x02").count(b"=\x02")
+    closed = b"\x02" + b"\x02".join(outside[1:])
+    return opened == quoted and closed.count(b"\x02 ") + closed.count(b"\x02\x01") == quoted
+
+
+def _plain_bodies(bodies: list[bytes]) -> int:
+    """How many of the bodies, from the first, are plain."""
+    count = len(bodies)
+    if not count:
+        return 0
+    joined = _join_bodies(bodies)
+    lowered = _collapse_bodies(joined).lower()
+    scripts = [at for at in (lowered.find(b"\x01script\x01"), lowered.find(b"\x01script ")) if at >= 0]
+    if scripts:
+        count = lowered.count(b"\x01", 0, min(scripts))
+        joined = _join_bodies(bodies[:count])
+    if _bodies_ok(joined):
+        return count
+    # Binary search for the first body that is not plain.
+    good, bad = 0, count
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if _bodies_ok(_join_bodies(bodies[:middle])):
+            good = middle
+        else:
+            bad = middle
+    return good
+
+
+def _interleave(first: list[bytes], second: list[bytes]) -> bytes:
+    """first[0] + second[0] + first[1] + ... (len(first) == len(second) + 1)."""
+    merged: list[bytes] = [b""] * (len(first) + len(second))
+    merged[0::2] = first
+    merged[1::2] = second
+    return b"".join(merged)
+
+
+def _link_texts(collapsed: bytes) -> tuple[bytes, list[bytes]]:
+    """The bodies with each link body replaced by '\\x05' (others emptied later), and the link texts."""
+    pieces = _LINKS.split(collapsed)
+    rest = pieces[0::3]
+    marks, texts = [], []
+    for a_value, img_value in zip(pieces[1::3], pieces[2::3], strict=True):
+        value = (a_value if a_value is not None else img_value)[:_STR_MAX]
+        if value[:1] == b'"':
+            value = value[1:-1]
+        if value:
+            marks.append(b"\x01\x05")
+            texts.append(value)
+        else:
+            marks.append(b"\x01")
+    return _interleave(rest, marks), texts
+
+
+def _split_span(span: bytes) -> list[bytes]:
+    """span cut into text, body, text, ..., text: up to the first '<' that is not closed."""
+    if b"!" in span and b"<" in span:
+        # A comment ends at the first '>' whatever it holds: hide its '<'s.
+        span = _COMMENT_IN_SPAN.sub(lambda m: m[0][:1] + m[0][1:].replace(b"<", b"\x06"), span)
+    delimiters = span.translate(None, _NOT_DELIMITERS)
+    parts = span.replace(b">", b"<").split(b"<")
+    # A '>' after a '>' (or before any '<') is text: merge it into its text.
+    strays = [0] if delimiters[:1] == b">" else []
+    at = delimiters.find(b">>")
+    while at >= 0:
+        strays.append(at + 1)
+        at = delimiters.find(b">>", at + 1)
+    for at in reversed(strays):
+        parts[at: at + 2] = [parts[at] + b">" + parts[at + 1]]
+    # The first '<' followed by another '<' or by nothing ends the span.
+    unclosed = [at for at in (delimiters.find(b"<<"),) if at >= 0]
+    if delimiters[-1:] == b"<":
+        unclosed.append(len(delimiters) - 1)
+    if unclosed:
+        first = min(unclosed)
+        first -= sum(1 for at in strays if at < first)
+        parts = parts[: first + 1]
+    return parts
+
+
+class _Span:
+    """What tier 1 made of buf[start:end]."""
+
+    __slots__ = ("end", "nocomment", "notags", "space_written", "state")
+
+    def __init__(self, end: int, nocomment: bytes, notags: bytes, space_written: bool, state: int):
+        self.end = end
+        self.nocomment = nocomment
+        self.notags = notags
+        self.space_written = space_written
+        self.state = state
+
+
+def _bulk_span(buf: bytes, start: int, limit: int, chunk_rstrip: int,
+               space_written: bool) -> _Span | None:
+    """Normalize the longest plain stretch of buf[start:limit] at once (None: not even one token)."""
+    # End after whitespace or before '<', so that no token is cut.
+    if buf[limit - 1] in _SPACE:
+        end = limit
+    else:
+        end = max(_last_space(buf, start, limit) + 1, buf.rfind(b"<", start, limit))
+        if end <= start:
+            return None
+    span = buf[start:end]
+    if span.translate(None, _NOT_CONTROL):
+        span = span[: _CONTROL.search(span).start()]
+    parts = _split_span(span)
+    bodies = parts[1::2]
+    keep = _plain_bodies(bodies)
+    if keep < len(bodies):
+        parts = parts[: 2 * keep + 1]
+        bodies = bodies[:keep]
+    end = start + sum(map(len, parts)) + len(parts) - 1
+    if bodies and end >= chunk_rstrip and not parts[-1].strip():
+        # A tag takes effect at the next byte that is not whitespace; there is none in this chunk.
+        parts = parts[:-2]
+        bodies = bodies[:-1]
+        end = start + sum(map(len, parts)) + len(parts) - 1
+    if end <= start:
+        return None
+    texts = parts[0::2]
+    joined_texts = b"\x01".join(texts)
+    ascii_only = joined_texts.isascii()
+    if not ascii_only and b"\xa1" in joined_texts and _A1_CDO.search(joined_texts):
+        return None
+
+    # nocomment: texts and tags apart, then interleaved.
+    squeezed = b" ".join(joined_texts.split()).replace(b"\x01 ", b"\x01")
+    if not ascii_only and any(dot in squeezed for dot in _DOT_BYTES):
+        squeezed = _EIGHTBIT_RUN.sub(_eightbit_nocomment, squeezed)
+    if b"&" in squeezed:
+        pieces = _REFERENCE_SPLIT.split(squeezed)
+        decoded = [_decode_reference(ref) for ref in pieces[1::2]]
+        if None in decoded or any(b"\x01" in piece for piece in decoded):  # type: ignore[operator]
+            return None
+        plain = b"\x02".join(pieces[0::2]).lower().split(b"\x02")
+        squeezed = _interleave(plain, decoded)  # type: ignore[arg-type]
+    else:
+        squeezed = squeezed.lower()
+    if bodies:
+        collapsed = _collapse_bodies(_join_bodies(bodies))
+        lowered = collapsed.lower()
+        tags = (b"\x01<" + lowered[1:-1].replace(b"\x01", b">\x01<") + b">").replace(b"\x01<!>", b"\x01")
+        nocomment = _interleave(squeezed.split(b"\x01"), tags.split(b"\x01")[1:])
+    else:
+        nocomment = squeezed
+
+    # notags: '\x04' is the incoming state (a space was written) or a link's space.
+    links: list[bytes] = []
+    if bodies:
+        if b"\x01a " in lowered or b"\x01img " in lowered:
+            rest, links = _link_texts(collapsed)
+            marks = rest.translate(None, _NOT_MARKERS).split(b"\x01")[1:-1]
+            separators = ((b"\x01" + b"\x01".join(marks)).replace(b"\x01", b"\x01 ")
+                          .replace(b"\x05", b"\x05\x04").split(b"\x01")[1:])
+            notags = _interleave(texts, separators)
+        else:
+            notags = joined_texts.replace(b"\x01", b" ")
+    else:
+        notags = texts[0]
+    notags = notags.lower()
+    if b"&" in notags:
+        notags = _REFERENCE.sub(b" ", notags)
+    runs: list[bytes] = []
+    if not ascii_only:
+        pieces = _EIGHTBIT_SPLIT.split(notags)
+        runs = [_eightbit_notags(run) for run in pieces[1::2]]
+        notags = b"\x03".join(pieces[0::2])
+    trailing_space = notags[-1:].isspace()
+    notags = b" ".join(((b"\x04" if space_written else b"x") + notags).split())
+    if trailing_space:
+        notags += b" "
+    if b"\x04" in notags:
+        notags = notags.replace(b"\x04 ", b"\x04")
+    if runs:
+        notags = _SPACE_AFTER_RUN.sub(b"\x03", notags)
+    space_written = notags.rstrip(b"\x03")[-1:] in (b" ", b"\x04")
+    notags = notags[1:].replace(b"\x04", b" ")
+    if links:
+        notags = _interleave(notags.split(b"\x05"), links)
+    if runs:
+        notags = _interleave(notags.split(b"\x03"), runs)
+
+    # Whitespace at the end is pending: skipped after a tag, one space after text.
+    if buf[end - 1] not in _SPACE:
+        state = NORM
+    elif bodies and not parts[-1].strip():
+        state = SKIP_WS
+    else:
+        state = TRIM_WS
+    return _Span(end, nocomment, notags, space_written, state)
+
+
+# ---------------------------------------------------------------------------
+# Tier 2: the state machine, with runs of bytes per step where it is busy
+
+_NL_TO_SPACE = bytes.maketrans(b"\n", b" ")
+_LOWER_SCRIPT = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ'", b"abcdefghijklmnopqrstuvwxyz\"")
 _PLAIN_TEXT = re.compile(rb"[^<&\s\x00-\x1f\x80-\xff]+")
+_SCRIPT_TEXT = re.compile(rb"[^<&\s\x80-\xff]+")
+_SPACES = re.compile(rb"[ \t\n\x0b\x0c\r]*")
+_TAG_NAME = re.compile(rb"[^\s>]+")
+_ARG_NAME = re.compile(rb"[^=\s>]+")
+_ARG_VALUE = re.compile(rb"[^&'\"\s>\x80-\xff]+")
+_DATA_QUOTED = re.compile(rb"[^&%'\"]+")
+_DATA_UNQUOTED = re.compile(rb"[^&%'\"\s>]+")
+_WHITESPACE = b" \t\n\x0b\x0c\r"
+
+# Tier 1 looks at most this far ahead; after a miss it waits a little longer each time.
+_BULK_WINDOW = 16384
+_BULK_RETRY_MAX = 4096
+
+
+def _raw_index(raw: bytes, cleaned_index: int) -> int:
+    """The index in raw of the byte at cleaned_index once raw's '\\r' bytes are removed."""
+    position, remaining = 0, cleaned_index
+    while True:
+        carriage = raw.find(b"\r", position)
+        if carriage < 0 or carriage - position > remaining:
+            return position + remaining
+        remaining -= carriage - position
+        position = carriage + 1
 
 
 def normalize(data: bytes, check=lambda: None) -> Normalized:
-    """Run libclamav's HTML state machine over `data`."""
+    """Run libclamav's HTML state machine over `data` (same output as html_reference.normalize)."""
     out = Normalized()
     o2 = out.nocomment
     text = out.notags
@@ -169,6 +571,8 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
     esc_length = 0
     mbchar = mbchar2 = 0
     data_uri: bytearray | None = None
+    bulk_window = _BULK_WINDOW
+    bulk_retry_gap = 0
 
     def add_arg(val: bytes | None) -> None:
         if val is not None:
@@ -194,32 +598,49 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
 
     for line in _chunks(data):
         check()
-        buf = bytearray(line)
+        # Outside data: URIs the state machine skips '\r' and reads '\n' as ' '; doing
+        # that once per chunk lets the fast paths ignore both. `raw` is set when a
+        # data: URI starts: from there on this chunk is read as it is, byte by byte.
+        raw = binary
+        buf: bytes | bytearray = bytearray(line) if raw else line.translate(_NL_TO_SPACE, b"\r")
         n = len(buf)
+        chunk_rstrip = len(buf.rstrip())
+        bulk_from = 0
         i = 0
         while i < n and buf[i] in _SPACE:
             i += 1
         while i < n:
             c = buf[i]
-            if not binary and c == 0x0A:
-                buf[i] = 0x20
-                continue
-            if not binary and c == 0x0D:
-                i += 1
-                continue
-            if state == SKIP_WS:
-                if c in _SPACE:
+            if raw and not binary:
+                if c == 0x0A:
+                    buf[i] = 0x20
+                    continue
+                if c == 0x0D:
                     i += 1
-                else:
-                    state, next_state = next_state, BAD
-            elif state == TRIM_WS:
+                    continue
+            if state == SKIP_WS or state == TRIM_WS:
                 if c in _SPACE:
-                    i += 1
-                else:
-                    if not in_script:
-                        o2.append(0x20)
-                    state, next_state = next_state, BAD
+                    i = _SPACES.match(buf, i).end()
+                    continue
+                if state == TRIM_WS and not in_script:
+                    o2.append(0x20)
+                state, next_state = next_state, BAD
             elif state == NORM:
+                if not in_script and not raw and not mbchar2 and i >= bulk_from and c not in _SPACE:
+                    span = _bulk_span(buf, i, min(n, i + bulk_window), chunk_rstrip, text_space_written)
+                    if span is not None:
+                        o2 += span.nocomment
+                        text += span.notags
+                        text_space_written = span.space_written
+                        if span.end - i >= bulk_window // 2:
+                            bulk_window = min(2 * bulk_window, _BULK_WINDOW)
+                        i = span.end
+                        state, next_state = span.state, (BAD if span.state == NORM else NORM)
+                        bulk_retry_gap = 0
+                        continue
+                    bulk_retry_gap = min(max(2 * bulk_retry_gap, 16), _BULK_RETRY_MAX)
+                    bulk_window = max(bulk_window // 2, 1024)
+                    bulk_from = i + bulk_retry_gap
                 if c == 0x3C:  # <
                     o2.append(0x3C)
                     if not in_script and not text_space_written:
@@ -243,8 +664,17 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                     state, next_state = EIGHTBIT, NORM
                     mbchar = c
                     i += 1
-                elif not in_script and c >= 0x20:
-                    # Fast path: a run of plain text characters.
+                elif in_script:
+                    if raw:
+                        low = _lower(c)
+                        o2.append(0x22 if low == 0x27 else low)
+                        i += 1
+                    else:
+                        m = _SCRIPT_TEXT.match(buf, i)
+                        o2 += buf[i: m.end()].translate(_LOWER_SCRIPT)
+                        i = m.end()
+                elif c >= 0x20:
+                    # A run of plain text characters.
                     m = _PLAIN_TEXT.match(buf, i)
                     run = bytes(buf[i: m.end()]).lower()
                     o2 += run
@@ -252,15 +682,11 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                     text_space_written = False
                     i = m.end()
                 else:
-                    low = _lower(c)
-                    if in_script and low == 0x27:
-                        low = 0x22
-                    o2.append(low)
-                    if not in_script:
-                        # Control characters count as whitespace in the text view.
-                        if not text_space_written:
-                            text.append(0x20)
-                            text_space_written = True
+                    o2.append(c)
+                    # Control characters count as whitespace in the text view.
+                    if not text_space_written:
+                        text.append(0x20)
+                        text_space_written = True
                     i += 1
             elif state == EIGHTBIT:
                 if c < 0x80 or mbchar >= 0x10000:
@@ -300,10 +726,17 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                     i += 1
                     state, next_state = SKIP_WS, PROCESS_TAG
                 elif c not in _SPACE:
-                    low = _lower(c)
-                    o2.append(low)
                     if in_script and not tag and c != 0x2F:
                         state = NORM
+                    elif not raw:
+                        m = _TAG_NAME.match(buf, i)
+                        run = buf[i: m.end()].lower()
+                        o2 += run
+                        tag += run[: _STR_MAX - len(tag)]
+                        i = m.end()
+                        continue
+                    low = _lower(c)
+                    o2.append(low)
                     keep(tag, low)
                     i += 1
                 else:
@@ -329,10 +762,17 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                 else:
                     if not tag_arg:
                         o2.append(0x20)
-                    low = _lower(c)
-                    o2.append(low)
-                    keep(tag_arg, low)
-                    i += 1
+                    if raw:
+                        low = _lower(c)
+                        o2.append(low)
+                        keep(tag_arg, low)
+                        i += 1
+                    else:
+                        m = _ARG_NAME.match(buf, i)
+                        run = buf[i: m.end()].lower()
+                        o2 += run
+                        tag_arg += run[: _STR_MAX - len(tag_arg)]
+                        i = m.end()
             elif state == TAG_ARG_EQUAL:
                 if c == 0x3D:
                     o2.append(0x3D)
@@ -380,6 +820,13 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                         state, next_state = SKIP_WS, TAG_ARG_VAL
                         escape, quoted = False, _NOT_QUOTED
                         i += 1
+                elif not mbchar2 and c < 0x80 and not raw and len(tag_val) >= 6:
+                    # A run of plain value bytes (too long by now to become "data:").
+                    m = _ARG_VALUE.match(buf, i)
+                    run = buf[i: m.end()]
+                    o2 += run.lower()
+                    tag_val += run[: _STR_MAX - len(tag_val)]
+                    i = m.end()
                 else:
                     if mbchar2 and (c < 0x80 or mbchar2 >= 0x10000):
                         if mbchar2 in _DOTS or (mbchar2 == 0xA1 and c in (0x43, 0x44, 0x4F)):
@@ -410,12 +857,14 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                     i += 1
                 escape = i < n and buf[i] == 0x5C
             elif state == COMMENT:
-                if in_script and c not in _SPACE:
-                    low = _lower(c)
-                    o2.append(0x22 if low == 0x27 else low)
-                if c == 0x3E:
+                # Up to and including the first '>'; inside a script its bytes are kept.
+                close = buf.find(b">", i)
+                stop = n if close < 0 else close + 1
+                if in_script:
+                    o2 += buf[i:stop].translate(_LOWER_SCRIPT, _WHITESPACE)
+                if close >= 0:
                     state, next_state = SKIP_WS, NORM
-                i += 1
+                i = stop
             elif state == PROCESS_TAG:
                 state, next_state = SKIP_WS, NORM
                 name = bytes(tag)
@@ -531,6 +980,12 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                 out.data_uris.append((bytes(tag_val), data_uri))
                 state = RFC2397_DATA
                 binary = True
+                if not raw:
+                    # From here on the chunk is read as it is (see above).
+                    i = _raw_index(line, i)
+                    buf = bytearray(line)
+                    n = len(buf)
+                    raw = True
             elif state == RFC2397_DATA:
                 if c == 0x26:
                     state, next_state = CHAR_REF, RFC2397_DATA
@@ -553,9 +1008,11 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                         data_uri.append(c)
                     i += 1
                 else:
+                    # A run of payload bytes (whitespace and '>' too while quoted).
+                    m = (_DATA_UNQUOTED if quoted == _NOT_QUOTED else _DATA_QUOTED).match(buf, i)
                     if data_uri is not None:
-                        data_uri.append(c)
-                    i += 1
+                        data_uri += buf[i: m.end()]
+                    i = m.end()
                 escape = i < n and buf[i] == 0x5C
             elif state == RFC2397_FINISH:
                 data_uri = None
@@ -596,7 +1053,7 @@ def _decode_data_uri(mime: bytes, payload: bytes | bytearray) -> bytes:
     """The bytes a data: URI carries (libclamav hands it to its mail decoder)."""
     if b";base64" not in mime:
         return bytes(payload)
-    cleaned = bytes(b for b in payload if b in _BASE64_ALPHABET)
+    cleaned = bytes(payload).translate(None, _NOT_BASE64)
     cleaned = cleaned.rstrip(b"=")
     cleaned = cleaned[: len(cleaned) - len(cleaned) % 4 if len(cleaned) % 4 == 1 else None]
     cleaned += b"=" * (-len(cleaned) % 4)
@@ -606,6 +1063,5 @@ def _decode_data_uri(mime: bytes, payload: bytes | bytearray) -> bytes:
         return b""
 
 
-_BASE64_ALPHABET = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-)
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(b for b in range(256) if b not in _BASE64_ALPHABET)
