@@ -240,35 +240,50 @@ def _eightbit_nocomment(match: re.Match) -> bytes:
 # first thing the state machine does to every byte outside data: URIs). It
 # is cut into texts and tag bodies at '<' and '>': a '<' always opens a tag
 # or comment, a comment ends at the first '>', a plain tag too (below), and
-# any further '>' is text. A plain tag body has printable ASCII and
-# whitespace, no '&' or '\\', no whitespace next to '=', quotes only around
-# values (right after '=', the closing one followed by whitespace or the
-# end), no whitespace but ' ' inside quotes and none at all inside single
-# quotes, no 'data:' anywhere, and a name other than 'script'. The state
-# machine writes such a body lowercased, whitespace collapsed to one space
-# (none after '<' or before '>'), quotes as '"'; a comment not at all. Text
-# gets its whitespace collapsed, none right after a tag or comment.
+# any further '>' is text. A plain tag body has printable ASCII, whitespace
+# and 8-bit bytes followed by a plain byte; no '&' or '\\'; no whitespace
+# next to '='; quotes only around values (right after '=', closed by the
+# same kind of quote, and then a space, the end of the tag or another
+# attribute); no whitespace but ' ' inside '"' and none inside "'"; no
+# 'data:' anywhere; and a name other than 'script'. The state machine
+# writes such a body lowercased, whitespace collapsed to one space (none
+# after '<' or before '>', one between a closing quote and a new attribute),
+# quotes as '"'; a comment not at all. Text gets its whitespace collapsed,
+# none right after a tag or comment.
+#
+# Bytes 0x01-0x06 never occur in a span and serve as markers: '\x01' a tag
+# between texts, '\x02' a quote (while checking bodies), '\x03' an 8-bit run
+# and '\x05' a link text in the notags view, '\x04' a space written there
+# that makes the next separators write nothing, '\x06' a '<' in a comment.
 
-_NOT_CONTROL = bytes(b for b in range(256) if b >= 0x20 or b in b"\t\x0b\x0c")
+_KEEP_MARKS = bytes(b for b in range(256) if b >= 0x20 and b not in b"<>!" or b in b"\t\x0b\x0c")
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
-_NOT_DELIMITERS = bytes(b for b in range(256) if b not in b"<>")
-_BODY_ALLOWED = b"\x01\t\x0b\x0c " + bytes(b for b in range(0x21, 0x7F) if b not in b"&\\")
-_INSIDE_SPACES = b"\t\x0b\x0c"
-_NOT_QUOTES = bytes(b for b in range(256) if b not in b"'\"")
-_QUOTE_IN_NAME = re.compile(rb"\x01[ \t\x0b\x0c]*[^ \t\x0b\x0c\x01]*'")
 _COMMENT_IN_SPAN = re.compile(rb"<[ \t\x0b\x0c]*![^>]*")
 _COMMENT_BODY = re.compile(rb"\x01[ \t\x0b\x0c]*![^\x01]*")
+# What is left of a body after deleting these is unusual and needs a closer look.
+_BODY_ORDINARY = b'\x01 "' + bytes(b for b in range(0x21, 0x7F) if b not in b"&\\'")
+_UNUSUAL_IN_BODY = re.compile(rb"[^\x01 \"!#-%(-\[\]-~]")
+_BODY_UNUSUAL_OK = b"\t\x0b\x0c'" + bytes(range(0x80, 0x100))
 _SINGLE_TO_DOUBLE = bytes.maketrans(b"'", b'"')
+_TABS_TO_SPACE = bytes.maketrans(b"\t\x0b\x0c", b"   ")
+_NOT_TABS = bytes(b for b in range(256) if b not in b"\t\x0b\x0c")
+_TABS_AND_QUOTE = bytes.maketrans(b"\t\x0b\x0c'", b'   "')
+# In a value, 8-bit bytes wait for the next plain byte of a value to be written
+# (in groups of three, like text): plain only when one follows at once.
+_EIGHTBIT_PENDING = re.compile(rb"[\x80-\xff][\x01\t\x0b\x0c \"']")
+_EIGHTBIT_ODD = _DOT_BYTES + (b"\xa1C", b"\xa1D", b"\xa1O")
+_NOT_SPACES = bytes(b for b in range(256) if b not in b" \t\x0b\x0c")
+_NOT_QUOTES = bytes(b for b in range(256) if b not in b"'\"")
+_QUOTE_IN_NAME = re.compile(rb"\x01[^ \x01\x02]*=\x02")
 _EIGHTBIT_RUN = re.compile(rb"[\x80-\xff]+")
 _EIGHTBIT_SPLIT = re.compile(rb"([\x80-\xff]+)")
 _A1_CDO = re.compile(rb"\xa1[CDO]")
 # A space written by a separator although the previous one (before an 8-bit
-# run) already wrote one: '\x03' stands for an 8-bit run, '\x04' for the
-# space after a link.
+# run) already wrote one.
 _SPACE_AFTER_RUN = re.compile(rb"\x03 (?<=[ \x04]\x03 )")
 _NOT_MARKERS = bytes(b for b in range(256) if b not in (0x01, 0x05))
 
-# One attribute as the state machine splits a plain tag body (collapsed, with
+# One attribute as the state machine splits a plain tag body (spaced, with
 # '"' for "'"): a name, then '=' and a value that is quoted, quoted and
 # broken by a space (the state machine goes on unquoted to the next space),
 # unquoted, or empty at the end of the body.
@@ -278,11 +293,19 @@ _VALUE = rb'("[^" \x01]*"|"[^" \x01]* [^ \x01]*|[^" \x01][^ \x01]*|(?=\x01))'
 
 def _link_pattern(tag: bytes, attribute: bytes) -> bytes:
     # The first attribute of that name gives the value; attributes before it have other names.
-    return (rb"\x01(?i:" + tag + rb")(?: (?!(?i:" + attribute + rb")[= \x01])" + _ATTRIBUTE
-            + rb")* (?i:" + attribute + rb")=" + _VALUE + rb"[^\x01]*")
+    return (rb"(?i:" + tag + rb")(?: (?!(?i:" + attribute + rb")[= \x01])" + _ATTRIBUTE
+            + rb")* (?i:" + attribute + rb")")
 
 
-_LINKS = re.compile(_link_pattern(b"a", b"href") + b"|" + _link_pattern(b"img", b"src"))
+_LINKS = re.compile(rb"\x01(?:" + _link_pattern(b"a", b"href") + b"|" + _link_pattern(b"img", b"src")
+                    + rb")=" + _VALUE + rb"[^\x01]*")
+
+
+def _squeeze(text: bytes) -> bytes:
+    """Runs of spaces as one (text has ' ' as its only whitespace)."""
+    while b"  " in text:
+        text = text.replace(b"  ", b" ")
+    return text
 
 
 def _join_bodies(bodies: list[bytes]) -> bytes:
@@ -293,66 +316,94 @@ def _join_bodies(bodies: list[bytes]) -> bytes:
     return joined
 
 
-def _collapse_bodies(joined: bytes) -> bytes:
-    """Joined bodies as the state machine spaces them, quotes as '"'."""
-    collapsed = b" ".join(joined.translate(_SINGLE_TO_DOUBLE).split())
-    return collapsed.replace(b"\x01 ", b"\x01").replace(b" \x01", b"\x01")
-
-
-def _bodies_ok(joined: bytes) -> bool:
-    """Whether every body in joined (from _join_bodies) is plain."""
-    if joined.translate(None, _BODY_ALLOWED):
-        return False
-    collapsed = _collapse_bodies(joined)
-    if b" =" in collapsed or b"= " in collapsed or b"data:" in collapsed:
-        return False
-    if b'"' not in collapsed:
-        return True
-    pieces = collapsed.split(b'"')
-    if len(pieces) % 2 == 0:
-        return False
-    inside, outside = b"\x02".join(pieces[1::2]), pieces[0::2]
-    if b"\x01" in inside:
-        return False
-    if b"'" in joined:
-        # A value ends at a quote of its own kind only. "'" stays as it is in a
-        # tag name, and in the attribute names a value broken by spaces makes.
-        quotes = joined.translate(None, _NOT_QUOTES)
-        if quotes[0::2] != quotes[1::2] or b" " in inside or _QUOTE_IN_NAME.search(joined):
-            return False
-    if any(space in joined for space in _INSIDE_SPACES):
-        raw_inside = b"".join(joined.translate(_SINGLE_TO_DOUBLE).split(b'"')[1::2])
-        if any(space in raw_inside for space in _INSIDE_SPACES):
-            return False
-    # Every quote opens a value right after '=' and closes it before a space or the end.
+def _spaced_bodies(joined: bytes) -> bytes | None:
+    """Joined bodies as the state machine writes them (quotes as '"', not lowercased), None if
+    one of them is not plain."""
+    unusual = joined.translate(None, _BODY_ORDINARY)
+    if unusual:
+        if unusual.translate(None, _BODY_UNUSUAL_OK):
+            return None
+        if not unusual.isascii() and (_EIGHTBIT_PENDING.search(joined)
+                                      or any(odd in joined for odd in _EIGHTBIT_ODD)):
+            return None
+        single = b"'" in unusual
+        if single:
+            # A value ends at a quote of its own kind only; "'" stays as it is in
+            # the attribute names a value broken by spaces makes.
+            quotes = joined.translate(None, _NOT_QUOTES)
+            if quotes[0::2] != quotes[1::2] or b"".join(joined.split(b"'")[1::2]).translate(None, _NOT_SPACES):
+                return None
+        if unusual.translate(None, _NOT_TABS):
+            # No other whitespace than ' ' inside quotes (the first of a run is kept).
+            inside = b"".join(joined.translate(_SINGLE_TO_DOUBLE if single else None).split(b'"')[1::2])
+            if inside.translate(None, _NOT_TABS):
+                return None
+        spaced = _squeeze(joined.translate(_TABS_AND_QUOTE))
+    else:
+        spaced = _squeeze(joined)
+    spaced = spaced.replace(b"\x01 ", b"\x01").replace(b" \x01", b"\x01")
+    if b" =" in spaced or b"= " in spaced or b"data:" in spaced:
+        return None
+    if b'"' not in spaced:
+        return spaced
+    pieces = spaced.split(b'"')
+    if len(pieces) % 2 == 0 or b"\x01" in b"\x02".join(pieces[1::2]):
+        return None
+    # Every quote that opens a value follows the '=' after an attribute name (in
+    # a tag name, '=' and quotes are just bytes of the name).
     quoted = len(pieces) // 2
-    opened = (b"\x02".join(outside[:-1]) + b"\x02").count(b"=\x02")
-    closed = b"\x02" + b"\x02".join(outside[1:])
-    return opened == quoted and closed.count(b"\x02 ") + closed.count(b"\x02\x01") == quoted
+    before = b"\x02".join(pieces[0:-1:2]) + b"\x02"
+    if before.count(b"=\x02") != quoted or _QUOTE_IN_NAME.search(before):
+        return None
+    # A value with a space in it goes on unquoted up to the next space; one
+    # without is closed by its quote, and what follows starts a new attribute
+    # (with a space in front), unless it is a quote or '='.
+    after = b"\x02" + b"\x02".join(pieces[2::2])
+    if after.count(b"\x02 ") + after.count(b"\x02\x01") == quoted:
+        return spaced
+    if b"\x02\x02" in after or b"\x02=" in after:
+        return None
+    for at in range(quoted):
+        if b" " in pieces[2 * at + 1] and pieces[2 * at + 2][:1] not in (b" ", b"\x01"):
+            return None
+    after = after.replace(b"\x02", b"\x02 ").replace(b"\x02  ", b"\x02 ").replace(b"\x02 \x01", b"\x02\x01")
+    pieces[2::2] = after.split(b"\x02")[1:]
+    return b'"'.join(pieces)
 
 
-def _plain_bodies(bodies: list[bytes]) -> int:
-    """How many of the bodies, from the first, are plain."""
+def _plain_bodies(bodies: list[bytes]) -> tuple[int, bytes]:
+    """How many of the bodies, from the first, are plain, and those as _spaced_bodies writes them."""
     count = len(bodies)
-    if not count:
-        return 0
     joined = _join_bodies(bodies)
-    lowered = _collapse_bodies(joined).lower()
-    scripts = [at for at in (lowered.find(b"\x01script\x01"), lowered.find(b"\x01script ")) if at >= 0]
-    if scripts:
-        count = lowered.count(b"\x01", 0, min(scripts))
-        joined = _join_bodies(bodies[:count])
-    if _bodies_ok(joined):
-        return count
-    # Binary search for the first body that is not plain.
-    good, bad = 0, count
+    lowered = joined.lower()
+    if b"script" in lowered:
+        lowered = b" ".join(lowered.split()).replace(b"\x01 ", b"\x01")
+        scripts = [at for at in (lowered.find(b"\x01script\x01"), lowered.find(b"\x01script ")) if at >= 0]
+        if scripts:
+            count = lowered.count(b"\x01", 0, min(scripts))
+            joined = _join_bodies(bodies[:count])
+    spaced = _spaced_bodies(joined)
+    if spaced is not None:
+        return count, spaced
+    # The first body with an unusual byte is a likely culprit; otherwise, and
+    # before it, a binary search finds the first body that is not plain.
+    bad = count
+    unusual = _UNUSUAL_IN_BODY.search(joined)
+    if unusual:
+        bad = joined.count(b"\x01", 0, unusual.start()) - 1
+        spaced = _spaced_bodies(_join_bodies(bodies[:bad]))
+        if spaced is not None:
+            return bad, spaced
+    good = 0
+    spaced = b"\x01\x01"
     while bad - good > 1:
         middle = (good + bad) // 2
-        if _bodies_ok(_join_bodies(bodies[:middle])):
-            good = middle
+        attempt = _spaced_bodies(_join_bodies(bodies[:middle]))
+        if attempt is not None:
+            good, spaced = middle, attempt
         else:
             bad = middle
-    return good
+    return good, spaced
 
 
 def _interleave(first: list[bytes], second: list[bytes]) -> bytes:
@@ -363,46 +414,46 @@ def _interleave(first: list[bytes], second: list[bytes]) -> bytes:
     return b"".join(merged)
 
 
-def _link_texts(collapsed: bytes) -> tuple[bytes, list[bytes]]:
-    """The bodies with each link body replaced by '\\x05' (others emptied later), and the link texts."""
-    pieces = _LINKS.split(collapsed)
-    rest = pieces[0::3]
-    marks, texts = [], []
-    for a_value, img_value in zip(pieces[1::3], pieces[2::3], strict=True):
-        value = (a_value if a_value is not None else img_value)[:_STR_MAX]
-        if value[:1] == b'"':
-            value = value[1:-1]
-        if value:
-            marks.append(b"\x01\x05")
-            texts.append(value)
-        else:
-            marks.append(b"\x01")
-    return _interleave(rest, marks), texts
+def _link_separators(spaced: bytes) -> tuple[list[bytes], list[bytes]]:
+    """What each tag writes to the notags view ('\\x05' for its link text), and the link texts."""
+    pieces = _LINKS.split(spaced)
+    values = pieces[1::2]
+    if not values:
+        return [b" "] * (spaced.count(b"\x01") - 1), []
+    # The value as add_arg keeps it: at most 1024 bytes, a leading quote and the last byte dropped.
+    if max(map(len, values)) > _STR_MAX:
+        values = [value[:_STR_MAX] for value in values]
+    values = [value[1:-1] if value[:1] == b'"' else value for value in values]
+    marks = [b"\x01\x05" if value else b"\x01" for value in values]
+    tags = _interleave(pieces[0::2], marks).translate(None, _NOT_MARKERS)
+    separators = tags[:-1].replace(b"\x01", b"\x01 ").replace(b"\x05", b"\x05\x04").split(b"\x01")[1:]
+    return separators, list(filter(None, values))
 
 
-def _split_span(span: bytes) -> list[bytes]:
-    """span cut into text, body, text, ..., text: up to the first '<' that is not closed."""
-    if b"!" in span and b"<" in span:
+def _split_span(span: bytes, marks: bytes) -> list[bytes]:
+    """span cut into text, body, text, ..., text: up to the first '<' that is not closed.
+
+    marks: the '<', '>' and '!' of span, in order."""
+    if b"!" in marks:
         # A comment ends at the first '>' whatever it holds: hide its '<'s.
         span = _COMMENT_IN_SPAN.sub(lambda m: m[0][:1] + m[0][1:].replace(b"<", b"\x06"), span)
-    delimiters = span.translate(None, _NOT_DELIMITERS)
+        marks = span.translate(None, _KEEP_MARKS).translate(None, b"!\x06")
     parts = span.replace(b">", b"<").split(b"<")
     # A '>' after a '>' (or before any '<') is text: merge it into its text.
-    strays = [0] if delimiters[:1] == b">" else []
-    at = delimiters.find(b">>")
+    strays = [0] if marks[:1] == b">" else []
+    at = marks.find(b">>")
     while at >= 0:
         strays.append(at + 1)
-        at = delimiters.find(b">>", at + 1)
+        at = marks.find(b">>", at + 1)
     for at in reversed(strays):
         parts[at: at + 2] = [parts[at] + b">" + parts[at + 1]]
     # The first '<' followed by another '<' or by nothing ends the span.
-    unclosed = [at for at in (delimiters.find(b"<<"),) if at >= 0]
-    if delimiters[-1:] == b"<":
-        unclosed.append(len(delimiters) - 1)
-    if unclosed:
-        first = min(unclosed)
-        first -= sum(1 for at in strays if at < first)
-        parts = parts[: first + 1]
+    unclosed = marks.find(b"<<")
+    if marks[-1:] == b"<" and unclosed < 0:
+        unclosed = len(marks) - 1
+    if unclosed >= 0:
+        unclosed -= sum(1 for at in strays if at < unclosed)
+        parts = parts[: unclosed + 1]
     return parts
 
 
@@ -419,8 +470,7 @@ class _Span:
         self.state = state
 
 
-def _bulk_span(buf: bytes, start: int, limit: int, chunk_rstrip: int,
-               space_written: bool) -> _Span | None:
+def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span | None:
     """Normalize the longest plain stretch of buf[start:limit] at once (None: not even one token)."""
     # End after whitespace or before '<', so that no token is cut.
     if buf[limit - 1] in _SPACE:
@@ -430,63 +480,74 @@ def _bulk_span(buf: bytes, start: int, limit: int, chunk_rstrip: int,
         if end <= start:
             return None
     span = buf[start:end]
-    if span.translate(None, _NOT_CONTROL):
+    marks = span.translate(None, _KEEP_MARKS)
+    if marks.translate(None, b"<>!"):
         span = span[: _CONTROL.search(span).start()]
-    parts = _split_span(span)
+        marks = span.translate(None, _KEEP_MARKS)
+    parts = _split_span(span, marks)
     bodies = parts[1::2]
-    keep = _plain_bodies(bodies)
-    if keep < len(bodies):
-        parts = parts[: 2 * keep + 1]
-        bodies = bodies[:keep]
+    if bodies:
+        keep, spaced = _plain_bodies(bodies)
+        if keep < len(bodies):
+            parts = parts[: 2 * keep + 1]
+            bodies = bodies[:keep]
     end = start + sum(map(len, parts)) + len(parts) - 1
-    if bodies and end >= chunk_rstrip and not parts[-1].strip():
+    if bodies and not parts[-1].strip() and not buf[end:].strip():
         # A tag takes effect at the next byte that is not whitespace; there is none in this chunk.
         parts = parts[:-2]
         bodies = bodies[:-1]
+        spaced = spaced[: spaced.rfind(b"\x01", 0, -1) + 1]
         end = start + sum(map(len, parts)) + len(parts) - 1
     if end <= start:
         return None
-    texts = parts[0::2]
-    joined_texts = b"\x01".join(texts)
+    joined_texts = b"\x01".join(parts[0::2]) if bodies else parts[0]
     ascii_only = joined_texts.isascii()
     if not ascii_only and b"\xa1" in joined_texts and _A1_CDO.search(joined_texts):
         return None
+    # Whitespace at the end is pending: skipped after a tag, one space after text.
+    if buf[end - 1] not in _SPACE:
+        state = NORM
+    elif bodies and not parts[-1].strip():
+        state = SKIP_WS
+    else:
+        state = TRIM_WS
 
-    # nocomment: texts and tags apart, then interleaved.
-    squeezed = b" ".join(joined_texts.split()).replace(b"\x01 ", b"\x01")
+    # Texts (tags as '\x01'), whitespace collapsed, none after a tag.
+    squeezed = _squeeze(joined_texts.translate(_TABS_TO_SPACE)).rstrip(b" ").replace(b"\x01 ", b"\x01")
+    lowered_texts = squeezed.lower()
     if not ascii_only and any(dot in squeezed for dot in _DOT_BYTES):
         squeezed = _EIGHTBIT_RUN.sub(_eightbit_nocomment, squeezed)
+        lowered_texts_dots = squeezed.lower()
+    else:
+        lowered_texts_dots = lowered_texts
+
+    # nocomment: the texts with references decoded, the tags between them.
     if b"&" in squeezed:
         pieces = _REFERENCE_SPLIT.split(squeezed)
         decoded = [_decode_reference(ref) for ref in pieces[1::2]]
         if None in decoded or any(b"\x01" in piece for piece in decoded):  # type: ignore[operator]
             return None
         plain = b"\x02".join(pieces[0::2]).lower().split(b"\x02")
-        squeezed = _interleave(plain, decoded)  # type: ignore[arg-type]
+        texts = _interleave(plain, decoded)  # type: ignore[arg-type]
     else:
-        squeezed = squeezed.lower()
+        texts = lowered_texts_dots
     if bodies:
-        collapsed = _collapse_bodies(_join_bodies(bodies))
-        lowered = collapsed.lower()
-        tags = (b"\x01<" + lowered[1:-1].replace(b"\x01", b">\x01<") + b">").replace(b"\x01<!>", b"\x01")
-        nocomment = _interleave(squeezed.split(b"\x01"), tags.split(b"\x01")[1:])
+        lowered = spaced.lower()
+        tags = (b"\x01<" + lowered[1:-1].replace(b"\x01", b">\x01<") + b">")
+        if b"\x01<!" in tags:
+            tags = tags.replace(b"\x01<!>", b"\x01")
+        nocomment = _interleave(texts.split(b"\x01"), tags.split(b"\x01")[1:])
     else:
-        nocomment = squeezed
+        nocomment = texts
 
-    # notags: '\x04' is the incoming state (a space was written) or a link's space.
+    # notags: tags and references separate words, 8-bit runs are written
+    # without changing whether a separator writes a space.
     links: list[bytes] = []
-    if bodies:
-        if b"\x01a " in lowered or b"\x01img " in lowered:
-            rest, links = _link_texts(collapsed)
-            marks = rest.translate(None, _NOT_MARKERS).split(b"\x01")[1:-1]
-            separators = ((b"\x01" + b"\x01".join(marks)).replace(b"\x01", b"\x01 ")
-                          .replace(b"\x05", b"\x05\x04").split(b"\x01")[1:])
-            notags = _interleave(texts, separators)
-        else:
-            notags = joined_texts.replace(b"\x01", b" ")
+    if bodies and (b"\x01a " in lowered or b"\x01img " in lowered):
+        separators, links = _link_separators(spaced)
+        notags = _interleave(lowered_texts.split(b"\x01"), separators)
     else:
-        notags = texts[0]
-    notags = notags.lower()
+        notags = lowered_texts.replace(b"\x01", b" ")
     if b"&" in notags:
         notags = _REFERENCE.sub(b" ", notags)
     runs: list[bytes] = []
@@ -494,10 +555,10 @@ def _bulk_span(buf: bytes, start: int, limit: int, chunk_rstrip: int,
         pieces = _EIGHTBIT_SPLIT.split(notags)
         runs = [_eightbit_notags(run) for run in pieces[1::2]]
         notags = b"\x03".join(pieces[0::2])
-    trailing_space = notags[-1:].isspace()
-    notags = b" ".join(((b"\x04" if space_written else b"x") + notags).split())
-    if trailing_space:
+    notags = (b"\x04" if space_written else b"x") + notags
+    if buf[end - 1] in _SPACE:
         notags += b" "
+    notags = _squeeze(notags)
     if b"\x04" in notags:
         notags = notags.replace(b"\x04 ", b"\x04")
     if runs:
@@ -508,14 +569,6 @@ def _bulk_span(buf: bytes, start: int, limit: int, chunk_rstrip: int,
         notags = _interleave(notags.split(b"\x05"), links)
     if runs:
         notags = _interleave(notags.split(b"\x03"), runs)
-
-    # Whitespace at the end is pending: skipped after a tag, one space after text.
-    if buf[end - 1] not in _SPACE:
-        state = NORM
-    elif bodies and not parts[-1].strip():
-        state = SKIP_WS
-    else:
-        state = TRIM_WS
     return _Span(end, nocomment, notags, space_written, state)
 
 
@@ -604,7 +657,6 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
         raw = binary
         buf: bytes | bytearray = bytearray(line) if raw else line.translate(_NL_TO_SPACE, b"\r")
         n = len(buf)
-        chunk_rstrip = len(buf.rstrip())
         bulk_from = 0
         i = 0
         while i < n and buf[i] in _SPACE:
@@ -627,7 +679,7 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                 state, next_state = next_state, BAD
             elif state == NORM:
                 if not in_script and not raw and not mbchar2 and i >= bulk_from and c not in _SPACE:
-                    span = _bulk_span(buf, i, min(n, i + bulk_window), chunk_rstrip, text_space_written)
+                    span = _bulk_span(buf, i, min(n, i + bulk_window), text_space_written)
                     if span is not None:
                         o2 += span.nocomment
                         text += span.notags
