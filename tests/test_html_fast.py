@@ -120,7 +120,7 @@ def mutated(rng: random.Random, data: bytes) -> bytes:
     return bytes(data)
 
 
-def html_files(limit_files: int = 300, limit_bytes: int = 6_000_000) -> list[Path]:
+def html_files(limit_files: int = 300, limit_bytes: int = 3_000_000) -> list[Path]:
     """HTML files on this machine, in a stable order, bounded in count and total size."""
     found, total = [], 0
     for root in ("/usr/share/doc", "/usr/share", "/usr/lib"):
@@ -145,8 +145,10 @@ def html_files(limit_files: int = 300, limit_bytes: int = 6_000_000) -> list[Pat
 def test_generated_documents():
     rng = random.Random(2024)
     tier1 = _count_tier1()
-    for case in range(2500):
+    for case in range(2000):
         size = rng.choice((1, 3, 10, 40, 150, 600))
+        if case % 4 == 0:
+            fast._BODY_CACHE.clear()  # tag bodies computed afresh, not found in the cache
         assert_same(generated(rng, rng.randint(1, size)), f"generated case {case}")
     # The comparison is only worth something if both tiers were at work.
     assert tier1.spans > 1000
@@ -159,7 +161,7 @@ def test_plain_markup_with_rare_tokens():
     plain = [b"<p>", b"</p>", b'<a href="x.html">', b"</a>", b'<span class="a b">', b"</span>", b"text ",
              b"More Text", b" ", b"\n", b"&amp;", b"caf\xc3\xa9 ", b'<img src="i.png" alt="">']
     odd = [piece for group, _ in GROUPS for piece in group]
-    for case in range(400):
+    for case in range(250):
         pieces = [rng.choice(odd) if rng.random() < 0.02 else rng.choice(plain)
                   for _ in range(rng.randint(10, 3000))]
         assert_same(b"".join(pieces), f"plain case {case}")
@@ -170,11 +172,11 @@ def test_chunk_boundaries():
     rng = random.Random(3)
     samples = [piece for group, _ in GROUPS for piece in group if len(piece) < 200]
     cases = 0
-    for piece in rng.sample(samples, 60):
-        for shift in (0, 1, 2, 3, 5, 8):
+    for piece in rng.sample(samples, 45):
+        for shift in (0, 1, 3, 8):
             for filler in (b"y", b"y y", b"<p>"):
-                head = (filler * 8200)[: 8191 - shift]
-                tail = generated(rng, 20)
+                head = (filler * 2800)[: 8191 - shift]
+                tail = generated(rng, 8)
                 assert_same(head + piece + tail, f"boundary {piece!r} shift {shift} filler {filler!r}")
                 assert_same(head + b" " + piece + tail, f"boundary {piece!r} shift {shift} + space")
                 cases += 2
@@ -183,12 +185,12 @@ def test_chunk_boundaries():
         assert_same(b"<p>" + b"\x00" * count + b"ab <a href=x>y</a> " * 900, f"{count} NULs")
         assert_same(b"ab " * 2730 + b"\x00" * count + b"<b>x</b> " * 100, f"{count} NULs later")
         cases += 2
-    assert cases > 2000
+    assert cases > 1000
 
 
 def test_mutated_real_files():
     rng = random.Random(5)
-    files = html_files(limit_files=60, limit_bytes=1_500_000)
+    files = html_files(limit_files=40, limit_bytes=1_000_000)
     assert files, "no HTML files on this machine"
     for path in files:
         data = path.read_bytes()
