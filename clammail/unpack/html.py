@@ -456,9 +456,11 @@ def _split_span(span: bytes, marks: bytes) -> tuple[list[bytes], bool]:
 
     marks: the '<', '>' and '!' of span, in order."""
     if b"!" in marks:
-        # A comment ends at the first '>' whatever it holds: hide its '<'s.
-        span = _COMMENT_IN_SPAN.sub(lambda m: m[0][:1] + m[0][1:].replace(b"<", b"\x06"), span)
-        marks = span.translate(None, _KEEP_MARKS).translate(None, b"!\x06")
+        if b"<!" in marks:
+            # A comment ends at the first '>' whatever it holds: hide its '<'s.
+            span = _COMMENT_IN_SPAN.sub(lambda m: m[0][:1] + m[0][1:].replace(b"<", b"\x06"), span)
+            marks = span.translate(None, _KEEP_MARKS)
+        marks = marks.translate(None, b"!\x06")
     parts = span.replace(b">", b"<").split(b"<")
     # A '>' after a '>' (or before any '<') is text: merge it into its text.
     strays = [0] if marks[:1] == b">" else []
