@@ -605,7 +605,7 @@ def _decode_references(text: bytes) -> bytes | None:
 _NL_TO_SPACE = bytes.maketrans(b"\n", b" ")
 _LOWER_SCRIPT = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ'", b"abcdefghijklmnopqrstuvwxyz\"")
 _PLAIN_TEXT = re.compile(rb"[^<&\s\x00-\x1f\x80-\xff]+")
-_SCRIPT_TEXT = re.compile(rb"[^<&\s\x80-\xff]+")
+_SCRIPT_TEXT = re.compile(rb"[^<&\x80-\xff]+")
 _SPACES = re.compile(rb"[ \t\n\x0b\x0c\r]*")
 _TAG_NAME = re.compile(rb"[^\s>]+")
 _ARG_NAME = re.compile(rb"[^=\s>]+")
@@ -730,7 +730,7 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                     i += 1
                     state, next_state = SKIP_WS, TAG
                     tag.clear()
-                elif c in _SPACE:
+                elif c in _SPACE and not (in_script and not raw):
                     if not text_space_written and not in_script:
                         text.append(0x20)
                         text_space_written = True
@@ -751,8 +751,9 @@ def normalize(data: bytes, check=lambda: None) -> Normalized:
                         o2.append(0x22 if low == 0x27 else low)
                         i += 1
                     else:
+                        # Whitespace in a script writes nothing to either view.
                         m = _SCRIPT_TEXT.match(buf, i)
-                        o2 += buf[i: m.end()].translate(_LOWER_SCRIPT)
+                        o2 += buf[i: m.end()].translate(_LOWER_SCRIPT, _WHITESPACE)
                         i = m.end()
                 elif c >= 0x20:
                     # A run of plain text characters.
