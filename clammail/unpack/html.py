@@ -393,20 +393,22 @@ _BODY_CACHE_KEY = 256
 
 
 def _body_infos(bodies: list[bytes]) -> list:
-    """The _BODY_CACHE entry of every body, computing the missing ones."""
+    """The _BODY_CACHE entry of every body (False: left to tier 2), computing the missing ones."""
     if len(_BODY_CACHE) > _BODY_CACHE_SIZE:
         _BODY_CACHE.clear()
-    infos = list(map(_BODY_CACHE.get, bodies))
-    if all(infos):  # (a truth test per entry is cheaper than looking for None)
-        return infos
-    missing = list(dict.fromkeys(compress(bodies, map(operator.is_, infos, repeat(None)))))
+    found = list(map(_BODY_CACHE.get, bodies))
+    if all(found):  # (a truth test per entry is cheaper than looking for None)
+        return found
+    missing = list(dict.fromkeys(compress(bodies, map(operator.is_, found, repeat(None)))))
     if not missing:
-        return infos
-    _BODY_CACHE.update(zip(missing, _compute_bodies(missing), strict=True))
+        return found
+    computed = dict(zip(missing, _compute_bodies(missing), strict=True))
+    _BODY_CACHE.update(computed)
+    # (Should another thread clear the cache meanwhile, a None makes the caller stop there.)
     infos = list(map(_BODY_CACHE.get, bodies))
     for body in missing:
         if len(body) > _BODY_CACHE_KEY:
-            del _BODY_CACHE[body]
+            _BODY_CACHE.pop(body, None)
     return infos
 
 
@@ -515,7 +517,7 @@ def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span
     if bodies:
         infos = _body_infos(bodies)
         if not all(infos):
-            keep = infos.index(False)
+            keep = next(at for at, info in enumerate(infos) if not info)
             parts, bodies, infos = parts[: 2 * keep + 1], bodies[:keep], infos[:keep]
     if len(parts) != whole:
         end = start + sum(map(len, parts)) + len(parts) - 1
