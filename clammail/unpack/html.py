@@ -43,6 +43,7 @@ import functools
 import html.entities
 import operator
 import re
+import threading
 from collections.abc import Iterator
 from itertools import compress, repeat
 
@@ -287,6 +288,7 @@ _A1_CDO = re.compile(rb"\xa1[CDO]")
 # run) already wrote one.
 _SPACE_AFTER_RUN = re.compile(rb"\x03 (?<=[ \x04]\x03 )")
 _NOT_MARKERS = bytes(b for b in range(256) if b not in (0x01, 0x05))
+_LINK_SEPARATOR = b" \x05\x04"
 _NOT_MARKER_BYTES = bytes(b for b in range(256) if not 0x01 <= b <= 0x06)
 
 # One attribute as the state machine splits a plain tag body (spaced, with
@@ -384,49 +386,57 @@ def _spaced_bodies(joined: bytes) -> bytes | None:
 
 # What each tag body writes, kept across files: bodies repeat (in the
 # benchmark pool 96% of them had been seen before, 90% in the same file).
-# A body maps to (its nocomment bytes, its notags separator, its link text or
-# None), or to False when tier 1 leaves it to tier 2. Bounded: cleared when
-# full, long bodies not kept.
-_BODY_CACHE: dict[bytes, tuple[bytes, bytes, bytes | None] | bool] = {}
+# _BODY_CACHE maps a body to its nocomment bytes ('\x06' for a comment, which
+# writes nothing), or to False when tier 1 leaves it to tier 2; _LINK_CACHE
+# maps the bodies of links to their link text. Bounded: cleared when full,
+# long bodies not kept.
+_BODY_CACHE: dict[bytes, bytes | bool] = {}
+_LINK_CACHE: dict[bytes, bytes] = {}
+_CACHE_LOCK = threading.Lock()
 _BODY_CACHE_SIZE = 8192
 _BODY_CACHE_KEY = 256
 
 
-def _body_infos(bodies: list[bytes]) -> list:
-    """The _BODY_CACHE entry of every body (False: left to tier 2), computing the missing ones."""
-    if len(_BODY_CACHE) > _BODY_CACHE_SIZE:
-        _BODY_CACHE.clear()
-    found = list(map(_BODY_CACHE.get, bodies))
-    if all(found):  # (a truth test per entry is cheaper than looking for None)
-        return found
-    missing = list(dict.fromkeys(compress(bodies, map(operator.is_, found, repeat(None)))))
-    if not missing:
-        return found
-    computed = dict(zip(missing, _compute_bodies(missing), strict=True))
-    _BODY_CACHE.update(computed)
-    # (Should another thread clear the cache meanwhile, a None makes the caller stop there.)
-    infos = list(map(_BODY_CACHE.get, bodies))
-    for body in missing:
-        if len(body) > _BODY_CACHE_KEY:
-            _BODY_CACHE.pop(body, None)
-    return infos
+def _body_tags(bodies: list[bytes]) -> tuple[list, list | None]:
+    """The _BODY_CACHE entry of every body, and its link text if any body is a link (else
+    None), computing what is missing."""
+    with _CACHE_LOCK:
+        if len(_BODY_CACHE) > _BODY_CACHE_SIZE:
+            _BODY_CACHE.clear()
+            _LINK_CACHE.clear()
+        tags = list(map(_BODY_CACHE.get, bodies))
+        missing = []
+        if not all(tags):  # (a truth test per entry is cheaper than looking for None)
+            missing = list(dict.fromkeys(compress(bodies, map(operator.is_, tags, repeat(None)))))
+            if missing:
+                computed, links = _compute_bodies(missing)
+                _BODY_CACHE.update(zip(missing, computed, strict=True))
+                _LINK_CACHE.update(zip(compress(missing, links), filter(None, links), strict=True))
+                tags = list(map(_BODY_CACHE.get, bodies))
+        links = None if _LINK_CACHE.keys().isdisjoint(bodies) else list(map(_LINK_CACHE.get, bodies))
+        for body in missing:
+            if len(body) > _BODY_CACHE_KEY:
+                _BODY_CACHE.pop(body, None)
+                _LINK_CACHE.pop(body, None)
+    return tags, links
 
 
-def _compute_bodies(bodies: list[bytes]) -> list:
-    """_BODY_CACHE entries for bodies: all at once, or each half apart if one is not plain."""
+def _compute_bodies(bodies: list[bytes]) -> tuple[list, list]:
+    """For each body, what it writes to nocomment (or False: not plain) and its link text (or
+    None): all at once, or each half apart if one of them is not plain."""
     joined = _join_bodies(bodies)
     spaced = _spaced_bodies(joined)
     if spaced is None or _SCRIPT_NAME.search(joined.lower()):
         if len(bodies) == 1:
-            return [False]
+            return [False], [None]
         half = len(bodies) // 2
-        return _compute_bodies(bodies[:half]) + _compute_bodies(bodies[half:])
+        first, second = _compute_bodies(bodies[:half]), _compute_bodies(bodies[half:])
+        return first[0] + second[0], first[1] + second[1]
     lowered = spaced.lower()[1:-1].split(b"\x01")
-    nocomment = [b"" if body[:1] == b"!" else b"<" + body + b">" for body in lowered]
+    tags = [b"\x06" if body[:1] == b"!" else b"<" + body + b">" for body in lowered]
     separators, texts = _link_separators(spaced)
-    links = iter(texts)
-    return [(tag, separator, next(links) if separator != b" " else None)
-            for tag, separator in zip(nocomment, separators, strict=True)]
+    texts_left = iter(texts)
+    return tags, [next(texts_left) if separator != b" " else None for separator in separators]
 
 
 def _interleave(first: list[bytes], second: list[bytes] | tuple[bytes, ...]) -> bytes:
@@ -513,17 +523,20 @@ def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span
     whole = 0 if cut else len(parts)
     end = start + len(span)
     bodies = parts[1::2]
-    infos: list = []
+    tags: list = []
+    links: list | None = None
     if bodies:
-        infos = _body_infos(bodies)
-        if not all(infos):
-            keep = next(at for at, info in enumerate(infos) if not info)
-            parts, bodies, infos = parts[: 2 * keep + 1], bodies[:keep], infos[:keep]
+        tags, links = _body_tags(bodies)
+        if not all(tags):
+            keep = tags.index(False)
+            parts, bodies, tags = parts[: 2 * keep + 1], bodies[:keep], tags[:keep]
+            links = links and links[:keep]
     if len(parts) != whole:
         end = start + sum(map(len, parts)) + len(parts) - 1
     if bodies and not parts[-1].strip() and not buf[end:].strip():
         # A tag takes effect at the next byte that is not whitespace; there is none in this chunk.
-        parts, bodies, infos = parts[:-2], bodies[:-1], infos[:-1]
+        parts, bodies, tags = parts[:-2], bodies[:-1], tags[:-1]
+        links = links and links[:-1]
         end = start + sum(map(len, parts)) + len(parts) - 1
     if end <= start:
         return None
@@ -554,18 +567,20 @@ def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span
     else:
         texts = lowered_texts if texts is squeezed else texts.lower()
     if bodies:
-        tags, separators, link_texts = zip(*infos, strict=True)
         nocomment = _interleave(texts.split(b"\x01"), tags)
+        if b"\x06" in nocomment:
+            nocomment = nocomment.replace(b"\x06", b"")
     else:
         nocomment = texts
 
     # notags: tags and references separate words, 8-bit runs are written
     # without changing whether a separator writes a space.
-    links: list[bytes] = []
-    if bodies and any(link_texts):
-        links = list(filter(None, link_texts))
+    if links and any(links):
+        separators = [_LINK_SEPARATOR if link else b" " for link in links]
+        links = list(filter(None, links))
         notags = _interleave(lowered_texts.split(b"\x01"), separators)
     else:
+        links = None
         notags = lowered_texts.replace(b"\x01", b" ")
     if b"&" in notags:
         notags = _REFERENCE.sub(b" ", notags)
