@@ -13,9 +13,11 @@ Run as a script for a longer fuzzing session:
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import sys
+import threading
 from pathlib import Path
 
 import clammail.engine  # noqa: F401  (the engine first: clammail.unpack imports it back)
@@ -232,6 +234,41 @@ def test_hostile_shapes_at_full_size_are_bounded():
                  b"x" * (1 << 20), b"<a href='" + b"y" * (1 << 20), b"<script>" + b"'" * (1 << 20)):
         result = fast.normalize(data)
         assert len(result.nocomment) <= 2 * len(data) and len(result.notags) <= 2 * len(data) + 2048
+
+
+def test_threads_and_a_cache_that_keeps_clearing(monkeypatch):
+    """Tag bodies are cached per process: threads and a full cache change nothing."""
+    rng = random.Random(9)
+    documents = [generated(rng, rng.randint(50, 800)) for _ in range(24)]
+    expected = [_outputs(reference.normalize(data)) for data in documents]
+    monkeypatch.setattr(fast, "_BODY_CACHE_SIZE", 16)
+    results: dict[int, tuple] = {}
+
+    def work(offset: int) -> None:
+        for at in range(offset, len(documents), 4):
+            for _ in range(3):
+                results[at] = _outputs(fast.normalize(documents[at]))
+
+    threads = [threading.Thread(target=work, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[at] for at in range(len(documents))] == expected
+    assert len(fast._BODY_CACHE) <= 16 + 4096
+
+
+def test_data_uri_payload_decoding():
+    """The base64 clean-up keeps exactly the alphabet's bytes (it used to go byte by byte)."""
+    rng = random.Random(4)
+    alphabet = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    for _ in range(300):
+        payload = bytes(rng.choice(b"QUJDREVG=+/ \r\n%&\x00\xff") for _ in range(rng.randint(0, 60)))
+        cleaned = bytes(b for b in payload if b in alphabet).rstrip(b"=")
+        cleaned = cleaned[: len(cleaned) - len(cleaned) % 4 if len(cleaned) % 4 == 1 else None]
+        cleaned += b"=" * (-len(cleaned) % 4)
+        assert fast._decode_data_uri(b"text/plain;base64", payload) == base64.b64decode(cleaned)
+        assert fast._decode_data_uri(b"text/plain", payload) == payload
 
 
 class _count_tier1:  # noqa: N801  (used like a context, named like one)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import binascii
 import functools
-import html.entities
 import operator
 import re
 import threading
@@ -50,28 +49,48 @@ from itertools import compress, repeat
 from clammail.engine.filetypes import Target
 from clammail.unpack.base import Extracted, UnpackContext
 
-# libclamav reads the file in chunks of at most this many bytes (less one for
-# the terminating NUL) and cuts each chunk after its last whitespace.
-_CHUNK = 8192
-# Longest tag name, attribute name, attribute value and entity name it keeps.
-_STR_MAX = 1024
+# The constants, states and small helpers of the state machine are the
+# reference's: one statement of the rules.
+from clammail.unpack.html_reference import (
+    _ALNUM,
+    _CHUNK,
+    _DIGITS,
+    _DOTS,
+    _DOUBLE,
+    _HEX,
+    _INT32_MAX,
+    _INT64_MAX,
+    _NOT_QUOTED,
+    _SINGLE,
+    _SPACE,
+    _STR_MAX,
+    BAD,
+    CHAR_REF,
+    CHAR_REF_DECODE,
+    COMMENT,
+    EIGHTBIT,
+    ENTITY_DECODE,
+    ESCAPE_CHAR,
+    NORM,
+    PROCESS_TAG,
+    RFC2397_DATA,
+    RFC2397_ESC,
+    RFC2397_FINISH,
+    RFC2397_INIT,
+    RFC2397_TYPE,
+    SKIP_WS,
+    TAG,
+    TAG_ARG,
+    TAG_ARG_EQUAL,
+    TAG_ARG_VAL,
+    TRIM_WS,
+    Normalized,
+    _codepoint_bytes,
+    _entity_bytes,
+    _lower,
+)
 
-_SPACE = frozenset(b" \t\n\v\f\r")
-_ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_DIGITS = frozenset(b"0123456789")
-_INT32_MAX = 2**31 - 1
-_INT64_MAX = 2**63 - 1
-
-# States of the normalizer (names as in htmlnorm.c, for reading both side by side).
-(NORM, EIGHTBIT, COMMENT, CHAR_REF, ENTITY_DECODE, SKIP_WS, TRIM_WS, TAG, TAG_ARG,
- TAG_ARG_VAL, TAG_ARG_EQUAL, PROCESS_TAG, CHAR_REF_DECODE, RFC2397_TYPE, RFC2397_INIT,
- RFC2397_DATA, RFC2397_FINISH, RFC2397_ESC, ESCAPE_CHAR, BAD) = range(20)
-
-_NOT_QUOTED, _SINGLE, _DOUBLE = 0, 1, 2
-
-# Multi-byte sequences libclamav writes as a '.' (ideographic and full-width stops).
-_DOTS = (0xE38082, 0xEFBC8E, 0xEFB992)
+# The ideographic and full-width stops libclamav writes as a '.'.
 _DOT_BYTES = (b"\xe3\x80\x82", b"\xef\xbc\x8e", b"\xef\xb9\x92")
 
 
@@ -89,15 +108,6 @@ def unpack_html(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extrac
     for index, (mime, payload) in enumerate(result.data_uris):
         ctx.check()
         yield Extracted(_decode_data_uri(mime, payload), name=f"rfc2397-{index}")
-
-
-class Normalized:
-    """The outputs of one normalization."""
-
-    def __init__(self) -> None:
-        self.nocomment = bytearray()
-        self.notags = bytearray()
-        self.data_uris: list[tuple[bytes, bytearray]] = []
 
 
 # ---------------------------------------------------------------------------
@@ -150,30 +160,6 @@ def _rewind_to_space(chunk: bytes) -> int:
 
 # ---------------------------------------------------------------------------
 # Helpers shared by both tiers
-
-def _lower(byte: int) -> int:
-    return byte + 32 if 65 <= byte <= 90 else byte
-
-
-def _entity_bytes(name: bytes) -> bytes | None:
-    """An entity's replacement as libclamav writes it, None for an unknown name."""
-    try:
-        code = html.entities.name2codepoint[name.decode("ascii")]
-    except (KeyError, UnicodeDecodeError):
-        return None
-    return _codepoint_bytes(code)
-
-
-def _codepoint_bytes(code: int) -> bytes:
-    code &= 0xFFFF
-    if not code:
-        return b""
-    if code < 0xFF:
-        return bytes([code])
-    if code in (0x3002, 0xFF0E, 0xFE52):
-        return b"."
-    return b"&#x%04x;" % code
-
 
 # A reference in text exactly as the state machine consumes it: a name of up
 # to 1024 characters and an optional ';', or '#', a prefix of zeros and x's
@@ -262,11 +248,9 @@ def _eightbit_nocomment(match: re.Match) -> bytes:
 _KEEP_MARKS = bytes(b for b in range(256) if b >= 0x20 and b not in b"<>!" or b in b"\t\x0b\x0c")
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
 _COMMENT_IN_SPAN = re.compile(rb"<[ \t\x0b\x0c]*![^>]*")
-_COMMENT = re.compile(rb"<![^>]*>")
 _COMMENT_BODY = re.compile(rb"\x01[ \t\x0b\x0c]*![^\x01]*")
 # What is left of a body after deleting these is unusual and needs a closer look.
 _BODY_ORDINARY = b'\x01 "' + bytes(b for b in range(0x21, 0x7F) if b not in b"&\\'")
-_UNUSUAL_IN_BODY = re.compile(rb"[^\x01 \"!#-%(-\[\]-~]")
 _BODY_UNUSUAL_OK = b"\t\x0b\x0c'" + bytes(range(0x80, 0x100))
 _SINGLE_TO_DOUBLE = bytes.maketrans(b"'", b'"')
 _TABS_TO_SPACE = bytes.maketrans(b"\t\x0b\x0c", b"   ")
