@@ -26,14 +26,17 @@ plain loop over bytes, the statement of the rules. `normalize` here gives the
 same bytes (tests/test_html_fast.py compares the two on thousands of inputs)
 in two tiers:
 
-1. `_bulk_span` takes a stretch of ordinary markup (text, entities, UTF-8,
-   tags with plain attributes, comments) and computes both views with
-   whole-string operations (split/join, translate, replace, a few regular
-   expressions whose matches are rare), with no Python step per tag;
-2. everything else (scripts, odd attributes, data: URIs, stray '<' and
-   '>', text cut by a chunk boundary) goes through the state machine, which
-   consumes runs of bytes per step in its busy states and single bytes in
-   the rest, and hands back to tier 1 as soon as it reaches text again.
+1. `_bulk_span` takes a stretch of ordinary markup (text, references,
+   UTF-8, tags with plain attributes, comments, stray '>') and computes both
+   views with whole-string operations (split/join, translate, replace, a few
+   regular expressions whose matches are rare): no Python statement runs per
+   tag or per byte. What a tag body writes is looked up in a per-process
+   cache (bodies repeat) and computed, for all new bodies of a stretch at
+   once, only when missing;
+2. everything else (scripts, attributes with references or data: URIs,
+   unclosed '<', bytes cut by a chunk boundary) goes through the state
+   machine, which consumes runs of bytes per step in its busy states and
+   single bytes in the rest, and hands back to tier 1 when it reaches text.
 """
 
 from __future__ import annotations
@@ -233,7 +236,8 @@ def _eightbit_nocomment(match: re.Match) -> bytes:
 # and 8-bit bytes followed by a plain byte; no '&' or '\\'; no whitespace
 # next to '='; quotes only around values (right after '=', closed by the
 # same kind of quote, and then a space, the end of the tag or another
-# attribute); no whitespace but ' ' inside '"' and none inside "'"; no
+# attribute, or for a value with a space in it, whatever continues it up to
+# the next space); no whitespace but ' ' inside '"' and none inside "'"; no
 # 'data:' anywhere; and a name other than 'script'. The state machine
 # writes such a body lowercased, whitespace collapsed to one space (none
 # after '<' or before '>', one between a closing quote and a new attribute),
@@ -243,7 +247,8 @@ def _eightbit_nocomment(match: re.Match) -> bytes:
 # Bytes 0x01-0x06 never occur in a span and serve as markers: '\x01' a tag
 # between texts, '\x02' a quote (while checking bodies), '\x03' an 8-bit run
 # and '\x05' a link text in the notags view, '\x04' a space written there
-# that makes the next separators write nothing, '\x06' a '<' in a comment.
+# that makes the next separators write nothing, '\x06' a '<' in a comment
+# and, in the nocomment view, the comment itself.
 
 _KEEP_MARKS = bytes(b for b in range(256) if b >= 0x20 and b not in b"<>!" or b in b"\t\x0b\x0c")
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
