@@ -421,8 +421,10 @@ def _compute_bodies(bodies: list[bytes]) -> tuple[list, list]:
         half = len(bodies) // 2
         first, second = _compute_bodies(bodies[:half]), _compute_bodies(bodies[half:])
         return first[0] + second[0], first[1] + second[1]
-    lowered = spaced.lower()[1:-1].split(b"\x01")
-    tags = [b"\x06" if body[:1] == b"!" else b"<" + body + b">" for body in lowered]
+    lowered = spaced.lower()
+    tags = [b"\x06" if body[:1] == b"!" else b"<" + body + b">" for body in lowered[1:-1].split(b"\x01")]
+    if b"\x01a " not in lowered and b"\x01img " not in lowered:
+        return tags, [None] * len(tags)
     separators, texts = _link_separators(spaced)
     texts_left = iter(texts)
     return tags, [next(texts_left) if separator != b" " else None for separator in separators]
