@@ -250,6 +250,7 @@ def _eightbit_nocomment(match: re.Match) -> bytes:
 # that makes the next separators write nothing, '\x06' a '<' in a comment
 # and, in the nocomment view, the comment itself.
 
+_SPACE_RUN = re.compile(rb"  +")
 _KEEP_MARKS = bytes(b for b in range(256) if b >= 0x20 and b not in b"<>!" or b in b"\t\x0b\x0c")
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1f]")
 _COMMENT_IN_SPAN = re.compile(rb"<[ \t\x0b\x0c]*![^>]*")
@@ -300,6 +301,9 @@ _LINKS = re.compile(rb"\x01(?:" + _link_pattern(b"a", b"href") + b"|" + _link_pa
 
 def _squeeze(text: bytes) -> bytes:
     """Runs of spaces as one (text has ' ' as its only whitespace)."""
+    if b"    " in text:
+        # Long runs (indentation): one search for all of them.
+        return _SPACE_RUN.sub(b" ", text)
     while b"  " in text:
         text = text.replace(b"  ", b" ")
     return text
@@ -558,7 +562,8 @@ def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span
     else:
         texts = lowered_texts if texts is squeezed else texts.lower()
     if bodies:
-        nocomment = _interleave(texts.split(b"\x01"), tags)
+        pieces = texts.split(b"\x01")
+        nocomment = _interleave(pieces, tags)
         if b"\x06" in nocomment:
             nocomment = nocomment.replace(b"\x06", b"")
     else:
@@ -569,7 +574,7 @@ def _bulk_span(buf: bytes, start: int, limit: int, space_written: bool) -> _Span
     if links and any(links):
         separators = [_LINK_SEPARATOR if link else b" " for link in links]
         links = list(filter(None, links))
-        notags = _interleave(lowered_texts.split(b"\x01"), separators)
+        notags = _interleave(pieces if texts is lowered_texts else lowered_texts.split(b"\x01"), separators)
     else:
         links = None
         notags = lowered_texts.replace(b"\x01", b" ")
