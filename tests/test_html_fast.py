@@ -61,7 +61,8 @@ TAGS = [
     b"<img src=data:text/html,%3cp%3e>", b'<a href="x data:y">', b'<a href="&#100;ata:,zz">',
     b'<a href="data:,q\\"r">', b'<a href="data:,%\\"s">', b"<a href=\"data:,&amp;&#65;&x\">",
     b"<a href=data:;base64,QQ==>", b'<a href="data:a"b">', b"<img src='data:,\xc3\xa9 x'>",
-    b"<a x='y' y=\"z\">", b'<a x="y" / >', b"<a b c d>", b'<a b="1"c="2">', b"<p a=b=c>"]
+    b"<a x='y' y=\"z\">", b'<a x="y" / >', b"<a b c d>", b'<a b="1"c="2">', b"<p a=b=c>",
+    b'<img alt=lt="home"/>', b'<a x=a="b" href="c">', b'<a x=="y"/>', b'<img src=a="b"c>']
 COMMENTS = [b"<!-- x -->", b"<!x>", b"<!-- <p> -->", b"<!-- a > b -->", b"<!--", b"<!- -", b"< !-- y -->",
             b"<!>", b"<!-- \xe3\x80\x82 -->", b"<!-- 'q' \"d\" & -->", b"<!--<a href=x>-->", b"<\t!x>",
             b"<!-- <!-- -->", b"<!---->"]

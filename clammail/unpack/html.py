@@ -268,8 +268,10 @@ _EIGHTBIT_PENDING = re.compile(rb"[\x80-\xff][\x01\t\x0b\x0c \"']")
 _EIGHTBIT_ODD = _DOT_BYTES + (b"\xa1C", b"\xa1D", b"\xa1O")
 _NOT_SPACES = bytes(b for b in range(256) if b not in b" \t\x0b\x0c")
 _NOT_QUOTES = bytes(b for b in range(256) if b not in b"'\"")
-# Bodies, quotes and spaces: a quote in a tag name shows as '\x01\x02'.
-_NOT_NAME_MARKS = bytes(b for b in range(256) if b not in b"\x01\x02 ")
+# What separates words, '=' and quotes ('\x02'): a quote after a second '='
+# in a word (an unquoted value that goes on) shows as '==\x02', one in a tag
+# name as '\x01\x02' once the '='s are gone.
+_NOT_WORD_MARKS = bytes(b for b in range(256) if b not in b"\x01\x02 =")
 _SCRIPT_NAME = re.compile(rb"\x01[ \t\x0b\x0c]*script[ \t\x0b\x0c\x01]")
 _EIGHTBIT_RUN = re.compile(rb"[\x80-\xff]+")
 _EIGHTBIT_SPLIT = re.compile(rb"([\x80-\xff]+)")
@@ -351,10 +353,11 @@ def _spaced_bodies(joined: bytes) -> bytes | None:
     if len(pieces) % 2 == 0 or b"\x01" in b"\x02".join(pieces[1::2]):
         return None
     # Every quote that opens a value follows the '=' after an attribute name (in
-    # a tag name, '=' and quotes are just bytes of the name).
+    # a tag name or an unquoted value, '=' and quotes are just bytes).
     quoted = len(pieces) // 2
     before = b"\x02".join(pieces[0:-1:2]) + b"\x02"
-    if before.count(b"=\x02") != quoted or b"\x01\x02" in before.translate(None, _NOT_NAME_MARKS):
+    words = before.translate(None, _NOT_WORD_MARKS)
+    if before.count(b"=\x02") != quoted or b"==\x02" in words or b"\x01\x02" in words.replace(b"=", b""):
         return None
     # A value without a space is closed by its quote, and what follows starts a
     # new attribute (with a space in front), unless it is a quote or '='. One
