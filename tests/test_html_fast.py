@@ -193,11 +193,11 @@ def test_chunk_boundaries():
 
 def test_mutated_real_files():
     rng = random.Random(5)
-    files = html_files(limit_files=40, limit_bytes=1_000_000)
+    files = html_files(limit_files=80, limit_bytes=1_500_000)
     assert files, "no HTML files on this machine"
     for path in files:
         data = path.read_bytes()
-        for round_ in range(3):
+        for round_ in range(5):
             assert_same(mutated(rng, data), f"{path} mutation {round_}")
 
 
