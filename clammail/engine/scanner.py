@@ -15,6 +15,7 @@ it and scan what is inside.
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import logging
 import mmap
@@ -130,7 +131,21 @@ class Engine:
             return self.scan_bytes(data, name, allmatch)
         finally:
             if isinstance(data, mmap.mmap):
-                data.close()
+                _close_mapping(data)
+
+
+def _close_mapping(mapping: mmap.mmap) -> None:
+    """Unmap a scanned file. A view of it may outlive the scan in a reference
+    cycle (a traceback, an unfinished generator): collect those, and failing
+    that leave the unmapping to the garbage collector rather than fail."""
+    try:
+        mapping.close()
+    except BufferError:
+        gc.collect()
+        try:
+            mapping.close()
+        except BufferError:
+            log.debug("a view of a scanned file outlived its scan")
 
 
 def _read_all(fd: int) -> bytes:

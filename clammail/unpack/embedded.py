@@ -148,18 +148,19 @@ def _type_matches(data, ftype: FileType) -> list[tuple[int, str]]:
 # A literal inside each installer magic, and how far into the magic it sits:
 # finding it with bytes.find and checking the whole magic there is far
 # cheaper than running the alternation over every byte of a PE file.
-_INSTALLER_LITERALS = ((b"NullsoftInst", 4), (b"AU3!EA0", 16), (b"InstallShield\x00", 0))
+# (Compiled literal patterns rather than bytes.find: the data may be a
+# memoryview, which has no find.)
+_INSTALLER_LITERALS = tuple(
+    (re.compile(re.escape(literal)), back)
+    for literal, back in ((b"NullsoftInst", 4), (b"AU3!EA0", 16), (b"InstallShield\x00", 0))
+)
 
 
 def _installer_hits(data) -> list[tuple[int, str]]:
     """The installer magics in `data` as _INSTALLERS.finditer would find them."""
     starts = set()
     for literal, back in _INSTALLER_LITERALS:
-        at = data.find(literal)
-        while at >= 0:
-            if at >= back:
-                starts.add(at - back)
-            at = data.find(literal, at + 1)
+        starts.update(m.start() - back for m in literal.finditer(data) if m.start() >= back)
     hits = []
     resume = 0
     for start in sorted(starts):
