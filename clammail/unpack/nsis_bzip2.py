@@ -60,7 +60,10 @@ class _Bits:
 
     @property
     def bytes_left(self) -> int:
-        return len(self.data) - self.pos
+        """Input bytes not touched yet, as libbz2 counts them: it reads a byte only
+        when it needs its bits, while `peek` reads ahead; whole bytes still in
+        the buffer are not consumed."""
+        return len(self.data) - self.pos + self.count // 8
 
 
 class _Table:
