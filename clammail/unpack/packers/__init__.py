@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import upx
+    from clammail.unpack.packers import upx, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -65,6 +65,16 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             return "UPX", image
     if pe.epsize < MIN_EP_BYTES_REST:
         return None
+    found_yc = yc.detect(pe)
+    if found_yc is not None:
+        try:
+            image = yc.unpack_yc(pe, *found_yc, ctx)
+        except yc.BoundsCheck:
+            # libclamav reports this and, unless ALLMATCH, stops there.
+            ctx.alert("Heuristics.BoundsCheck")
+            raise Stop() from None
+        if image is not None:
+            return "yC", image
     return None
 
 
