@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import upx, yc
+    from clammail.unpack.packers import aspack, upx, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -75,6 +75,11 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             raise Stop() from None
         if image is not None:
             return "yC", image
+    version = aspack.detect(pe)
+    if version is not None:
+        image = aspack.unpack_aspack(pe, version, ctx)
+        if image is not None:
+            return "ASPack", image
     return None
 
 
