@@ -52,11 +52,14 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import aspack, upx, yc
+    from clammail.unpack.packers import aspack, mew, petite, upx, yc
 
     found = _empty_section(pe)
     if found is not None:
         ctx.debug("UPX/FSG/MEW: empty section found - assuming compression")
+        image = mew.unpack_mew(pe, found, ctx)
+        if image is not None:
+            return "MEW", image
     if pe.epsize < MIN_EP_BYTES_UPX:
         return None
     if found is not None:
@@ -65,6 +68,12 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             return "UPX", image
     if pe.epsize < MIN_EP_BYTES_REST:
         return None
+    version = petite.detect(pe)
+    if version:
+        ctx.debug(f"Petite: v2.{version} compression detected")
+        image = petite.unpack_petite(pe, version, ctx)
+        if image is not None:
+            return "Petite", image
     found_yc = yc.detect(pe)
     if found_yc is not None:
         try:
@@ -75,9 +84,9 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             raise Stop() from None
         if image is not None:
             return "yC", image
-    version = aspack.detect(pe)
-    if version is not None:
-        image = aspack.unpack_aspack(pe, version, ctx)
+    aspack_version = aspack.detect(pe)
+    if aspack_version is not None:
+        image = aspack.unpack_aspack(pe, aspack_version, ctx)
         if image is not None:
             return "ASPack", image
     return None
