@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import aspack, mew, petite, upx, yc
+    from clammail.unpack.packers import aspack, mew, petite, upack, upx, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -62,6 +62,12 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             return "MEW", image
     if pe.epsize < MIN_EP_BYTES_UPX:
         return None
+    var_set = upack.detect(pe, found is not None)
+    if var_set is not None:
+        ctx.debug("Upack characteristics found")
+        image = upack.unpack_upack(pe, var_set, ctx)
+        if image is not None:
+            return "Upack", image
     if found is not None:
         image = upx.unpack_upx(pe, found, ctx)
         if image is not None:
