@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import aspack, mew, petite, upack, upx, yc
+    from clammail.unpack.packers import aspack, mew, petite, upack, upx, wwpack, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -90,6 +90,10 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
             raise Stop() from None
         if image is not None:
             return "yC", image
+    if wwpack.detect(pe):
+        image = wwpack.unpack_wwpack(pe, ctx)
+        if image is not None:
+            return "WWPack", image
     aspack_version = aspack.detect(pe)
     if aspack_version is not None:
         image = aspack.unpack_aspack(pe, aspack_version, ctx)
