@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import aspack, mew, petite, upack, upx, wwpack, yc
+    from clammail.unpack.packers import aspack, mew, petite, spin, upack, upx, wwpack, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -80,6 +80,10 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
         image = petite.unpack_petite(pe, version, ctx)
         if image is not None:
             return "Petite", image
+    if spin.detect(pe):
+        image = spin.unpack_spin(pe, ctx)
+        if image is not None:
+            return "PESpin", image
     found_yc = yc.detect(pe)
     if found_yc is not None:
         try:

@@ -1,5 +1,6 @@
 """yoda's Crypter 1.x (yC): libclamav's decryption by emulating the crypter's
-polymorphic byte decryptors (libclamav yc.c, detection in pe.c).
+polymorphic byte decryptors (libclamav yc.c, detection in pe.c; the
+decryptors run through `byteops`).
 
 The crypter adds a last section whose code decrypts, byte by byte, first the
 rest of its own code and then every section but a few (resources, relocs,
@@ -19,9 +20,8 @@ the end, the import directory cleared, the original entry point restored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from clammail.unpack.base import UnpackContext
+from clammail.unpack.packers.byteops import CL, ByteProgram, apply_program
 from clammail.unpack.packers.common import M32, PackedPE, put32, s32, u16, u32
 
 # libclamav's cap on emulated jumps per decryption run.
@@ -49,51 +49,9 @@ class _Failed(Exception):
     """The emulation gave up without a finding (unhandled opcode, jump budget)."""
 
 
-def _rol8(value: int, count: int) -> int:
-    count &= 7
-    return ((value << count) | (value >> ((8 - count) & 7))) & 0xFF
-
-
-def _ror8(value: int, count: int) -> int:
-    count &= 7
-    return ((value >> count) | (value << ((8 - count) & 7))) & 0xFF
-
-
-# op kind -> f(al, operand)
-_OPS = {
-    "dec": lambda al, _k: (al - 1) & 0xFF,
-    "add": lambda al, k: (al + k) & 0xFF,
-    "sub": lambda al, k: (al - k) & 0xFF,
-    "xor": lambda al, k: al ^ k,
-    "rol": _rol8,
-    "ror": _ror8,
-}
-_TABLES: dict[tuple[str, int], bytes] = {}
-
-
-def _table(kind: str, operand: int) -> bytes:
-    key = (kind, operand)
-    table = _TABLES.get(key)
-    if table is None:
-        fn = _OPS[kind]
-        table = _TABLES[key] = bytes(fn(al, operand) for al in range(256))
-    return table
-
-
-@dataclass
-class _Program:
-    """One decryptor, decoded: its operations ("cl" operand = the CL register),
-    how many jumps one pass takes, and which decryptor bytes it reads."""
-
-    ops: list[tuple[str, int | str]] = field(default_factory=list)
-    jumps: int = 0
-    reads: set[int] = field(default_factory=set)
-    failure: str | None = None  # "bounds", "unhandled" or "loop"
-
-
-def _decode(buf: bytearray, at: int, filesize: int) -> _Program:
+def _decode(buf: bytearray, at: int, filesize: int) -> ByteProgram:
     """Walk the decryptor as yc_poly_emulator does for one byte."""
-    program = _Program()
+    program = ByteProgram()
     ops = program.ops
     seen: set[int] = set()
     j = 0
@@ -118,10 +76,10 @@ def _decode(buf: bytearray, at: int, filesize: int) -> _Program:
                 program.jumps += 1
                 j = (j + displacement - (256 if displacement & 0x80 else 0)) & M32
             elif op == 0xFE:
-                ops.append(("dec", 0))
+                ops.append(("sub", 1))
                 j += 1
             elif op in (0x2A, 0x02, 0x32):
-                ops.append(({0x2A: "sub", 0x02: "add", 0x32: "xor"}[op], "cl"))
+                ops.append(({0x2A: "sub", 0x02: "add", 0x32: "xor"}[op], CL))
                 j += 1
             elif op in (0x04, 0x34, 0x2C):
                 j += 1
@@ -135,7 +93,7 @@ def _decode(buf: bytearray, at: int, filesize: int) -> _Program:
                 j += 1
                 kind = "ror" if read(j) == 0xC8 else "rol"
                 j += 1
-                ops.append((kind, "cl"))
+                ops.append((kind, CL))
             elif op not in (0x90, 0xF8, 0xF9):
                 program.failure = "unhandled"
                 return program
@@ -143,24 +101,6 @@ def _decode(buf: bytearray, at: int, filesize: int) -> _Program:
     except BoundsCheck:
         program.failure = "bounds"
     return program
-
-
-def _translation(program: _Program, cl: int) -> bytes:
-    table = bytes(range(256))
-    for kind, operand in program.ops:
-        table = table.translate(_table(kind, cl if operand == "cl" else operand))
-    return table
-
-
-def _apply(buf: bytearray, code: int, start: int, stop: int, program: _Program, ecx: int) -> None:
-    """Decrypt code[start:stop]; the byte at index i is decrypted with CL = ecx - i."""
-    count = stop - start
-    for cl in range(256) if count >= 256 else {(ecx - i) & 0xFF for i in range(start, stop)}:
-        first = start + ((ecx - cl - start) & 0xFF)
-        if first >= stop:
-            continue
-        lo, hi = code + first, code + stop
-        buf[lo:hi:256] = buf[lo:hi:256].translate(_translation(program, cl))
 
 
 def poly_emulate(buf: bytearray, filesize: int, decryptor: int, code: int, ecx: int,
@@ -192,7 +132,7 @@ def poly_emulate(buf: bytearray, filesize: int, decryptor: int, code: int, ecx: 
             if budget < bounded - index:
                 raise _Failed("jumps")
             jumps_left -= program.jumps * (bounded - index)
-        _apply(buf, code, index, bounded, program, ecx)
+        apply_program(buf, code, index, bounded, program, ecx)
         if bounded < stop:
             raise BoundsCheck()
         index = stop
