@@ -52,7 +52,7 @@ def _empty_section(pe: PackedPE) -> int | None:
 
 def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
     """cli_scanpe's packer section: (packer, object to scan) or None."""
-    from clammail.unpack.packers import aspack, mew, petite, spin, upack, upx, wwpack, yc
+    from clammail.unpack.packers import aspack, fsg, mew, petite, spin, upack, upx, wwpack, yc
 
     found = _empty_section(pe)
     if found is not None:
@@ -69,6 +69,9 @@ def _chain(pe: PackedPE, ctx: UnpackContext) -> tuple[str, bytes] | None:
         if image is not None:
             return "Upack", image
     if found is not None:
+        unpacked = fsg.unpack_fsg(pe, found, ctx)
+        if unpacked is not None:
+            return "FSG", unpacked.data
         image = upx.unpack_upx(pe, found, ctx)
         if image is not None:
             return "UPX", image
