@@ -21,10 +21,14 @@ deadline in long loops.
 
 from __future__ import annotations
 
+import logging
+import struct
 from collections.abc import Callable, Iterator
 
 from clammail.unpack.base import Extracted, UnpackContext
 from clammail.unpack.packers.common import PackedPE, Stop, read_packed_pe
+
+log = logging.getLogger(__name__)
 
 # The objects these unpackers produce are not quite well-formed PE files:
 # libclamav scans them (and all inside them) without its broken-executable
@@ -121,6 +125,11 @@ def unpack_packed_pe(data, ctx: UnpackContext, strict: bool = False) -> Iterator
     try:
         result = _chain(pe, ctx)
     except Stop:
+        return
+    except (IndexError, ValueError, OverflowError, ZeroDivisionError, struct.error) as exc:
+        # A slip in the port of libclamav's arithmetic must not end the scan:
+        # the file is then scanned as it is, as when unpacking fails.
+        log.warning("PE unpacker error (%s); scanning the file as it is", exc)
         return
     if result is None:
         return

@@ -119,7 +119,7 @@ def aplib(buf: bytearray, src: int, ssize: int, dst: int, dsize: int,
         source = dst - backbytes
         if backbytes >= backsize:
             buf[dst:dst + backsize] = buf[source:source + backsize]
-        else:
+        elif backbytes:  # a distance of 0 copies each byte onto itself
             pattern = bytes(buf[source:dst])
             buf[dst:dst + backsize] = (pattern * (backsize // backbytes + 1))[:backsize]
         dst += backsize
