@@ -23,6 +23,7 @@ from clammail.unpack.packers.common import (
     RebuildSection,
     Stop,
     contained,
+    contained_in,
     rebuild_pe,
     require_limits,
     s32,
@@ -30,6 +31,7 @@ from clammail.unpack.packers.common import (
     u32,
 )
 
+_INT_MAX = 0x7FFFFFFF
 LEVEL_ZERO = 0x163C988D  # level-0 Petite files: libclamav does not unpack them
 MAX_SECTIONS = 96
 _STUB_MAGIC = (0x645EC033, 0x1B8B188B)
@@ -106,13 +108,19 @@ def _decompress(buf: bytearray, src: int, dst: int, size: int, ctx: UnpackContex
         addsize = 0
         backbytes += 1
         while True:
-            backbytes = signed32(backbytes * 2 + bit())
+            b = bit()
+            if backbytes >= _INT_MAX // 2:
+                raise _Fail()
+            backbytes = backbytes * 2 + b
             if not bit():
                 break
         backbytes -= 3
         if backbytes >= 0:
             for _ in range(goback):
-                backbytes = signed32(backbytes * 2 + bit())
+                b = bit()
+                if backbytes >= _INT_MAX // 2:
+                    raise _Fail()
+                backbytes = backbytes * 2 + b
             backbytes = ~backbytes
             addsize += 1 + (backbytes < check2) + (backbytes < check1)
             oldback = backbytes
@@ -172,7 +180,10 @@ def inflate(buf: bytearray, minrva: int, pe: PackedPE, sectcount: int, version: 
                 check4resources = 0
                 if not contained(bufsz, packed + 4, 8):
                     return None
-                bottom = (u32(buf, packed + 8) + 4) & M32
+                bottom = u32(buf, packed + 8)
+                if bottom > M32 - 4:
+                    return None
+                bottom += 4
                 span = ((size - 1) * 4) & M32
                 src = -minrva + s32(buf, packed + 4) - span
                 dst = -minrva + s32(buf, packed + 8) - span
@@ -194,14 +205,18 @@ def inflate(buf: bytearray, minrva: int, pe: PackedPE, sectcount: int, version: 
             usects.append(section)
             if not size:
                 continue
-            if not check4resources:
-                for q in range(sectcount):
-                    s = sections[q]
-                    if thisrva <= s.rva or thisrva >= (s.rva + s.vsz) & M32:
-                        continue
+            # The unpacked section must lie inside one of the file's sections;
+            # the first one unpacked may start inside it (e.g. after an icon).
+            for q in range(sectcount):
+                s = sections[q]
+                if not contained_in(s.rva, s.vsz, section.rva, section.vsz):
+                    continue
+                if not check4resources:
                     section.rva = s.rva
                     section.rsz = (thisrva - s.rva + size) & M32
-                    break
+                break
+            else:
+                return None
             dst = _decompress(buf, srva - minrva, thisrva - minrva, size, ctx)
             state: dict = {}
             _strip_stub(buf, dst, usects[-1], grown, skew, state)
@@ -303,12 +318,17 @@ def _finish(buf: bytearray, minrva: int, pe: PackedPE, sectcount: int, version: 
         if index:
             raw = (usects[index - 1].raw + usects[index - 1].rsz) & M32
         s.raw = raw
-        if s.rsz and contained(bufsz, raw, s.rsz):
+        if not s.rsz:
+            continue
+        if contained(bufsz, raw, s.rsz):
             src = s.rva - minrva
             chunk = bytes(buf[max(src, 0):src + s.rsz]) if src + s.rsz > 0 else b""
             if src < 0:
                 chunk = bytes(min(-src, s.rsz)) + chunk
             buf[raw:raw + s.rsz] = chunk.ljust(s.rsz, b"\0")[:s.rsz]
+        else:  # libclamav skips a section that no longer fits
+            s.raw = usects[index - 1].raw if index else 0
+            s.rsz = 0
     ctx.debug("Petite: sections " + ", ".join(
         f"rva {s.rva:x} vsz {s.vsz:x} raw {s.raw:x} rsz {s.rsz:x}" for s in usects))
     return rebuild_pe(buf, [RebuildSection(s.rva, s.vsz, s.raw, s.rsz) for s in usects],

@@ -202,14 +202,13 @@ def wwunpack(exe: bytearray, wwsect: bytes, pe: PackedPE, ctx: UnpackContext) ->
         if not more:
             break
     at = pe.e_lfanew
-    if at + 0x50 > exesz:
+    if not contained(exesz, at + 0x50, 4) or not contained(packer_sec.rsz, 0x295, 4):
+        ctx.debug("WWPack: unpack memory address out of bounds")
         return None
     exe[at + 6] = scount & 0xFF
     exe[at + 7] = (scount >> 8) & 0xFF
-    if contained(packer_sec.rsz, 0x295, 4):
-        put32(exe, at + 0x28, u32(wwsect, 0x295) + packer_sec.rva + 0x299)
-    if contained(exesz, at + 0x50, 4):
-        put32(exe, at + 0x50, u32(exe, at + 0x50) - packer_sec.vsz)
+    put32(exe, at + 0x28, u32(wwsect, 0x295) + packer_sec.rva + 0x299)
+    put32(exe, at + 0x50, u32(exe, at + 0x50) - packer_sec.vsz)
     headers = (u32(exe, at + 0x14) & 0xFFFF) + at + 0x18
     for section in sections[:scount]:
         if not contained(exesz, headers, 0x28):
