@@ -283,7 +283,7 @@ def test_garbage_in_every_unpacker_ends_cleanly(testfiles):
             data = path.read_bytes()
             header = parse_pe_header(data, remove_missing=True)
             ep = header.entry_point
-            for _ in range(6):
+            for _ in range(4):
                 mutant = bytearray(data)
                 start = rng.choice([ep + 0x10, ep + 0x60] + [s.raw for s in header.sections])
                 length = rng.randrange(16, 512)

@@ -15,6 +15,7 @@ here keep those rules in one place:
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 
@@ -113,7 +114,7 @@ def require_limits(ctx: UnpackContext, needed: int) -> None:
 class PackedPE:
     """A PE32 file as cli_scanpe sees it when it tries its unpackers."""
 
-    data: bytes
+    data: bytes | mmap.mmap  # slicing gives bytes
     sections: list[PESection]
     vep: int  # AddressOfEntryPoint
     ep: int  # its file offset
@@ -146,7 +147,8 @@ def read_packed_pe(data, strict: bool) -> PackedPE | None:
         return None
     if header.is_pe32plus:
         return None
-    data = bytes(data)
+    if not isinstance(data, (bytes, mmap.mmap)):
+        data = bytes(data)  # slices of a memoryview would not be bytes
     e_lfanew = u32(data, 60)
     sections = header.sections
     low = high = 0
