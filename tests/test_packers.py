@@ -148,6 +148,7 @@ def test_testfiles_with_options_as_clamscan(testfiles, tmp_path, options):
 
 
 def _generated(tmp_path: Path) -> list[Path]:
+    tmp_path.mkdir(exist_ok=True)
     clam = (TESTFILES / "clam.exe").read_bytes()
     files = []
     for seed, extra, pad in ((1, clam, True), (2, b"", True), (3, clam, False)):
@@ -220,14 +221,42 @@ def _mutants(testfiles: list[Path], directory: Path, per_file: int, seed: int) -
     return out
 
 
-def test_damaged_testfiles_as_clamscan(testfiles, tmp_path):
-    files = _mutants(testfiles, tmp_path, per_file=20, seed=2024)
+@pytest.mark.parametrize("options, seed", [((), 2024), (("--alert-broken",), 2025)])
+def test_damaged_testfiles_as_clamscan(testfiles, tmp_path, options, seed):
+    files = _mutants(testfiles, tmp_path, per_file=16, seed=seed)
+    db = tmp_path / "unpacked.hdb"
+    _write_db(db, files)
+    results = _same_as_clamscan([db], files, *options)
+    assert len(results) == len(files)
+    unpacked = sum(any(n.startswith("Unpacked.") for n in names) for names in results.values())
+    assert unpacked > len(files) // 4  # much damage still unpacks to something
+
+
+def test_damaged_generated_files_as_clamscan(tmp_path):
+    rng = random.Random(31)
+    files = []
+    for packed in _generated(tmp_path / "base"):
+        if "-none" in packed.name or "-scan" in packed.name:
+            continue
+        data = packed.read_bytes()
+        header = parse_pe_header(data, remove_missing=True)
+        regions = [(s.raw, s.raw + s.rsz) for s in header.sections if s.rsz]
+        regions.append((header.entry_point, min(len(data), header.entry_point + 0x200)))
+        for k in range(4):
+            mutant = bytearray(data)
+            if k == 0:
+                mutant = mutant[:rng.randrange(0x200, len(data))]
+            else:
+                lo, hi = rng.choice(regions)
+                for _ in range(k):
+                    mutant[rng.randrange(lo, hi)] ^= rng.randrange(1, 256)
+            target = tmp_path / f"{packed.stem}-{k}.exe"
+            target.write_bytes(bytes(mutant))
+            files.append(target)
     db = tmp_path / "unpacked.hdb"
     _write_db(db, files)
     results = _same_as_clamscan([db], files)
     assert len(results) == len(files)
-    unpacked = sum(any(n.startswith("Unpacked.") for n in names) for names in results.values())
-    assert unpacked > len(files) // 4  # most damage still unpacks to something
 
 
 def test_embedded_and_rebuilt_pe_files_are_not_called_broken(tmp_path):
