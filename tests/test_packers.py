@@ -323,3 +323,35 @@ def test_garbage_in_every_unpacker_ends_cleanly(testfiles):
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _CountingCtx(_Ctx):
+    """Counts deadline checks and pretends the deadline passes after `limit` of them."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.calls = 0
+        self.limit = limit
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls > self.limit:
+            raise _Deadline()
+
+
+@pytest.mark.parametrize("method", ["2b", "2d", "2e"])
+def test_long_decompression_consults_the_deadline(method):
+    """MaxScanTime can stop a long decompression: the decoders check the
+    scan's deadline as they go, not only before and after."""
+    image = payload(6)
+    big = type(image)(image.pe, image.image * 64, image.base_rva)  # about 0.5 MB
+    pe = read_packed_pe(upx_pe(big, method, "none"), strict=False)
+    counting = _CountingCtx(limit=1 << 30)
+    assert _chain(pe, counting) is not None
+    assert counting.calls >= 4
+    with pytest.raises(_Deadline):
+        _chain(pe, _CountingCtx(limit=counting.calls // 2))

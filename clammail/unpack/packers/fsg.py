@@ -175,6 +175,8 @@ def fsg_133(pe: PackedPE, index: int, ctx: UnpackContext) -> Unpacked | None:
     at = 12
     limit = (gp - 4) & M32
     while at < limit and t + at + 4 <= pe.fsize:
+        if not at % 0x40000:
+            ctx.check()
         rva = u32(pe.data, t + at)
         if not rva:
             break
@@ -219,6 +221,8 @@ def fsg_131(pe: PackedPE, index: int, ctx: UnpackContext) -> Unpacked | None:
     count = 0
     limit = (gp - 2) & M32
     while at < limit and at + 2 <= gp:
+        if not at % 0x20000:
+            ctx.check()
         rva = word(at)
         if rva in (1, 2):
             break

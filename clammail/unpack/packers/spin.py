@@ -41,12 +41,15 @@ class _TooBig(Exception):
     """unspin returned 2: the unpacked sections would pass MaxFileSize."""
 
 
-def _lfsr_stream(key: int, count: int, tap: int, on_one: bool) -> tuple[bytes, int]:
+def _lfsr_stream(key: int, count: int, tap: int, on_one: bool,
+                 ctx: UnpackContext) -> tuple[bytes, int]:
     """The XOR stream of PESpin's Galois LFSRs: each step shifts the key right and
     XORs `tap` in when the bit shifted out is 1 (`on_one`) or 0; the byte is the
     key's low byte after the step. Returns (stream, final key)."""
     out = bytearray(count)
     for index in range(count):
+        if not index % _CHECK_EVERY:
+            ctx.check()
         low = key & 1
         key >>= 1
         if bool(low) == on_one:
@@ -170,7 +173,7 @@ def unspin(src: bytearray, pe: PackedPE, ctx: UnpackContext) -> bytes | None:
     key32 = u32(spinned, ep + 0x26EB)
     if u32(spinned, ep + 0x26EB + 5) != 0x5A0:
         return None
-    stream, _ = _lfsr_stream(key32, 0x5A0, 0x8C328834, True)
+    stream, _ = _lfsr_stream(key32, 0x5A0, 0x8C328834, True, ctx)
     _xor(spinned, ep + 0x2D5, stream)
     length = (ssize - u32(spinned, ep + 0x429)) & M32
     if length >= ssize:
@@ -186,7 +189,7 @@ def unspin(src: bytearray, pe: PackedPE, ctx: UnpackContext) -> bytes | None:
         if bitmap & 1:
             if not contained(ssize, section.raw, section.rsz):
                 return None
-            stream, _ = _lfsr_stream(key32, section.rsz, 0xED43AF31, False)
+            stream, _ = _lfsr_stream(key32, section.rsz, 0xED43AF31, False, ctx)
             _xor(src, section.raw, stream)
         bitmap >>= 1
     if u32(src, ep + 0x644) != 0x180:
@@ -194,7 +197,7 @@ def unspin(src: bytearray, pe: PackedPE, ctx: UnpackContext) -> bytes | None:
     key32 = u32(src, ep + 0x644 + 0x0C)
     if not contained(ssize, ep + 0x28D3, 0x180):
         return None
-    stream, _ = _lfsr_stream(key32, 0x180, 0xED43AF32, True)
+    stream, _ = _lfsr_stream(key32, 0x180, 0xED43AF32, True, ctx)
     _xor(src, ep + 0x28D3, stream)
     if u32(src, ep + 0x28DD) != 0x1A1:
         return None

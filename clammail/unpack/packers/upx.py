@@ -52,7 +52,7 @@ _MAGIC_LZMA = (0xB16, 0xB1E)
 
 # pefromupx may grow the image by this much when it lays sections out.
 REBUILD_HEADROOM = 8192
-# How many decoder steps between two deadline checks.
+# How many output bytes between two deadline checks.
 _CHECK_EVERY = 1 << 16
 
 _DOS_HEADER_ROWS = (
@@ -142,17 +142,17 @@ def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
     bit = bits.bit
     dcur = 0
     offset = -1
-    steps = 0
+    next_check = _CHECK_EVERY
     while True:
-        steps += 1
-        if not steps % _CHECK_EVERY:
-            ctx.check()
         while bit():
             if bits.pos >= ssize or dcur >= dsize:
                 raise _Fail()
             dst[dcur] = src[bits.pos]
             bits.pos += 1
             dcur += 1
+            if dcur >= next_check:
+                ctx.check()
+                next_check = dcur + _CHECK_EVERY
         backbytes = 1
         while True:
             b = bit()
@@ -185,6 +185,9 @@ def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
             raise _Fail()
         _copy_match(dst, dcur, -offset, backsize)
         dcur += backsize
+        if dcur >= next_check:
+            ctx.check()
+            next_check = dcur + _CHECK_EVERY
     return dcur
 
 
@@ -218,17 +221,17 @@ def inflate_2d(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
     bit = bits.bit
     dcur = 0
     offset = -1
-    steps = 0
+    next_check = _CHECK_EVERY
     while True:
-        steps += 1
-        if not steps % _CHECK_EVERY:
-            ctx.check()
         while bit():
             if bits.pos >= ssize or dcur >= dsize:
                 raise _Fail()
             dst[dcur] = src[bits.pos]
             bits.pos += 1
             dcur += 1
+            if dcur >= next_check:
+                ctx.check()
+                next_check = dcur + _CHECK_EVERY
         backbytes = _read_backbytes_2de(bit) - 3
         if backbytes >= 0:
             if bits.pos >= ssize:
@@ -254,6 +257,9 @@ def inflate_2d(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
             raise _Fail()
         _copy_match(dst, dcur, -offset, backsize)
         dcur += backsize
+        if dcur >= next_check:
+            ctx.check()
+            next_check = dcur + _CHECK_EVERY
     return dcur
 
 
@@ -262,17 +268,17 @@ def inflate_2e(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
     bit = bits.bit
     dcur = 0
     offset = -1
-    steps = 0
+    next_check = _CHECK_EVERY
     while True:
-        steps += 1
-        if not steps % _CHECK_EVERY:
-            ctx.check()
         while bit():
             if bits.pos >= ssize or dcur >= dsize:
                 raise _Fail()
             dst[dcur] = src[bits.pos]
             bits.pos += 1
             dcur += 1
+            if dcur >= next_check:
+                ctx.check()
+                next_check = dcur + _CHECK_EVERY
         backbytes = _read_backbytes_2de(bit) - 3
         if backbytes >= 0:
             if bits.pos >= ssize:
@@ -302,6 +308,9 @@ def inflate_2e(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
             raise _Fail()
         _copy_match(dst, dcur, -offset, backsize)
         dcur += backsize
+        if dcur >= next_check:
+            ctx.check()
+            next_check = dcur + _CHECK_EVERY
     return dcur
 
 
