@@ -173,6 +173,12 @@ def nrv_compress(data: bytes, method: str) -> bytes:
     return bytes(bits.out)
 
 
+def mew_lzma_compress(data: bytes) -> bytes:
+    """MEW's LZMA stage: a raw LZMA1 stream with lc=4, lp=0, pb=2."""
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{
+        "id": lzma.FILTER_LZMA1, "lc": 4, "lp": 0, "pb": 2, "dict_size": 1 << 16}])
+
+
 def lzma_compress(data: bytes) -> bytes:
     """UPX's LZMA layout: two header bytes, then a raw LZMA1 stream (lc=3, lp=0, pb=2)."""
     stream = lzma.compress(data, format=lzma.FORMAT_RAW, filters=[{
@@ -210,8 +216,9 @@ class _TagBits:
             self.bit(0 if index == len(digits) - 1 else 1)
 
 
-def aplib_compress(data: bytes) -> bytes:
-    """Compress for cli_unfsg (first byte raw, end marker, one spare byte)."""
+def aplib_compress(data: bytes, spare: bool = True) -> bytes:
+    """Compress for cli_unfsg/unmew (first byte raw, end marker, then a spare
+    byte unless what follows the stream in the file serves)."""
     bits = _TagBits()
     bits.byte(data[0])
     lostbit = True
@@ -233,7 +240,8 @@ def aplib_compress(data: bytes) -> bytes:
     bits.bit(1)
     bits.bit(0)
     bits.byte(0)
-    bits.byte(0)  # the bit reader never loads a source's last byte
+    if spare:
+        bits.byte(0)  # the bit reader never loads a source's last byte
     return bytes(bits.out)
 
 
@@ -339,3 +347,62 @@ def fsg2_pe(p: Payload) -> bytes:
         Sec(b"", s1_rva, (len(body) + 0xFFF) & ~0xFFF, bytes(body), chars=0xE0000040),
     ], entry=s1_rva + ep_at, subsystem=2)
     return build_pe(spec)
+
+
+def mew_pe(p: Payload, method: str = "aplib", chunks: int = 2) -> bytes:
+    """A MEW-style PE: the loader at file offset 0x154 in the header padding, an
+    empty section for the image and the packed section after it.
+
+    method "aplib": the image in `chunks` aPLib blocks; "lzma"/"lzma-special":
+    one small aPLib block, then MEW's LZMA stage (the special form also undoes
+    E8/E9 call rewriting)."""
+    image = p.image
+    s0_rva = p.base_rva
+    dsize = (len(image) + PROBS_ROOM + 0x1FFF) & ~0xFFF
+    s1_rva = s0_rva + dsize
+    vma = IMAGE_BASE + s0_rva
+    k = 0x10
+    body = bytearray(k)
+    body += struct.pack("<III", 0, IMAGE_BASE + s0_rva + 0x20, vma)
+    if method == "aplib":
+        step = (len(image) + chunks - 1) // chunks
+        pieces = [image[i:i + step] for i in range(0, len(image), step)]
+        dest = 0
+        for index, piece in enumerate(pieces):
+            body += aplib_compress(piece, spare=False)
+            dest = (dest + len(piece) + 0xFFF) & ~0xFFF
+            body += struct.pack("<I", vma + dest if index + 1 < len(pieces) else 0)
+    else:
+        body += aplib_compress(b"MEW LZMA stage follows" * 2, spare=False)
+        body += struct.pack("<I", 0)
+        special = method == "lzma-special"
+        if special:
+            body += struct.pack("<I", len(image))
+        probs = (len(image) + 0xFFF) & ~0xFFF
+        stream = mew_lzma_compress(image)
+        body += struct.pack("<IIII", vma + probs, len(image), vma, len(stream)) + b"\0"
+        body += stream + bytes(16)
+    proc_at = len(body)
+    body += bytes(16)
+    body[proc_at + 8] = 0x50 if method == "lzma-special" else 0
+    ep_at = len(body)
+    body += bytes(0x40)
+    s1_vsz = (len(body) + 0xFFF) & ~0xFFF
+    spec = PESpec(sections=[
+        Sec(b"MEW", s0_rva, dsize, b"", raw_size=0, chars=0xE0000080),
+        Sec(b"\x02\xd2u\xdb", s1_rva, s1_vsz, bytes(body), chars=0xE0000060),
+    ], entry=s1_rva + ep_at, subsystem=2, e_lfanew=0x40, ndatadirs=2)
+    out = bytearray(build_pe(spec))
+    ep_file = 0x400 + ep_at
+    out[ep_file] = 0xE9
+    struct.pack_into("<i", out, ep_file + 1, 0x154 - (s1_rva + ep_at + 5))
+    loader = bytearray(0xB0)
+    struct.pack_into("<I", loader, 1, IMAGE_BASE + s1_rva + k)
+    if method != "aplib":
+        loader[0x7B] = 0xE8
+        struct.pack_into("<I", loader, 0x7C, s1_rva + proc_at - 0x154 - 0x80)
+    out[0x154:0x154 + 0xB0] = loader
+    return bytes(out)
+
+
+PROBS_ROOM = 0x7000  # MEW's LZMA probabilities live in the image

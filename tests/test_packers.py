@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import CLAM_TEST_FILE_SIG, TESTFILES, clammail_results, clamscan_results
 from exe_samples import filler, patch, simple_pe
-from packer_samples import fsg2_pe, payload, upx_pe
+from packer_samples import fsg2_pe, mew_pe, payload, upx_pe
 
 from clammail.formats.pe import parse_pe_header
 from clammail.unpack.packers import _chain
@@ -165,10 +165,14 @@ def _generated(tmp_path: Path) -> list[Path]:
         path = tmp_path / f"fsg-{seed}.exe"
         path.write_bytes(fsg2_pe(image))
         files.append(path)
+        for method in ("aplib", "lzma", "lzma-special"):
+            path = tmp_path / f"mew-{seed}-{method}.exe"
+            path.write_bytes(mew_pe(image, method))
+            files.append(path)
     return files
 
 
-def test_generated_upx_and_fsg_files_unpacked_as_clamscan_unpacks_them(tmp_path):
+def test_generated_upx_fsg_mew_files_unpacked_as_clamscan_unpacks_them(tmp_path):
     files = _generated(tmp_path)
     db = tmp_path / "unpacked.hdb"
     _write_db(db, files)
@@ -180,7 +184,7 @@ def test_generated_upx_and_fsg_files_unpacked_as_clamscan_unpacks_them(tmp_path)
     for path in files:
         names = results[str(path)]
         assert any(n.startswith("Unpacked.") for n in names), path
-        if path.name.startswith(("upx-2-", "fsg-2")):
+        if path.name.startswith(("upx-2-", "fsg-2", "mew-2-")):
             assert any(n.startswith("Packed.Code.Marker") for n in names), path
 
 

@@ -5,9 +5,8 @@ in the PE header area (at 0x154 or 0x158). libclamav maps the packed
 section behind the (empty) destination section in one buffer and runs the
 loader's aPLib decoder section after section, each block naming where the
 next one goes, then rebuilds a PE whose sections are the decoded regions
-aligned to pages. Files whose loader calls MEW's LZMA routine are not
-unpacked here (libclamav has a hand-translated LZMA decoder for them; see
-`LZMA_NOT_SUPPORTED`).
+aligned to pages. When the loader calls MEW's LZMA routine, the aPLib pass
+only unpacks that routine's data, and `mew_lzma` decodes the image.
 """
 
 from __future__ import annotations
@@ -27,12 +26,11 @@ from clammail.unpack.packers.common import (
     s32,
     u32,
 )
+from clammail.unpack.packers.mew_lzma import mew_lzma
 
 LOADER_OFFSETS = (0x154, 0x158)
 LOADER_SIZE = 0xB0
 MIN_EP_BYTES = 16
-# The LZMA variant (loader byte 0x7b is a call) is recognised but not decoded.
-LZMA_NOT_SUPPORTED = "MEW: LZMA-compressed files are not unpacked"
 
 
 def unmew11(buf: bytearray, off: int, ssize: int, dsize: int, base: int, vadd: int,
@@ -87,8 +85,15 @@ def unmew11(buf: bytearray, off: int, ssize: int, dsize: int, base: int, vadd: i
         if not next_rva:
             break
     if uselzma:
-        ctx.debug(LZMA_NOT_SUPPORTED)
-        return None
+        # Everything in one section, decoded by MEW's LZMA stage.
+        if not contained(size_sum, uselzma + 8, 1) or not contained(size_sum, f1 + 4, 20 + 4 + 5):
+            return None
+        special = buf[uselzma + 8] == 0x50
+        ctx.debug(f"MEW: lzma {'special ' if special else ''}was used, unpacking")
+        if not mew_lzma(buf, f1 + 4, size_sum, vma, special, ctx):
+            return None
+        sections = [RebuildSection(vadd, dsize, 0, dsize)]
+        count = 1
     return rebuild_pe(buf, sections[:count], base, (entry_point - base) & M32, 0, 0, align=0x1000)
 
 
