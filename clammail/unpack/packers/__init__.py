@@ -13,6 +13,12 @@ The order (cli_scanpe, ClamAV 1.4): MEW, [the entry point buffer must hold
 PESpin, yC, WWPack, ASPack (NsPack comes last in libclamav and is not
 implemented here).
 
+The unpackers port libclamav's C, wrapping 32-bit arithmetic included, and
+where libclamav's sources changed over the years, clamscan 1.4.6 decided
+(tests/test_packers.py): Petite's section containment and WWPack's checks
+on short sections are the newer ones; a UPX rebuild that gives up still
+leaves the decompressed image to scan, as in the older sources.
+
 Everything read from the file is hostile: each unpacker checks sizes against
 the file and against MaxFileSize / MaxScanSize (libclamav's
 CLI_UNPSIZELIMITS), bounds its loops by its input, and checks the scan's
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from clammail.unpack.base import Extracted, UnpackContext
 from clammail.unpack.packers.common import PackedPE, Stop, read_packed_pe
@@ -39,9 +45,6 @@ CORRUPTED_INPUT = "corrupted_input"
 # before Upack/FSG/UPX, and than the second one before Petite and the rest.
 MIN_EP_BYTES_UPX = 168
 MIN_EP_BYTES_REST = 200
-
-Unpacker = Callable[[PackedPE, UnpackContext], "bytes | None"]
-
 
 def _empty_section(pe: PackedPE) -> int | None:
     """UPX/FSG/MEW's hint: the first section with no raw data but a virtual

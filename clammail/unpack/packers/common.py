@@ -29,10 +29,6 @@ MAX_ALLOCATION = 1024 * 1024 * 1024
 EP_BUFFER = 4096
 
 
-def u8(data, at: int) -> int:
-    return data[at] if 0 <= at < len(data) else 0
-
-
 def u16(data, at: int) -> int:
     return int.from_bytes(data[at:at + 2], "little") if 0 <= at else 0
 
@@ -77,11 +73,6 @@ def align_up(value: int, align: int) -> int:
 
 def align_down(value: int, align: int) -> int:
     return (value // align) * align if align else value
-
-
-def memstr(haystack, needle: bytes) -> int:
-    """cli_memstr: where `needle` first occurs in `haystack`, or -1."""
-    return bytes(haystack).find(needle)
 
 
 class Stop(Exception):
