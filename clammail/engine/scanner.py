@@ -41,6 +41,7 @@ from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
 from clammail.unpack.embedded import embedded_objects
 from clammail.unpack.ishield import overlay_objects
+from clammail.unpack.packers import CORRUPTED_INPUT, unpack_packed_pe
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,10 @@ class ScanJob:
         # The objects from the top level down to the one being scanned: their
         # hashes decide the allow list (.fp), their types feed Container:.
         self._stack: list[ObjectInfo] = []
+        # > 0 while scanning inside a PE that libclamav rebuilt (unpackers) or
+        # cut out of another (embedded PE): its ctx->corrupted_input, which
+        # turns the broken-executable heuristic off for PE files in there.
+        self.corrupted_input = 0
 
     # -- the UnpackContext interface --------------------------------------
 
@@ -335,10 +340,16 @@ class ScanJob:
             self._scan_children(embedded_objects(info.data, ftype, self), info)
         if ftype in (FileType.MSEXE, FileType.ELF, FileType.MACHO):
             # libclamav's raw scan of a PE scans the PE files embedded in it
-            # before its PE scanner looks at the file's own structure.
+            # before its PE scanner looks at the file's own structure, and
+            # tries its unpackers last.
             self._unpack(info, ftype)
-            engine.matcher.match_executable(info, self.report, self.options, self.alert,
+            pe_broken_off = ftype is FileType.MSEXE and self.corrupted_input
+            engine.matcher.match_executable(info, self.report, self.options,
+                                            None if pe_broken_off else self.alert,
                                             after_sections=self._overlay_scanner(info))
+            if ftype is FileType.MSEXE and self.options["ScanPE"]:
+                strict = self.options["AlertBrokenExecutables"] and not self.corrupted_input
+                self._scan_children(unpack_packed_pe(info.data, self, strict), info)
         elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
@@ -395,7 +406,12 @@ class ScanJob:
                 raise LimitExceeded("MaxFiles")
         elif child.ftype is FileType.ANY and max_files and self.files >= max_files:
             raise LimitExceeded("MaxFiles")  # the parser's own check before it
-        self.scan_object(child.data, child.name, child.ftype)
+        corrupted = bool(child.extra.get(CORRUPTED_INPUT))
+        self.corrupted_input += corrupted
+        try:
+            self.scan_object(child.data, child.name, child.ftype)
+        finally:
+            self.corrupted_input -= corrupted
 
     def _match_hashes(self, info: ObjectInfo) -> None:
         index = self.engine.database.file_hashes

@@ -133,7 +133,9 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
                 report(exc.limit)
     if pe_offset is not None:
         yield Extracted(memoryview(data)[pe_offset:], name=f"embedded-pe@{pe_offset}",
-                        ftype=FileType.MSEXE, extra={"embedded_at": pe_offset})
+                        ftype=FileType.MSEXE,
+                        # libclamav scans it with ctx->corrupted_input set.
+                        extra={"embedded_at": pe_offset, "corrupted_input": True})
 
 
 def _type_matches(data, ftype: FileType) -> list[tuple[int, str]]:

@@ -17,6 +17,7 @@ from clammail.formats.executable import BROKEN_EXECUTABLE
 from clammail.formats.macho import fat_slices
 from clammail.formats.pe import find_embedded_pe
 from clammail.unpack.base import Extracted, UnpackContext
+from clammail.unpack.packers import CORRUPTED_INPUT
 
 # libclamav scans no nested object of 5 bytes or less.
 MIN_NESTED_SIZE = 6
@@ -32,7 +33,8 @@ def unpack_pe(data, ctx: UnpackContext) -> Iterator[Extracted]:
     if offset is None:
         return
     ctx.debug(f"*** Detected embedded PE file at {offset} ***")
-    yield Extracted(memoryview(data)[offset:], name=f"embedded-pe@{offset}", ftype=FileType.MSEXE)
+    yield Extracted(memoryview(data)[offset:], name=f"embedded-pe@{offset}", ftype=FileType.MSEXE,
+                    extra={CORRUPTED_INPUT: True})
 
 
 def unpack_macho_fat(data, ctx: UnpackContext) -> Iterator[Extracted]:
