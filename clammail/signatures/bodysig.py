@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clammail.engine.match.api import BodyPattern, Offset
-from clammail.engine.match.compile import compile_hexsig, plan_anchors
+from clammail.engine.match.compile import hexsig_anchors
 from clammail.engine.match.compile import parse_offset as _parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
 
@@ -35,6 +35,9 @@ class BodySignature:
     min_flevel: int | None = None
     max_flevel: int | None = None
 
+    def __reduce__(self):  # fast to unpickle from the compiled-database cache
+        return BodySignature, (self.name, self.pattern, self.min_flevel, self.max_flevel)
+
 
 def parse_offset(text: str) -> Offset:
     """An offset field; SignatureError (without location) if clamd would refuse it."""
@@ -52,11 +55,11 @@ def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0,
     modifier implies it. Raises SignatureError without a location.
     """
     parsed = offset if isinstance(offset, Offset) else _parse_offset(offset)
-    plan = compile_hexsig(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
-                          fullword=fullword,
-                          ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
+    anchors = hexsig_anchors(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
+                             fullword=fullword,
+                             ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
     return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
-                       max_matches=max_matches, anchors=plan_anchors(plan))
+                       max_matches=max_matches, anchors=anchors)
 
 
 def load_ndb(text: str, path: str, official: bool, options: LoadOptions) -> list[BodySignature]:

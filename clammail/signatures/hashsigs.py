@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -231,12 +232,28 @@ class NameTable:
 
     def finish(self) -> bytes:
         if self._parts:
-            self.blob = self.blob + b"".join(self._parts)
+            self.blob = bytes(self.blob) + b"".join(self._parts)
             self._parts = []
         return self.blob
 
     def __len__(self) -> int:
         return self._length
+
+    def __reduce_ex__(self, protocol):
+        # With pickle protocol 5 the blob travels out of band: the compiled-database
+        # cache maps it from its file instead of copying it, so after a load from
+        # the cache `blob` may be a read-only memoryview.
+        blob = self.finish()
+        if protocol >= 5:
+            blob = pickle.PickleBuffer(blob)
+        return _restore_names, (blob, self._length)
+
+
+def _restore_names(blob, length: int) -> NameTable:
+    names = NameTable()
+    names.blob = blob if isinstance(blob, bytes | memoryview) else memoryview(blob)
+    names._length = length
+    return names
 
 
 def encode_length(length: int, official: bool) -> int:
@@ -257,15 +274,21 @@ class _Columns:
         self.name_len: list[np.ndarray] = []  # uint16 (length | official bit)
         self.seq: list[np.ndarray] = []  # uint64 load order: file number << 32 | line
         self.count = 0
+        self.sorted = True  # one chunk, already in key order (see HashIndexBuilder.export)
 
     def append(self, keys: np.ndarray, name_off: np.ndarray, name_len: np.ndarray,
-               seq: np.ndarray) -> None:
+               seq: np.ndarray, in_order: bool = False) -> None:
         if len(keys):
+            self.sorted = in_order and not self.keys
             self.keys.append(keys)
             self.name_off.append(name_off.astype(np.uint32, copy=False))
             self.name_len.append(name_len.astype(np.uint16, copy=False))
             self.seq.append(seq.astype(np.uint64, copy=False))
             self.count += len(keys)
+
+    def joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (_joined(self.keys), _joined(self.name_off), _joined(self.name_len),
+                _joined(self.seq))
 
 
 def make_keys(sizes: np.ndarray, digests: np.ndarray) -> np.ndarray:
@@ -313,6 +336,26 @@ class HashIndexBuilder:
     def __len__(self) -> int:
         return sum(c.count for c in self.columns.values()) + sum(
             len(p) for p in self._pending.values())
+
+    def export(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """Everything collected, per algorithm (keys, name offsets, coded lengths, load
+        order), sorted by key with load order kept among equal keys: what a forked
+        loader sends back (`add_export`). Leaves this builder empty."""
+        self.flush()
+        out = {}
+        for algo, col in self.columns.items():
+            if col.count:
+                keys, offs, lens, seq = col.joined()
+                order = _sort_order(keys)
+                out[algo] = (keys[order], offs[order], lens[order], seq[order])
+            self.columns[algo] = _Columns(algo)
+        return out
+
+    def add_export(self, columns: dict[str, tuple[np.ndarray, ...]], names: bytes) -> None:
+        """Take what `export` of another builder returned, with that builder's name blob."""
+        base = self.names.add_blob(names)
+        for algo, (keys, offs, lens, seq) in columns.items():
+            self.columns[algo].append(keys, offs + np.uint32(base), lens, seq, in_order=True)
 
     def build(self) -> CompactHashIndex:
         self.flush()
@@ -363,14 +406,15 @@ def _sort_order(keys: np.ndarray) -> np.ndarray:
 
 
 def _build_table(col: _Columns) -> _Table:
-    keys = _joined(col.keys)
-    order = _sort_order(keys)
-    keys = keys[order]
-    offs = _joined(col.name_off)[order]
-    lens = _joined(col.name_len)[order]
+    keys, offs, lens, seq = col.joined()
+    order = None
+    if not col.sorted:
+        order = _sort_order(keys)
+        keys, offs, lens = keys[order], offs[order], lens[order]
     same = keys[1:] == keys[:-1]
     if same.any():
-        seq = _joined(col.seq)[order]
+        if order is not None:
+            seq = seq[order]
         keys, offs, lens = _resolve_duplicates(keys, offs, lens, seq, same, col.width - 4)
     return _Table(keys, offs, lens)
 
@@ -498,7 +542,7 @@ class CompactHashIndex:
         offset = int(table.name_off[index])
         coded = int(table.name_len[index])
         length = coded & ~NameTable.OFFICIAL_BIT
-        name = self._names.blob[offset:offset + length].decode("utf-8", "surrogateescape")
+        name = str(self._names.blob[offset:offset + length], "utf-8", "surrogateescape")
         return name if coded & NameTable.OFFICIAL_BIT else name + UNOFFICIAL_SUFFIX
 
     def algorithms(self) -> frozenset[str]:
