@@ -86,3 +86,50 @@ def test_other_load_options_get_another_cache(cached):
     sigdir, cache, path, key = cached
     other = load_database([str(sigdir)], LoadOptions(detect_pua=True), cache_dir=str(cache))
     assert other.fingerprint != key
+
+
+def test_engine_from_the_cache_reports_what_a_cold_engine_reports(tmp_path):
+    from clammail.engine.scanner import Engine
+    from clammail.signatures.bodysig import SignatureTable
+
+    rng = random.Random(4)
+    sigdir = tmp_path / "db"
+    sigdir.mkdir()
+    bodies = [rng.randbytes(rng.randint(6, 12)) for _ in range(60)]
+    lines = []
+    for number, body in enumerate(bodies):
+        hexsig = body.hex()
+        if number % 3 == 1:
+            hexsig = hexsig[:4] + "??" + hexsig[6:]
+        elif number % 3 == 2:
+            hexsig = hexsig[:6] + "{0-4}" + hexsig[6:]
+        lines.append(f"Body.{number}:0:*:{hexsig}" + (":20:999" if number % 5 == 0 else ""))
+    (sigdir / "a.ndb").write_text("\n".join(lines) + "\n")
+    (sigdir / "b.ldb").write_text(
+        f"Logical.One;Engine:51-255,Target:0;0&1;{bodies[3].hex()};{bodies[4].hex()}\n")
+    (sigdir / "c.hdb").write_text(f"{MD5}:5:Empty.Md5\n")
+    samples = []
+    for index in range(12):
+        chosen = rng.sample(bodies, 3)
+        data = b"".join(rng.randbytes(20) + body for body in chosen)
+        if index == 0:
+            data += bodies[3] + bodies[4]
+        samples.append(data)
+    cold = load_database([str(sigdir)])
+    cache = tmp_path / "cache"
+    Engine(load_database([str(sigdir)], cache_dir=str(cache)))  # fills the cache
+    cached = load_database([str(sigdir)], cache_dir=str(cache))
+    assert isinstance(cached.body_signatures, SignatureTable)
+    assert len(cached.body_signatures) == len(cold.body_signatures) == 60
+    assert list(cached.body_signatures) == list(cold.body_signatures)
+    assert cached.body_signatures[-1] == cold.body_signatures[-1]
+    assert cached.body_signatures[5:8] == cold.body_signatures[5:8]
+    cold_engine, cached_engine = Engine(cold), Engine(cached)
+    assert any(k.startswith("body_matcher:") for k in cached.compiled)
+    reported = 0
+    for data in samples:
+        expected = cold_engine.scan_bytes(data, allmatch=True).detections
+        assert cached_engine.scan_bytes(data, allmatch=True).detections == expected
+        reported += len(expected)
+    assert reported >= 30
+    assert "Logical.One.UNOFFICIAL" in cold_engine.scan_bytes(samples[0], allmatch=True).detections

@@ -11,9 +11,10 @@ whose subsignatures use the same hex syntax and offsets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clammail.engine.match.api import BodyPattern, Offset
+from clammail.engine.match.api import BodyPattern, Offset, PatternTable
 from clammail.engine.match.compile import hexsig_anchors
 from clammail.engine.match.compile import parse_offset as _parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
@@ -37,6 +38,64 @@ class BodySignature:
 
     def __reduce__(self):  # fast to unpickle from the compiled-database cache
         return BodySignature, (self.name, self.pattern, self.min_flevel, self.max_flevel)
+
+
+class BodySignatures(list):
+    """The body signatures of a load, in load order: a list, pickled as columns.
+
+    Unpickled (from the compiled-database cache) it is a `SignatureTable`,
+    which makes each `BodySignature` when first asked for.
+    """
+
+    def __reduce_ex__(self, protocol):
+        return SignatureTable.of(self).__reduce__()
+
+
+class SignatureTable(Sequence):
+    """BodySignatures as columns (names, engine levels, a PatternTable), made on use."""
+
+    __slots__ = ("_names", "_levels", "_patterns", "_made")
+
+    def __init__(self, names: list[str], levels: list, patterns: PatternTable) -> None:
+        self._names = names
+        self._levels = levels  # (min_flevel, max_flevel), or None for neither
+        self._patterns = patterns
+        self._made: dict[int, BodySignature] = {}
+
+    @classmethod
+    def of(cls, signatures) -> SignatureTable:
+        if isinstance(signatures, SignatureTable):
+            return signatures
+        return cls([s.name for s in signatures],
+                   [None if s.min_flevel is None and s.max_flevel is None
+                    else (s.min_flevel, s.max_flevel) for s in signatures],
+                   PatternTable.of(s.pattern for s in signatures))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        made = self._made.get(index)
+        if made is None:
+            levels = self._levels[index] or (None, None)
+            made = BodySignature(self._names[index], self._patterns[index], *levels)
+            self._made[index if index >= 0 else index + len(self)] = made
+        return made
+
+    def name(self, index: int) -> str:
+        """The name alone, without making the signature."""
+        return self._names[index]
+
+    def patterns(self) -> PatternTable:
+        return self._patterns
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __reduce__(self):
+        return SignatureTable, (self._names, self._levels, self._patterns)
 
 
 def parse_offset(text: str) -> Offset:

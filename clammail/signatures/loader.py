@@ -453,12 +453,17 @@ class _Loader:
             self.info.version, stime = self._daily_version
             self.info.build_timestamp = stime
             self.info.build_time = time.ctime(stime)
+        body = self.records["body_signatures"]
+        if body:
+            from clammail.signatures.bodysig import BodySignatures
+
+            body = BodySignatures(body)  # pickled as columns in the cache
         return Database(
             file_hashes=indexes[Purpose.FILE],
             section_hashes=indexes[Purpose.SECTION],
             import_hashes=indexes[Purpose.IMPORT],
             allow_hashes=indexes[Purpose.ALLOW],
-            body_signatures=self.records["body_signatures"],
+            body_signatures=body,
             logical_signatures=self.records["logical_signatures"],
             yara_rules=self.records["yara_rules"],
             info=self.info,

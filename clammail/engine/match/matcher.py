@@ -25,7 +25,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from clammail.engine.match.api import BodyPattern, Offset, OffsetKind, PatternMatch
+from clammail.engine.match.api import (
+    BodyPattern,
+    Offset,
+    OffsetKind,
+    PatternMatch,
+    PatternTable,
+)
 from clammail.engine.match.backends import LITERAL_CAP, backend_name, make_backend
 from clammail.engine.match.compile import (
     ALT_CHAR,
@@ -184,6 +190,8 @@ class BodyMatcher:
         state = dict(self.__dict__)
         state["_plans"] = {}
         state["_regexes"] = {}
+        # Columns, not 100 000 objects: the compiled-database cache loads fast.
+        state["patterns"] = PatternTable.of(self.patterns)
         return state
 
     def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int],
