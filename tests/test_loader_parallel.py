@@ -100,3 +100,23 @@ def test_a_failing_child_is_replaced_by_parsing_here(tmp_path, monkeypatch):
     assert database.file_hashes.lookup(bytes.fromhex("d41d8cd98f00b204e9800998ecf8427e"),
                                        5) == ["Good.UNOFFICIAL"]
     assert database.info.signatures == 1
+
+
+def test_sort_order_is_a_stable_sort_of_the_keys():
+    """The packed integer sort of the hash index equals a stable sort of the raw keys,
+    with ties in the prefix, equal keys (kept in load order) and one-entry inputs."""
+    import numpy as np
+
+    from clammail.signatures.hashsigs import _sort_order
+
+    rng = np.random.default_rng(3)
+    for count, sizes in ((1, 1), (2, 1), (5000, 3), (20000, 50), (3000, 3000)):
+        raw = rng.integers(0, 256, (count, 20), dtype=np.uint8)
+        raw[:, :4] = 0
+        raw[:, 3] = rng.integers(0, sizes, count)  # few sizes: many equal prefixes
+        raw[:, 4] = rng.integers(0, 2, count)  # and digests alike in their first bytes
+        raw[:, 5] = rng.integers(0, 2, count)
+        raw[rng.integers(0, count, count // 10)] = raw[0]  # duplicates of one key
+        keys = raw.view("S20").ravel()
+        expected = np.argsort(keys, kind="stable")
+        assert np.array_equal(_sort_order(keys), expected)
