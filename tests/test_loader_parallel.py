@@ -120,3 +120,61 @@ def test_sort_order_is_a_stable_sort_of_the_keys():
         keys = raw.view("S20").ravel()
         expected = np.argsort(keys, kind="stable")
         assert np.array_equal(_sort_order(keys), expected)
+
+
+def _ndb_text(rng, count):
+    lines = []
+    for number in range(count):
+        body = rng.randbytes(rng.randint(4, 10)).hex()
+        shape = rng.choice(["{0}", "{0}??{1}", "{0}*{1}", "{1}(aa|bbcc){0}", "{0}{{3-9}}{1}"])
+        hexsig = shape.format(body, rng.randbytes(3).hex())
+        level = rng.choice(["", ":20", ":20:30", ":999"])
+        lines.append(f"Sig.{number}:{rng.choice([0, 1, 3, 7])}:*:{hexsig}{level}")
+        if number % 17 == 0:
+            lines.append("# a comment")
+    return "\n".join(lines) + "\n"
+
+
+def test_ndb_halves_parsed_by_a_child_give_the_same_signatures(monkeypatch):
+    from clammail.signatures import bodysig
+    from clammail.signatures.common import LoadOptions
+
+    text = _ndb_text(random.Random(8), 400)
+    here = bodysig.load_ndb(text, "x.ndb", False, LoadOptions())
+    monkeypatch.setattr(bodysig, "PARALLEL_CHARS", 100)
+    there = bodysig.load_ndb(text, "x.ndb", False, LoadOptions())
+    assert there == here and len(here) > 150
+    assert [s.pattern.anchors for s in there] == [s.pattern.anchors for s in here]
+    monkeypatch.setattr(forked, "ENABLED", False)
+    assert bodysig.load_ndb(text, "x.ndb", False, LoadOptions()) == here
+
+
+@pytest.mark.parametrize("where", [0.2, 0.8])
+def test_ndb_error_lines_count_across_the_halves(monkeypatch, where):
+    from clammail.signatures import bodysig
+    from clammail.signatures.common import LoadOptions
+
+    lines = _ndb_text(random.Random(9), 300).splitlines()
+    bad = int(len(lines) * where)
+    lines[bad] = "Broken:0:*:a1"  # too short
+    lines[-1] = "Broken.Too:0:*:zz"  # a later error must not win
+    text = "\n".join(lines) + "\n"
+    errors = []
+    for parallel in (False, True):
+        monkeypatch.setattr(bodysig, "PARALLEL_CHARS", 100 if parallel else 1 << 40)
+        with pytest.raises(SignatureError) as caught:
+            bodysig.load_ndb(text, "x.ndb", False, LoadOptions())
+        errors.append((caught.value.path, caught.value.line, caught.value.reason))
+    assert errors[0] == errors[1]
+    assert errors[0][:2] == ("x.ndb", bad + 1)
+
+
+def test_ndb_child_failure_is_parsed_here(monkeypatch):
+    from clammail.signatures import bodysig
+    from clammail.signatures.common import LoadOptions
+
+    text = _ndb_text(random.Random(10), 100)
+    here = bodysig.load_ndb(text, "x.ndb", False, LoadOptions())
+    monkeypatch.setattr(bodysig, "PARALLEL_CHARS", 100)
+    monkeypatch.setattr(bodysig, "_columns", lambda *args: os._exit(5))
+    assert bodysig.load_ndb(text, "x.ndb", False, LoadOptions()) == here
