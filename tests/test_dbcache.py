@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from clammail.engine.scanner import Engine
 from clammail.signatures import dbcache
 from clammail.signatures.common import LoadOptions
 from clammail.signatures.loader import load_database
@@ -25,6 +26,8 @@ def cached(tmp_path):
     (sigdir / "c.ndb").write_text("Body.A:0:*:a1b2c3d4e5\n")
     cache = tmp_path / "cache"
     database = load_database([str(sigdir)], cache_dir=str(cache))
+    assert not cache.exists()  # body signatures: the engine stores it, with its matcher
+    Engine(database)
     (name,) = os.listdir(cache)
     return sigdir, cache, cache / name, database.fingerprint
 
@@ -77,7 +80,7 @@ def test_a_replaced_cache_does_not_disturb_a_loaded_one(cached):
     loaded = dbcache.DatabaseCache(str(cache)).load(key)
     # A newer cache for other files replaces it (the old one is removed).
     (sigdir / "d.hdb").write_text(f"{MD5}:6:Other\n")
-    load_database([str(sigdir)], cache_dir=str(cache))
+    Engine(load_database([str(sigdir)], cache_dir=str(cache)))
     assert not path.exists()
     assert _lookups(loaded)[0] == ["Empty.Md5.UNOFFICIAL"]  # still its own mapping
 
@@ -89,7 +92,6 @@ def test_other_load_options_get_another_cache(cached):
 
 
 def test_engine_from_the_cache_reports_what_a_cold_engine_reports(tmp_path):
-    from clammail.engine.scanner import Engine
     from clammail.signatures.bodysig import SignatureTable
 
     rng = random.Random(4)

@@ -28,11 +28,13 @@ even when a newer cache replaces or removes it. (Truncating a mapped file
 would crash the process mapping it; only its owner could, and we never do.)
 
 How the engine uses it: `load_database(paths, options, cache_dir=DIR)`
-returns a Database with `fingerprint` and `cache_dir` set. The engine
-looks for its compiled matcher in `database.compiled` (e.g.
-`database.compiled.get("body_matcher")`); when it is missing it builds it,
-stores it there and calls `save_compiled(database)`, so the next start
-finds both. What goes into `compiled` must be picklable.
+returns a Database with `fingerprint` and `cache_dir` set (and stores it
+at once only when it has nothing for the engine to compile: no body,
+logical or YARA signatures). The engine looks for its compiled matcher in
+`database.compiled` (e.g. `database.compiled.get("body_matcher")`); when
+it is missing it builds it, stores it there and calls
+`save_compiled(database)`, so the next start finds both. What goes into
+`compiled` must be picklable.
 """
 
 from __future__ import annotations

@@ -169,7 +169,10 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
     if cache is not None and fingerprint is not None:
         database.fingerprint = fingerprint
         database.cache_dir = cache_dir
-        cache.store(fingerprint, database)
+        if not (database.body_signatures or database.logical_signatures or database.yara_rules):
+            cache.store(fingerprint, database)
+        # else the engine stores it once, with the matcher it compiles (save_compiled):
+        # writing it here too would cost a second or two for nothing.
     return database
 
 
