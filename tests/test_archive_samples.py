@@ -30,8 +30,6 @@ ARCHIVE_TESTFILES = [
 KNOWN_GAPS = {
     # libarchive 3.6 reads neither -lh1- nor these level-0 headers (ClamAV's LHA reader does).
     "lh0.lzh", "lh1.lzh", "lh2.lzh", "general.obsolete.lzh",
-    # ARJ: no reader in libarchive, none written yet.
-    "test.png.emb-arjs",
 }
 
 

@@ -39,6 +39,7 @@ from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
 from clammail.unpack.embedded import embedded_objects
+from clammail.unpack.ishield import overlay_objects
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,9 @@ class ScanJob:
     def option(self, name: str):
         return self.options[name]
 
+    def files_scanned(self) -> int:
+        return self.files
+
     def debug(self, message: str) -> None:
         log.debug("%s", message)
 
@@ -250,6 +254,10 @@ class ScanJob:
 
     def _exceeded(self, limit: str) -> None:
         self.limits_hit += 1
+        if limit == "MaxFiles" and self.options["MaxFiles"]:
+            # libclamav's count only grows: whoever hit the limit, later
+            # objects are refused too.
+            self.files = max(self.files, self.options["MaxFiles"])
         if self.options["AlertExceedsMax"]:
             try:
                 self.alert(f"Heuristics.Limits.Exceeded.{limit}")
@@ -272,7 +280,8 @@ class ScanJob:
             self._exceeded("MaxScanSize")
             return
         self.check()
-        self.scanned_bytes += size
+        if ftype not in _UNCOUNTED:
+            self.scanned_bytes += size
         ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
         info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
@@ -301,6 +310,8 @@ class ScanJob:
             self._unpack(info, ftype)
         # clamd matches HTML only in its normalized views while HTML parsing
         # is on (DOC_CONF_HTML_SKIPRAW), never the raw bytes.
+        if ftype in _CONTAINER_ONLY:
+            return
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
             self._match_hashes(info)
@@ -311,7 +322,8 @@ class ScanJob:
             # libclamav's raw scan of a PE scans the PE files embedded in it
             # before its PE scanner looks at the file's own structure.
             self._unpack(info, ftype)
-            engine.matcher.match_executable(info, self.report, self.options, self.alert)
+            engine.matcher.match_executable(info, self.report, self.options, self.alert,
+                                            after_sections=self._overlay_scanner(info))
         elif ftype in TEXT_TYPES:
             if ftype is FileType.TEXT_ASCII and parse_html and contains_html(info.data):
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
@@ -322,6 +334,12 @@ class ScanJob:
             # (target 14), hashes included: ALLMATCH lists show names twice.
             engine.matcher.match_buffer(info.data, Target.OTHER, info, self.report)
             self._match_hashes(info)
+
+    def _overlay_scanner(self, info: ObjectInfo) -> Callable[[], None] | None:
+        """The PE scanner's look at the overlay (InstallShield data after the sections)."""
+        if info.ftype is not FileType.MSEXE:
+            return None
+        return lambda: self._scan_children(overlay_objects(info.data, info.executable, self), info)
 
     def _match_normalized_text(self, info: ObjectInfo) -> None:
         limit = self.options["MaxScriptNormalize"]
@@ -355,9 +373,13 @@ class ScanJob:
             return
         if len(child.data) <= SMALL_DATA:
             return  # never scanned, so not counted against MaxFiles either
-        self.files += 1
-        if self.options["MaxFiles"] and self.files > self.options["MaxFiles"]:
-            raise LimitExceeded("MaxFiles")
+        max_files = self.options["MaxFiles"]
+        if child.ftype not in _UNCOUNTED:
+            self.files += 1
+            if max_files and self.files > max_files:
+                raise LimitExceeded("MaxFiles")
+        elif child.ftype is FileType.ANY and max_files and self.files >= max_files:
+            raise LimitExceeded("MaxFiles")  # the parser's own check before it
         self.scan_object(child.data, child.name, child.ftype)
 
     def _match_hashes(self, info: ObjectInfo) -> None:
@@ -380,6 +402,15 @@ SMALL_DATA = 5
 _AFTER_RAW = frozenset(
     {FileType.MSEXE, FileType.ELF, FileType.MACHO, FileType.BINARY_DATA} | TEXT_TYPES
 )
+
+
+# Installer data found inside PE files: libclamav opens these objects but
+# never matches or hashes them (clammail.unpack.embedded).
+_CONTAINER_ONLY = frozenset({FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_MSI})
+# Objects libclamav checks against MaxFileSize and MaxScanSize but does not
+# count (in MaxFiles, in the bytes scanned): those layers, and objects given
+# as CL_TYPE_ANY, which it only matches (the script of an NSIS installer).
+_UNCOUNTED = _CONTAINER_ONLY | {FileType.ANY}
 
 
 class _StopScanWithError(Exception):

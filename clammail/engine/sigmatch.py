@@ -86,12 +86,16 @@ class SignatureMatcher:
             self._logical.evaluate(hits, data, target, info, report)
 
     def match_executable(self, info: ObjectInfo, report: Report, options,
-                         alert: Report | None = None) -> None:
-        """Heuristics.Broken.Executable, PE section hashes (.mdb/.msb), import hashes (.imp)."""
+                         alert: Report | None = None,
+                         after_sections: Callable[[], None] | None = None) -> None:
+        """Heuristics.Broken.Executable, PE section hashes (.mdb/.msb), import hashes (.imp).
+
+        `after_sections` runs where libclamav's PE scanner reads the overlay
+        (between the section and the import hashes, for PE files it scans)."""
         db = self.database
         hashes = len(db.section_hashes) or len(db.import_hashes)
         check_broken = alert is not None and options["AlertBrokenExecutables"]
-        if not (hashes or check_broken):
+        if not (hashes or check_broken or after_sections):
             return
         exe = info.executable
         if exe is None:
@@ -111,6 +115,8 @@ class SignatureMatcher:
             return
         for index, candidates in ((db.section_hashes, section_hash_candidates),
                                   (db.import_hashes, import_hash_candidates)):
+            if candidates is import_hash_candidates and after_sections and exe.kind == "PE":
+                after_sections()
             if not len(index):
                 continue
             for digest, size in candidates(exe, info.data, index.algorithms()):

@@ -28,9 +28,14 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
         for t in (
             T.ZIP, T.RAR, T.SEVENZIP, T.GZ, T.BZ, T.XZ, T.LZMA, T.ZSTD, T.POSIX_TAR,
             T.OLD_TAR, T.CPIO_OLD, T.CPIO_ODC, T.CPIO_NEWC, T.CPIO_CRC, T.MSCAB,
-            T.ISO9660, T.LHA_LZH, T.AR, T.XAR, T.ARJ, T.MSCHM, T.MSSZDD,
+            T.ISO9660, T.LHA_LZH, T.AR, T.XAR,
         )
     },
+    # Formats libarchive does not read: clammail's own readers.
+    T.ARJ: ("clammail.unpack.arj", "unpack_arj", "ScanArchive"),
+    T.MSSZDD: ("clammail.unpack.szdd", "unpack_szdd", "ScanArchive"),
+    T.MSCHM: ("clammail.unpack.chm", "unpack_chm", "ScanArchive"),
+    T.SIS: ("clammail.unpack.sis", "unpack_sis", "ScanArchive"),
     T.OOXML_WORD: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_PPT: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
     T.OOXML_XL: ("clammail.unpack.archive", "unpack_archive", "ScanArchive"),
@@ -43,6 +48,10 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
     # (which clamd opens whatever its options: ScanArchive is the nearest switch).
     T.MSEXE: ("clammail.unpack.executable", "unpack_pe", "ScanPE"),
     T.MACHO_UNIBIN: ("clammail.unpack.executable", "unpack_macho_fat", "ScanArchive"),
+    # Installers found inside PE files (clammail.unpack.embedded).
+    T.NULSFT: ("clammail.unpack.nsis", "unpack_nsis", "ScanArchive"),
+    T.AUTOIT: ("clammail.unpack.autoit", "unpack_autoit", "ScanArchive"),
+    T.ISHIELD_MSI: ("clammail.unpack.ishield", "unpack_ishield_msi", "ScanArchive"),
 }
 
 _loaded: dict[tuple[str, str], Unpacker | None] = {}

@@ -71,6 +71,10 @@ class UnpackContext(Protocol):
         """What is left of MaxScanSize (None when it is off): formats differ in
         which limit an oversized member breaks, and ClamAV names MaxScanSize first."""
 
+    def files_scanned(self) -> int:
+        """Objects counted against MaxFiles so far in this scan (libclamav's
+        scannedfiles): parsers that check the limit before each member use it."""
+
     def option(self, name: str) -> object:
         """A clamd.conf option value by its name (e.g. "AlertEncryptedArchive")."""
 

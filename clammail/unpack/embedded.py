@@ -14,6 +14,13 @@ over the matched types in the raw scan):
 | `MSCF\\0\\0\\0\\0` (CAB-SFX)    | reads a cabinet from there             | cab       |
 | `7z\\xbc\\xaf'\\x1c` (7Z-SFX)   | reads a 7z archive from there          | 7z        |
 | ISO 9660 descriptors       | reads the image                        | ISO       |
+| `60 EA` ... `0?` `02`       | reads an ARJ archive from there        | ARJ       |
+| (ARJ-SFX: main header with |                                        |           |
+| file type 2)               |                                        |           |
+| installers in a PE file   | NSIS, AutoIt and InstallShield-MSI data  | non-PE    |
+| (`\\xef\\xbe\\xad\\xdeNullsoftInst`, | become objects of their own type     |           |
+| `AU3!EA05/6`, `InstallShield\\0`...) | (CL_TYPE_NULSFT, _AUTOIT, _ISHIELD_MSI), |           |
+|                            | opened by unpack/nsis, autoit, ishield |           |
 | `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
@@ -24,7 +31,7 @@ zip, tar, cpio and LHA objects are not searched at all; an embedded PE is
 looked for anywhere in an executable, and in binary data, text, HTML and
 OLE2 objects only when the whole signature lies in their first 1024 bytes
 (the typing buffer); never in images or PDFs, nor in objects bigger than
-MaxEmbeddedPE. ARJ self-extractors are not opened (no ARJ reader).
+MaxEmbeddedPE.
 
 `embedded_objects(data, ftype, ctx)` yields what these find; the engine
 scans each like any other child of the object.
@@ -32,6 +39,7 @@ scans each like any other child of the object.
 
 from __future__ import annotations
 
+import heapq
 import re
 import struct
 from collections.abc import Iterator
@@ -39,11 +47,37 @@ from collections.abc import Iterator
 from clammail.engine.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
-_SFX = re.compile(
-    rb"(?P<zip>PK\x03\x04)|(?P<rar>Rar!\x1a\x07\x00)|(?P<cab>MSCF\x00\x00\x00\x00)"
-    rb"|(?P<sevenzip>7z\xbc\xaf\x27\x1c)|(?P<iso>\x01CD001)"
+# The type-1 magics, each searched for alone: a literal search runs at C
+# speed where one alternation of them all crawls through the data byte by
+# byte. The hits are merged in order as one scan of the alternation finds
+# them: each starts with its own byte, and a hit that starts inside the
+# previous one is passed over (only the ARJ header, with its seven bytes of
+# anything, can hold another magic).
+_MAGICS = (
+    ("zip", re.compile(re.escape(b"PK\x03\x04"))),
+    ("rar", re.compile(re.escape(b"Rar!\x1a\x07\x00"))),
+    ("cab", re.compile(re.escape(b"MSCF\x00\x00\x00\x00"))),
+    ("sevenzip", re.compile(re.escape(b"7z\xbc\xaf\x27\x1c"))),
+    ("iso", re.compile(re.escape(b"\x01CD001"))),
+    ("arj", re.compile(rb"\x60\xea.{7}[\x00-\x02]\x02", re.DOTALL)),
 )
 TYPING_BUFFER = 1024
+# A candidate PE is "MZ" with "PE\0\0" 62 to 302 bytes after it
+# (formats.pe._EMBEDDED_GAP): one that starts in the typing buffer is seen
+# in this many bytes.
+_PE_CANDIDATE_WINDOW = TYPING_BUFFER + 2 + 300 + 4
+
+# Installer data that libclamav's raw scan finds only in PE files. The object
+# starts at the match (NSIS: four bytes before it) and runs to the end.
+_INSTALLERS = re.compile(
+    rb"(?P<nsis>\xef\xbe\xad\xdeNullsoftInst)"
+    rb"|(?P<autoit>\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0[56])"
+    rb"|(?P<ishield_msi>InstallShield\x00.{292}\x06\x00{7}.{8}\x00{4}\x01)",
+    re.DOTALL,
+)
+_INSTALLER_TYPES = {
+    "nsis": FileType.NULSFT, "autoit": FileType.AUTOIT, "ishield_msi": FileType.ISHIELD_MSI,
+}
 
 _SKIP_FOR = {
     "zip": {FileType.ZIP},
@@ -51,8 +85,10 @@ _SKIP_FOR = {
     "cab": {FileType.MSCAB},
     "sevenzip": {FileType.SEVENZIP},
     "iso": {FileType.ISO9660},
+    "arj": {FileType.ARJ},
 }
 _NOT_SEARCHED = {
+    FileType.ANY,  # an object matched only (the script of an NSIS installer)
     FileType.ZIP, FileType.POSIX_TAR, FileType.OLD_TAR, FileType.CPIO_OLD, FileType.CPIO_ODC,
     FileType.CPIO_NEWC, FileType.CPIO_CRC, FileType.LHA_LZH,
 }
@@ -62,7 +98,7 @@ _TEXT_LIKE = {
 }
 _CONTAINER = {
     "zip": FileType.ZIP, "rar": FileType.RAR, "cab": FileType.MSCAB,
-    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660,
+    "sevenzip": FileType.SEVENZIP, "iso": FileType.ISO9660, "arj": FileType.ARJ,
 }
 
 
@@ -71,8 +107,7 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
     if ftype in _NOT_SEARCHED:
         return
     pe_offset = _embedded_pe(data, ftype, ctx)
-    for match in _SFX.finditer(data):
-        offset, kind = match.start(), match.lastgroup
+    for offset, kind in _type_matches(data, ftype):
         if pe_offset is not None and offset > pe_offset:
             break  # left to the scan of the embedded executable, which holds it
         if not offset or ftype in _SKIP_FOR.get(kind, ()) or not ctx.option("ScanArchive"):
@@ -80,6 +115,12 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
         if kind == "iso" and not _iso_follows(data, offset):
             continue
         ctx.check()
+        if kind in _INSTALLER_TYPES:
+            start = offset - 4 if kind == "nsis" else offset
+            if start > 0:
+                yield Extracted(memoryview(data)[start:], name=f"{kind}@{start}",
+                                ftype=_INSTALLER_TYPES[kind], extra={"embedded_at": start})
+            continue
         try:
             for child in _open(kind, data, offset, ctx):
                 child.extra.setdefault("container", _CONTAINER[kind])
@@ -95,6 +136,15 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
                         ftype=FileType.MSEXE, extra={"embedded_at": pe_offset})
 
 
+def _type_matches(data, ftype: FileType) -> list[tuple[int, str]]:
+    """The file-type signatures found in `data`, in the order of their offsets."""
+    found = list(magic_hits(data))
+    if ftype is FileType.MSEXE:
+        found += [(m.start(), m.lastgroup) for m in _INSTALLERS.finditer(data)]
+        found.sort()
+    return found
+
+
 def _embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
     """Where an executable embedded in a non-executable object starts, if ClamAV sees one.
 
@@ -107,13 +157,46 @@ def _embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
     if limit and len(data) > limit:
         return None
     try:
-        from clammail.formats.pe import find_embedded_pe
+        from clammail.formats.pe import HeaderError, embedded_pe_candidates, parse_pe_header
     except ImportError:
         return None
-    offset = find_embedded_pe(data)
-    if offset is None or offset + _pe_signature_end(data, offset) > TYPING_BUFFER:
-        return None
-    return offset
+    # Only a PE whose signature lies in the typing buffer counts, so only the
+    # candidates that start there can; the first of them that parses wins
+    # (formats.pe.find_embedded_pe on the whole object gives the same).
+    view = memoryview(data)
+    for offset in embedded_pe_candidates(bytes(view[:_PE_CANDIDATE_WINDOW])):
+        if offset == 0:
+            continue
+        try:
+            parse_pe_header(view[offset:])
+        except HeaderError:
+            continue
+        if offset + _pe_signature_end(data, offset) > TYPING_BUFFER:
+            return None
+        return offset
+    return None
+
+
+def magic_hits(data) -> Iterator[tuple[int, str]]:
+    """(offset, kind) of the type-1 magics in `data` in order of offset, as
+    one left-to-right scan finds them (no hit inside the previous one)."""
+    heap = []
+    for kind, pattern in _MAGICS:
+        match = pattern.search(data)
+        if match is not None:
+            heap.append((match.start(), match.end(), kind, pattern))
+    heapq.heapify(heap)
+    resume = 0
+    while heap:
+        offset, end, kind, pattern = heap[0]
+        if offset >= resume:
+            yield offset, kind
+            resume = end
+        match = pattern.search(data, resume)
+        if match is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (match.start(), match.end(), kind, pattern))
 
 
 def _pe_signature_end(data, offset: int) -> int:
@@ -133,6 +216,10 @@ def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracte
         yield from archive.zip_single_entry(data, offset, ctx)
     elif kind == "iso":
         yield from archive.iso_members(data, offset, ctx)
+    elif kind == "arj":
+        from clammail.unpack.arj import arj_members
+
+        yield from arj_members(memoryview(data)[offset:], ctx)
     else:
         ftype = _CONTAINER[kind]
         yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)

@@ -26,23 +26,39 @@ Every loop is bounded: lines are at most 999 bytes as in libclamav, nesting
 stops at MaxRecursion, files at MaxFiles, and the header and MIME-part limits
 of libclamav stop the parse and raise Heuristics.Limits.Exceeded.Email* with
 AlertExceedsMax, as clamd does.
+
+libclamav looks at every line; so does this module in effect, but in bulk:
+the body is read ahead in batches that C's split() cuts where the line ends
+allow it, and one regular-expression pass finds the few lines the per-line
+rules can act on (empty lines, folds, uuencode, boundaries, nested-encoding
+markers). Those go through the rules one by one; the runs of lines between
+them are taken whole. tests/mail_reference.py keeps the line-by-line code
+this replaced, and tests/test_mail_fast.py checks both give the same bytes.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
 import enum
+import functools
+import heapq
+import itertools
+import mmap
 import re
 from collections.abc import Generator, Iterator
 
 from clammail.engine.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.mime_message import (
+    MARKER_FIRST,
     Blob,
     Enc,
     Line,
     Message,
     Mime,
     is_uuencode_begin,
+    join_lines,
     text_bytes,
     uudecode_line,
 )
@@ -117,7 +133,15 @@ class _HeuristicFound(Exception):
 
 # -- reading lines as libclamav does ------------------------------------------
 
-_LINE_END = re.compile(rb"[\r\n]")
+# getline_from_mbox's line: at most 998 characters and a line end (LF, CR,
+# CRLF or LFCR), or 999 characters with none (a long line is cut there, and
+# so is the last line of the data)
+_GETLINE = re.compile(rb"[^\r\n]{0,998}+(?:\r\n?|\n\r?)|[^\r\n]{1,999}")
+# Read-ahead in the body: the first batch is small (a mail is often short, and
+# a batch is read again after a uuencoded file it could not follow), later
+# ones double up to the largest.
+_BATCH_FIRST = 8 * 1024
+_BATCH_MAX = 4 << 20
 
 
 class _Reader:
@@ -126,10 +150,11 @@ class _Reader:
     `gets` is fmap_gets: up to 999 bytes through a newline, cut at a NUL.
     `getline` is getline_from_mbox: up to 999 bytes, a line ends with LF,
     CR, CRLF or LFCR, and NUL bytes are dropped. Both return the raw line
-    with its line end, or None at the end of the data.
+    with its line end, or None at the end of the data. `read_ahead` returns
+    the next getline lines in bulk, split by C code where the data allows.
     """
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes | mmap.mmap):
         self.data = data
         self.at = 0
 
@@ -146,27 +171,301 @@ class _Reader:
 
     def getline(self) -> bytes | None:
         data, at = self.data, self.at
-        n = len(data)
-        if at >= n:
+        if at >= len(data):
             return None
-        m = _LINE_END.search(data, at, at + LINE_MAX)
-        if m is None:
-            end = min(n, at + LINE_MAX)
-            line = data[at:end].replace(b"\0", b"")
-            self.at = end
-            if not line and at + LINE_MAX >= n:
+        m = _GETLINE.match(data, at)
+        self.at = end = m.end()
+        line = data[at:end]
+        if b"\0" in line:
+            line = line.replace(b"\0", b"")
+            if not line and end >= len(data):
                 return None  # only NUL bytes up to the end: the end
-            return line  # a long line is cut; NUL bytes alone read as an empty line
-        k = m.start()
-        term = data[k]
-        nxt = k + 1
-        if nxt < n and data[nxt] == (0x0D if term == 0x0A else 0x0A):
-            nxt += 1
-        self.at = nxt
-        return data[at:k].replace(b"\0", b"") + bytes([term])
+        return line  # a long line is cut; NUL bytes alone read as an empty line
 
     def peek(self) -> int | None:
         return self.data[self.at] if self.at < len(self.data) else None
+
+    def read_ahead(self, budget: int) -> _Batch | None:
+        """The getline lines of the next `budget` bytes or so, as `Line`
+        contents except that an empty line is b"" (None is for the caller)."""
+        data, at = self.data, self.at
+        n = len(data)
+        if at >= n:
+            return None
+        stop = n
+        if at + budget < n:
+            stop = data.rfind(b"\n", at, at + budget) + 1
+            if stop <= at:
+                return self._read_ahead_slowly(budget)
+        chunk = data[at:stop]
+        if b"\0" not in chunk:
+            # LF alone, or CRLF alone: C's split() cuts the lines getline cuts
+            # and fmap_gets sees the same lines (uudecode reads with it)
+            if b"\r" not in chunk and (stop == n or data[stop] != 0x0D):
+                batch = _Batch.split(chunk, b"\n", at, stop, LINE_MAX - 1)
+            elif chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n"):
+                batch = _Batch.split(chunk, b"\r\n", at, stop, LINE_MAX - 2)
+            else:
+                batch = None
+            if batch is not None:
+                self.at = stop
+                return batch
+        return self._read_ahead_slowly(budget)
+
+    def _read_ahead_slowly(self, budget: int) -> _Batch | None:
+        """read_ahead by getline's regular expression, one line at a time."""
+        data, at = self.data, self.at
+        n = len(data)
+        lines: list[bytes] = []
+        ends: list[int] = []
+        stop = at + budget
+        for m in _GETLINE.finditer(data, at):
+            line = m.group().rstrip(b"\r\n")
+            end = m.end()
+            if b"\0" in line:
+                line = line.replace(b"\0", b"")
+                if not line and end >= n and not m.group().endswith((b"\r", b"\n")):
+                    break  # only NUL bytes up to the end: the end
+            lines.append(line)
+            ends.append(end)
+            if end >= stop:
+                break
+        if not lines:
+            self.at = n
+            return None
+        self.at = ends[-1]
+        return _Batch(lines, ends)
+
+
+# First characters of body lines that need no test but the markers': not
+# white space (empty-option and fold counts), ';', or b/B (uuencode's begin).
+_PLAIN_FIRST = frozenset(range(256)) - frozenset(SPACE + b";bB")
+# a boundary line, opening or closing, starts with one of these
+_BOUNDARY_FIRST = frozenset(b"-(")
+
+
+class _Batch:
+    """Lines read ahead, and where in the data each one ends. A batch that
+    C's split() made keeps its text, where the lines of interest are found
+    by searching (`joined`)."""
+
+    __slots__ = ("lines", "joined", "_ends", "_start", "_stop")
+
+    def __init__(self, lines: list[bytes], ends: list[int] | None, start: int = 0,
+                 stop: int = 0, joined: _Joined | None = None):
+        self.lines = lines
+        self.joined = joined
+        self._ends = ends
+        self._start, self._stop = start, stop
+
+    @classmethod
+    def split(cls, chunk: bytes, sep: bytes, start: int, stop: int,
+              longest: int) -> _Batch | None:
+        lines = chunk.split(sep)
+        if chunk.endswith(sep):
+            lines.pop()
+        if max(map(len, lines)) > longest:
+            return None  # a long line: getline cuts it
+        return cls(lines, None, start, stop, _Joined(chunk, sep, len(lines)))
+
+    def end(self, index: int) -> int:
+        """The offset in the data just after line `index` and its line end."""
+        return self._offsets()[index]
+
+    def index_at(self, offset: int) -> int | None:
+        """The line that starts at `offset` (len(lines) past the last one),
+        or None when `offset` falls inside a line."""
+        ends = self._offsets()
+        i = bisect.bisect_left(ends, offset)
+        if i < len(ends) and ends[i] == offset:
+            return i + 1
+        return None
+
+    def _offsets(self) -> list[int]:
+        if self._ends is None:
+            sep = len(self.joined.sep)
+            self._ends = [min(self._start + total + sep * k, self._stop)
+                          for k, total in enumerate(itertools.accumulate(map(len, self.lines)), 1)]
+        return self._ends
+
+
+class _Joined:
+    """Lines joined by a separator none of them holds: which lines start
+    with something, or hold it, is found by one C search over the whole
+    text instead of a look at every line."""
+
+    __slots__ = ("text", "sep", "count")
+
+    def __init__(self, text: bytes, sep: bytes, count: int):
+        self.text, self.sep, self.count = text, sep, count
+
+    @classmethod
+    def of_lines(cls, lines: list[Line]) -> _Joined:
+        """Body lines (None for an empty one) joined by newlines. A line that
+        holds a newline itself (only lines made outside the readers could)
+        makes `numbers` give up."""
+        return cls(join_lines(b"\n", lines), b"\n", len(lines))
+
+    def starting(self, starts: _LineStart) -> tuple[list[int], list[int]]:
+        """Offsets of the lines that start with what `starts` matches: those
+        where its group "first" matched, and the others (both in order)."""
+        text = self.text
+        first: list[int] = []
+        other: list[int] = []
+        m = starts.at_start.match(text)
+        if m is not None:
+            (first if m.lastgroup == "first" else other).append(0)
+        step = len(self.sep)
+        if starts.grouped:
+            for m in starts.after[self.sep].finditer(text):
+                (first if m.lastgroup == "first" else other).append(m.start() + step)
+        else:
+            other += [m.start() + step for m in starts.after[self.sep].finditer(text)]
+        return first, other
+
+    def holding(self, needle: bytes) -> list[int]:
+        """Offsets of the lines that hold `needle`, in order."""
+        text, sep = self.text, self.sep
+        found: list[int] = []
+        at = text.find(needle)
+        while at >= 0:
+            start = text.rfind(sep, 0, at)
+            start = 0 if start < 0 else start + len(sep)
+            if not found or found[-1] != start:
+                found.append(start)
+            at = text.find(needle, at + 1)
+        return found
+
+    def numbers(self, *offsets: list[int], check: bool = False) -> list[list[int]] | None:
+        """The line numbers of each list of line-start offsets (each in
+        order), found in one count over the text. With `check`, None unless
+        the text has exactly one separator between two lines (the count then
+        runs to the end)."""
+        text, sep = self.text, self.sep
+        out: list[list[int]] = [[] for _ in offsets]
+        line = prev = 0
+        tagged = (zip(each, itertools.repeat(k)) for k, each in enumerate(offsets))
+        for offset, k in heapq.merge(*tagged):
+            line += text.count(sep, prev, offset)
+            prev = offset
+            if line >= self.count:
+                break  # past the last line (the text's closing separator)
+            found = out[k]
+            if not found or found[-1] != line:
+                found.append(line)
+        if check and line + text.count(sep, prev) != self.count - 1:
+            return None
+        return out
+
+    def body_lines(self) -> list[int]:
+        """Lines parseEmailFile's body loop has to look at: empty ones, those
+        starting with white space, ';' or a uuencode `begin`, and those that
+        can set a marker of Message (see Message.check_markers). Any other
+        line is appended as it is."""
+        _, found = self.starting(_BODY_SPECIAL)
+        binhex = self.holding(b"BinHex")
+        if not binhex:
+            return self.numbers(found)[0]
+        return _union(*self.numbers(found, binhex))
+
+    def part_lines(self) -> tuple[list[int], list[int]] | None:
+        """Lines that can be boundaries (they start with '-' or '('), and
+        lines that can set a marker of Message; None when the lines held a
+        separator of their own."""
+        boundary, marker = self.starting(_PART_SPECIAL)
+        numbers = self.numbers(boundary, marker, self.holding(b"BinHex"), check=True)
+        if numbers is None:
+            return None
+        boundary, marker, binhex = numbers
+        return boundary, _union(marker, binhex) if binhex else marker
+
+
+def _union(a: list[int], b: list[int]) -> list[int]:
+    return sorted(set(a).union(b))
+
+
+class _LineStart:
+    """A regular expression for what a line starts with: at the start of
+    the text, or after either line separator (a literal the search skips to).
+    A match takes the separator alone: an empty line's start is the next
+    separator, which must be found again. A group named "first" sorts the
+    lines in two (see _Joined.starting)."""
+
+    def __init__(self, regex: bytes):
+        self.at_start = re.compile(regex)
+        self.after = {sep: re.compile(re.escape(sep) + b"(?=" + regex + b")")
+                      for sep in (b"\n", b"\r\n")}
+        self.grouped = "first" in self.at_start.groupindex
+
+
+# What Message._check_encoding looks for at the start of a line ("BinHex"
+# it looks for anywhere).
+_MARKER_START = rb"(?i:content-transfer-encoding)|Received: |=ybegin line="
+# parseEmailFile's body loop: an empty line (the next separator, or the end),
+# white space or ';' first (empty options, folds, lines of white space), a
+# uuencode `begin`, or a marker.
+_BODY_SPECIAL = _LineStart(rb"[ \t\n\v\f\r;]|\Z|(?i:begin )|" + _MARKER_START)
+# a boundary line, opening or closing, starts with '-' or '('
+_PART_SPECIAL = _LineStart(rb"(?P<first>[-(])|" + _MARKER_START)
+
+
+class _PartLines:
+    """Where the boundary lines and the marker lines are in a multipart's
+    body, found once for all its parts by C searches (line by line when the
+    lines cannot be joined)."""
+
+    def __init__(self, body: list[Line]):
+        self.body = body
+        found = _Joined.of_lines(body).part_lines()
+        # kept while the parts are read (and nested multiparts inside them):
+        # arrays of machine integers, not lists of int objects
+        self.boundary_like: array.array | None = None
+        self.marker_like: array.array | None = None
+        if found is not None:
+            self.boundary_like = array.array("q", found[0])
+            self.marker_like = array.array("q", found[1])
+        self._next = 0
+
+    def part_end(self, cur: int, boundary: bytes) -> int:
+        """The index of the first boundary line from `cur` on (the part's
+        body runs up to it), or the end of the body."""
+        body = self.body
+        candidates = self.boundary_like
+        if candidates is None:
+            candidates = range(cur, len(body))
+            first = 0
+        else:
+            # parts come in order: each candidate is looked at once
+            first = bisect.bisect_left(candidates, cur, self._next)
+        for k in range(first, len(candidates)):
+            i = candidates[k]
+            line = body[i]
+            if (line and line[0] in _BOUNDARY_FIRST
+                    and (_boundary_end(line, boundary) or _boundary_start(line, boundary))):
+                self._next = k
+                return i
+        self._next = len(candidates)
+        return len(body)
+
+    def markers(self, start: int, stop: int) -> list[int] | None:
+        """The lines in body[start:stop] that could be markers, from `start`."""
+        if self.marker_like is None:
+            return None
+        lo = bisect.bisect_left(self.marker_like, start)
+        hi = bisect.bisect_left(self.marker_like, stop, lo)
+        return [i - start for i in self.marker_like[lo:hi]]
+
+
+class _BodyState:
+    """parseEmailFile's state while it reads the body."""
+
+    __slots__ = ("semi", "fold", "body_is_empty", "last_body_blank")
+
+    def __init__(self, semi: bool, fold: int):
+        self.semi = semi  # the last line was only blanks and semicolons
+        self.fold = fold  # folded (blank-led) lines in a row
+        self.body_is_empty = True
+        self.last_body_blank = False
 
 
 def _as_line(raw: bytes) -> Line:
@@ -180,7 +479,7 @@ def _as_line(raw: bytes) -> Line:
 class _MailParser:
     """One run of cli_parse_mbox over a mail or mailbox."""
 
-    def __init__(self, data: bytes, ctx: UnpackContext):
+    def __init__(self, data: bytes | mmap.mmap, ctx: UnpackContext):
         self.reader = _Reader(data)
         self.ctx = ctx
         self.alert = bool(ctx.option("AlertExceedsMax"))
@@ -352,9 +651,7 @@ class _MailParser:
         reader = self.reader
         ret = Message()
         in_header = True
-        body_is_empty = True
         last_was_blank = False
-        last_body_blank = False
         any_headers = False
         boundary: bytes | None = None
         last_only_semi = [False]
@@ -363,6 +660,8 @@ class _MailParser:
         header_count = 0
         pending: list[bytes] = []
         raw: bytes | None = first
+        # the first line of the body when it was read with the headers
+        body_first: list[bytes] = []
         try:
             while raw is not None:
                 self.ctx.check()
@@ -375,93 +674,217 @@ class _MailParser:
                 if last_was_blank:
                     last_was_blank = False
                     if _boundary_start(line, boundary):
+                        # a boundary line after a blank one: the body begins here
                         in_header = False
-                if in_header:
-                    if line is not None and line[0] in SPACE and not strstrip(line):
-                        # a line of white space: maybe the end of the headers
-                        skip = False
-                        if pending:
-                            header_count += 1
-                            self._check_header_count(header_count)
-                            skip = self._parse_email_header(ret, b"".join(pending)) < 0
-                            pending = []
-                        if not skip:
-                            if boundary is None:
-                                boundary = ret.find_argument(b"boundary")
-                            if boundary is not None:
-                                last_was_blank = True
-                        if skip or last_was_blank:
-                            raw = reader.getline()
-                            continue
-                    if line is None and not pending:
-                        if any_headers:
-                            in_header = False
-                            body_is_empty = True
-                        raw = reader.getline()
-                        continue
-                    if not pending:
-                        if line is None or line[0] in BLANK:
-                            raw = reader.getline()
-                            continue
-                        cmd = strtokbuf(line, 0, b":") if b":" in line else None
-                        if cmd is None:
-                            if line.startswith(b"From "):
-                                any_headers = True
-                            raw = reader.getline()
-                            continue
-                        kind = _header_kind(rfc822comments(cmd) or cmd)
-                        if kind < 0:
-                            if not any_headers:
-                                any_headers = _useful_header(cmd)
-                            raw = reader.getline()
-                            continue
-                        any_headers = True
-                        pending.append(line)
-                    elif line is not None:
-                        pending.append(line)
-                    if line is not None:
-                        header_bytes += len(line)
-                        if header_bytes > MAX_HEADER_BYTES:
-                            self._heuristic("EmailHeaderBytes")
-                            break
-                    nxt = reader.peek()
-                    if nxt is not None and nxt in BLANK:
-                        raw = reader.getline()
-                        continue
-                    header = b"".join(pending)
-                    need_more = header.endswith(b";")
-                    if not need_more:
-                        need_more = line is not None and count_quotes(header) % 2 == 1
-                    if not need_more:
+                        body_first.append(line)
+                        break
+                if line is not None and line[0] in SPACE and not strstrip(line):
+                    # a line of white space: maybe the end of the headers
+                    skip = False
+                    if pending:
                         header_count += 1
                         self._check_header_count(header_count)
-                        need_more = self._parse_email_header(ret, header) < 0
-                    if not need_more:
+                        skip = self._parse_email_header(ret, b"".join(pending)) < 0
                         pending = []
-                elif line is not None and is_uuencode_begin(line):
-                    body_is_empty = False
-                    if not self._uudecode_file(line):
-                        ret.add_str(line)
-                else:
-                    if line is None:
-                        if last_body_blank and ret.mime_type != Mime.TEXT:
-                            raw = reader.getline()
-                            continue
-                        last_body_blank = True
-                    else:
-                        if body_is_empty:
-                            if _newline_in_header(line):
-                                raw = reader.getline()
-                                continue
-                            body_is_empty = False
-                        last_body_blank = False
-                    ret.add_str(line)
+                    if not skip:
+                        if boundary is None:
+                            boundary = ret.find_argument(b"boundary")
+                        if boundary is not None:
+                            last_was_blank = True
+                    if skip or last_was_blank:
+                        raw = reader.getline()
+                        continue
+                if line is None and not pending:
+                    if any_headers:
+                        in_header = False
+                        break
+                    raw = reader.getline()
+                    continue
+                if not pending:
+                    if line is None or line[0] in BLANK:
+                        raw = reader.getline()
+                        continue
+                    cmd = strtokbuf(line, 0, b":") if b":" in line else None
+                    if cmd is None:
+                        if line.startswith(b"From "):
+                            any_headers = True
+                        raw = reader.getline()
+                        continue
+                    kind = _header_kind(rfc822comments(cmd) or cmd)
+                    if kind < 0:
+                        if not any_headers:
+                            any_headers = _useful_header(cmd)
+                        raw = reader.getline()
+                        continue
+                    any_headers = True
+                    pending.append(line)
+                elif line is not None:
+                    pending.append(line)
+                if line is not None:
+                    header_bytes += len(line)
+                    if header_bytes > MAX_HEADER_BYTES:
+                        self._heuristic("EmailHeaderBytes")
+                        break
+                nxt = reader.peek()
+                if nxt is not None and nxt in BLANK:
+                    raw = reader.getline()
+                    continue
+                header = b"".join(pending)
+                need_more = header.endswith(b";")
+                if not need_more:
+                    need_more = line is not None and count_quotes(header) % 2 == 1
+                if not need_more:
+                    header_count += 1
+                    self._check_header_count(header_count)
+                    need_more = self._parse_email_header(ret, header) < 0
+                if not need_more:
+                    pending = []
                 raw = reader.getline()
+            if not in_header:
+                self._read_body(ret, body_first, last_only_semi[0], fold_cnt[0])
         except _Limit:
             pass
         if not any_headers:
             return None
         return ret
+
+    def _read_body(self, ret: Message, first: list[bytes], semi: bool, fold: int) -> None:
+        """The body part of parseEmailFile: every line goes into `ret` (a
+        uuencoded file is decoded on the way), read ahead in batches.
+
+        In a batch C's split() made, only the lines `_Joined.body_lines`
+        finds go through parseEmailFile's loop (`_body_lines`); the runs
+        between them are appended as they are. `first` is the body's first
+        line when the header loop read it already (a boundary line: it
+        passes the checks of the loop unchanged).
+        """
+        reader = self.reader
+        state = _BodyState(semi, fold)
+        budget = _BATCH_FIRST
+        batch: _Batch | None = _Batch(first, [reader.at]) if first else None
+        special: list[int] | None = None
+        start = 0
+        try:
+            while True:
+                if batch is None or start >= len(batch.lines):
+                    self.ctx.check()
+                    batch = reader.read_ahead(budget)
+                    if batch is None:
+                        return
+                    budget = min(2 * budget, _BATCH_MAX)
+                    special = batch.joined.body_lines() if batch.joined is not None else None
+                    start = 0
+                if special is None:
+                    stopped = self._body_lines(ret, batch.lines, start, len(batch.lines), state)
+                else:
+                    stopped = self._body_runs(ret, batch.lines, start, special, state)
+                if stopped < 0:
+                    start = len(batch.lines)
+                    continue
+                # uudecodeFile reads on with fmap_gets from the end of that line
+                state.body_is_empty = False
+                line = batch.lines[stopped]
+                batch_end = reader.at
+                reader.at = batch.end(stopped)
+                if not self._uudecode_file(line):
+                    ret.add_str(line)
+                resume = batch.index_at(reader.at)
+                if resume is None:
+                    batch = None  # it ended inside a line of the batch: read again from there
+                    budget = _BATCH_FIRST
+                else:
+                    start = resume
+                    reader.at = batch_end
+        except _Limit:
+            return
+
+    def _body_runs(self, ret: Message, lines: list[bytes], start: int, special: list[int],
+                   state: _BodyState) -> int:
+        """`_body_lines` for the `special` lines from `start` on, and the
+        runs of other lines between them appended whole (the loop would
+        append each, reset the counts and find no marker in it)."""
+        body = ret.body
+        n = len(lines)
+        k = bisect.bisect_left(special, start)
+        i = start
+        while i < n:
+            if state.body_is_empty:
+                nxt = i  # the first lines decide whether the body has begun
+            else:
+                nxt = special[k] if k < len(special) else n
+                if nxt > i:
+                    body.extend(lines[i:nxt])
+                    state.semi = False
+                    state.fold = 0
+                    state.last_body_blank = False
+                    i = nxt
+                    if i >= n:
+                        break
+            stopped = self._body_lines(ret, lines, i, i + 1, state)
+            if stopped >= 0:
+                return stopped
+            i += 1
+            k = bisect.bisect_left(special, i, k)
+        return -1
+
+    def _body_lines(self, ret: Message, lines: list[bytes], start: int, stop: int,
+                    state: _BodyState) -> int:
+        """parseEmailFile's loop over the body lines lines[start:stop] (b""
+        for an empty line). Returns the index of a uuencode `begin` line,
+        where it stops, or -1."""
+        body = ret.body
+        append = body.append
+        text = ret.mime_type == Mime.TEXT
+        markers = not ret.markers_complete()
+        plain_first = _PLAIN_FIRST
+        marker_first = MARKER_FIRST
+        semi, fold = state.semi, state.fold
+        body_is_empty, last_body_blank = state.body_is_empty, state.last_body_blank
+        stopped = -1
+        try:
+            for index in range(start, stop):
+                line = lines[index]
+                if line and line[0] in plain_first and not body_is_empty:
+                    # not blank, no semicolon, no uuencode: only the markers to test
+                    semi = False
+                    fold = 0
+                    last_body_blank = False
+                    append(line)
+                    if markers and (line[0] in marker_first or b"BinHex" in line):
+                        ret._check_encoding(len(body) - 1)
+                        markers = not ret.markers_complete()
+                    continue
+                if not line:
+                    if last_body_blank and not text:
+                        continue
+                    last_body_blank = True
+                    ret.add_str(None)
+                    continue
+                # doContinueMultipleEmptyOptions, then the fold count
+                if not line.strip(b" \t;"):
+                    if semi:
+                        continue
+                    semi = True
+                else:
+                    semi = False
+                fold = fold + 1 if line[0] in BLANK else 0
+                if fold >= MAX_LINE_FOLDS_PER_HEADER:
+                    self._heuristic("EmailLineFoldCnt")
+                    raise _Limit()
+                if is_uuencode_begin(line):
+                    stopped = index
+                    break
+                if body_is_empty:
+                    if _newline_in_header(line):
+                        continue
+                    body_is_empty = False
+                last_body_blank = False
+                ret.add_str(line)
+                markers = not ret.markers_complete()
+        finally:
+            state.semi, state.fold = semi, fold
+            state.body_is_empty, state.last_body_blank = body_is_empty, last_body_blank
+        return stopped
 
     def _check_fold(self, line: Line, fold_cnt: list[int]) -> None:
         if line is None:
@@ -757,6 +1180,7 @@ class _MailParser:
 
         subtype = _subtype(sub)
         messages: list[Message | None] = []
+        lines_of_interest: _PartLines | None = None
         inhead = True
         cur: int | None = idx
         while cur is not None and not infected:
@@ -807,13 +1231,15 @@ class _MailParser:
                                 break
                             fullline += data
                         self._parse_email_header(part, fullline)
-                elif _boundary_end(line, boundary):
-                    break
-                elif _boundary_start(line, boundary):
-                    inhead = True
-                    break
                 else:
-                    part.add_line(line)
+                    if lines_of_interest is None:
+                        lines_of_interest = _PartLines(body)
+                    stop = lines_of_interest.part_end(cur, boundary)
+                    part.add_lines(body[cur:stop], lines_of_interest.markers(cur, stop))
+                    cur = stop
+                    if cur < n and not _boundary_end(body[cur], boundary):
+                        inhead = True
+                    break
                 cur += 1
                 if cur >= n:
                     break
@@ -1244,6 +1670,13 @@ def _is_bounce_start(line: Line) -> bool:
         spaces = rest.count(b" ")
         digits = sum(1 for c in rest if 0x30 <= c <= 0x39)
         return spaces >= 6 and digits >= 11
+    return _types_as_mail(line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _types_as_mail(line: bytes) -> bool:
+    # The file typing of one short line: text lines repeat (signatures,
+    # quoted replies), and typing one costs tens of microseconds.
     return detect(line) is FileType.MAIL
 
 
@@ -1308,15 +1741,23 @@ def rfc2047(line: bytes) -> bytes | None:
 # -- entry points ------------------------------------------------------------
 
 
+def _searchable(data: bytes | memoryview | mmap.mmap) -> bytes | mmap.mmap:
+    """The data as the reader searches it: bytes and a mapped file as they
+    are (a mail is not copied), a view as the bytes it shows."""
+    if isinstance(data, (bytes, mmap.mmap)):
+        return data
+    return bytes(data)
+
+
 def unpack_mail(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
     """The objects libclamav scans in a mail or mailbox, in its order."""
-    parser = _MailParser(bytes(data), ctx)
+    parser = _MailParser(_searchable(data), ctx)
     yield from parser.run()
 
 
 def unpack_uuencoded(data: bytes | memoryview, ctx: UnpackContext) -> Iterator[Extracted]:
     """A file starting with `begin NNN name`: the decoded file (cli_uuencode)."""
-    parser = _MailParser(bytes(data), ctx)
+    parser = _MailParser(_searchable(data), ctx)
     first = parser.reader.gets()
     if first is None:
         return

@@ -83,6 +83,15 @@ _B64[ord("=")] = 0
 _NOT_B64 = bytes(i for i in range(256) if _B64[i] == 255)
 _B64_TABLE = bytes(v if v != 255 else 0 for v in _B64)
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# a base64 character outside the alphabet (and '=') decodes as 0, the value of 'A'
+_AS_ALPHABET = bytes(c if _B64[c] != 255 and c != ord("=") else ord("A") for c in range(256))
+# yEnc: a character is c - 42, one after '=' is c - 64
+_YENC_PLAIN = bytes((c - 42) & 0xFF for c in range(256))
+_YENC_ESCAPED = bytes((c - 64) & 0xFF for c in range(256))
+# '=' and the character after it; a '=' that ends a line escapes nothing
+_YENC_ESCAPE = re.compile(rb"=([^\n]?)")
+# first characters of the lines _check_encoding looks at, "BinHex" aside
+MARKER_FIRST = frozenset(b"cCR=")
 # a uuencoded character is its value (c - 32) & 63: as the base64 letter of that value
 _UU_AS_B64 = bytes(_B64_ALPHABET[(c - 0x20) & 0x3F] for c in range(256))
 
@@ -148,6 +157,41 @@ class Message:
         self.body.append(line)
         if line is not None:
             self._check_encoding(len(self.body) - 1)
+
+    def add_lines(self, lines: list[Line], marker_lines: list[int] | None = None) -> None:
+        """messageAddLine for a run of lines: the same as adding them one by
+        one. `marker_lines`, when given, are the indices in `lines` of all
+        the lines that could be markers (see check_markers): only they are
+        looked at."""
+        start = len(self.body)
+        self.body.extend(lines)
+        if marker_lines is None:
+            self.check_markers(start)
+        else:
+            for i in marker_lines:
+                if self.markers_complete():
+                    break
+                self._check_encoding(start + i)
+
+    def markers_complete(self) -> bool:
+        """Whether every nested-encoding marker is found: no line can change them."""
+        return (self.encoding_at is not None and self.binhex_at is not None
+                and self.yenc_at is not None and (self.bounce_at is not None or not self.has_ctx))
+
+    def check_markers(self, start: int) -> None:
+        """_check_encoding for every line of the body from `start` on.
+
+        Only a line that starts with c, C, R or '=' or holds "BinHex" can be a
+        marker: the others are passed over without a call.
+        """
+        if self.markers_complete():
+            return
+        body = self.body
+        maybe = MARKER_FIRST
+        for i in range(start, len(body)):
+            line = body[i]
+            if line and (line[0] in maybe or b"BinHex" in line):
+                self._check_encoding(i)
 
     def take_body(self, lines: list[Line], old: Message) -> None:
         """messageMoveText into an empty message: libclamav looks for nested
@@ -481,47 +525,117 @@ def _c_str(data: bytes) -> bytes:
 
 def text_bytes(lines: list[Line]) -> bytes:
     """textToFileblob: every line followed by a newline."""
-    return b"".join((line or b"") + b"\n" for line in lines)
+    if not lines:
+        return b""
+    return join_lines(b"\n", lines) + b"\n"
+
+
+# bytes.join keeps an 80-byte buffer record for every item until it is done:
+# a body of many short lines is joined this many at a time
+_JOIN_STEP = 4096
+
+
+def join_lines(sep: bytes, lines: list[Line]) -> bytes:
+    """sep.join(lines), an empty line (None) as b"", in steps of _JOIN_STEP lines."""
+    if len(lines) <= _JOIN_STEP:
+        return sep.join(lines if None not in lines else [line or b"" for line in lines])
+    return sep.join([join_lines(sep, lines[i:i + _JOIN_STEP])
+                     for i in range(0, len(lines), _JOIN_STEP)])
 
 
 def decode_lines(enctype: Enc, lines: list[Line]) -> bytes:
+    """The body decoded as libclamav decodes it line by line, done on the
+    whole body at once where that gives the same bytes."""
     if enctype == Enc.BASE64:
-        # Per line: cut at the first '=', drop non-alphabet bytes; leftover
-        # characters carry into the next line, so this is one long string.
-        parts = []
-        for line in lines:
-            if line is None:
-                continue
-            eq = line.find(b"=")
-            if eq >= 0:
-                line = line[:eq]
-            parts.append(line.translate(None, _NOT_B64))
-        return base64_decode(b"".join(parts))
+        return _base64_lines(lines)
+    if enctype == Enc.QUOTEDPRINTABLE:
+        return _qp_lines(lines)
     if enctype == Enc.YENCODE:
-        out = []
-        for line in lines:
-            if line is None:
-                continue
-            if line.startswith(b"=yend "):
-                break
-            out.append(decode_line(Enc.YENCODE, line))
-        return b"".join(out)
-    return b"".join(decode_line(enctype, line) for line in lines)
+        return _yenc_lines(lines)
+    if enctype == Enc.UUENCODE:
+        return b"".join(decode_line(enctype, line) for line in lines)
+    # no encoding, 8bit, binary and anything unknown: the lines as they are
+    return text_bytes(lines)
+
+
+def _base64_lines(lines: list[Line]) -> bytes:
+    """Per line: cut at the first '=', drop non-alphabet bytes; leftover
+    characters carry into the next line, so this is one long string."""
+    present = [line for line in lines if line]
+    if not present:
+        return b""
+    joined: bytes | memoryview = join_lines(b"", present)
+    eq = joined.find(b"=")
+    if eq >= 0:
+        if eq >= len(joined) - len(present[-1]):
+            # only the last line has a '=' (the padding): cut it there
+            joined = memoryview(joined)[:eq]
+        else:
+            joined = join_lines(b"", [_before_equals(line) for line in present])
+    # No '=' is left. binascii skips what is not in the alphabet, as the
+    # per-line cleanup does; whole groups of four decode the same, and a
+    # short tail it refuses.
+    try:
+        return binascii.a2b_base64(joined)
+    except binascii.Error:
+        return _decode_alphabet(bytes(joined).translate(None, _NOT_B64))
+
+
+def _before_equals(line: bytes) -> bytes:
+    eq = line.find(b"=")
+    return line if eq < 0 else line[:eq]
 
 
 def base64_decode(chars: bytes) -> bytes:
-    """Decode alphabet-only base64 and flush a short tail the way libclamav does."""
+    """Decode base64 in whole groups of four and flush a short tail the way
+    libclamav does; a character outside the alphabet counts as 0."""
+    if chars.translate(None, _B64_ALPHABET):
+        chars = chars.translate(_AS_ALPHABET)
+    return _decode_alphabet(chars)
+
+
+def _decode_alphabet(chars: bytes) -> bytes:
+    """base64_decode of characters all in the alphabet."""
     full = len(chars) - len(chars) % 4
-    vals = chars[:full].translate(_B64_TABLE)
-    out = bytearray()
-    # whole groups: 4 six-bit values -> 3 bytes
-    for k in range(0, full, 4):
-        b1, b2, b3, b4 = vals[k], vals[k + 1], vals[k + 2], vals[k + 3]
-        out.append(((b1 << 2) | (b2 >> 4)) & 0xFF)
-        out.append(((b2 << 4) | (b3 >> 2)) & 0xFF)
-        out.append(((b3 << 6) | b4) & 0xFF)
-    out += _base64_flush(chars[full:])
-    return bytes(out)
+    # on the alphabet alone, binascii computes what the C decoder computes
+    head = binascii.a2b_base64(memoryview(chars)[:full]) if full else b""
+    return head + _base64_flush(chars[full:]) if full < len(chars) else head
+
+
+def _qp_lines(lines: list[Line]) -> bytes:
+    """Quoted-printable, line by line as libclamav reads it."""
+    if not lines:
+        return b""
+    joined = text_bytes(lines)
+    if b"=" not in joined:
+        return joined
+    # Where every '=' is a well-formed escape or ends its line, binascii
+    # decodes the whole body as the C code decodes each line.
+    if joined.count(b"\n") == len(lines) and not _QP_IRREGULAR.search(joined):
+        return binascii.a2b_qp(joined)
+    return b"".join(_qp_line(line) for line in lines)
+
+
+def _yenc_lines(lines: list[Line]) -> bytes:
+    """yEnc up to the `=yend` line: each line alone, a final '=' dropped."""
+    present = []
+    for line in lines:
+        if line is None:
+            continue
+        if line.startswith(b"=yend "):
+            break
+        present.append(line)
+    joined = join_lines(b"\n", present)
+    if present and joined.count(b"\n") != len(present) - 1:
+        # a line with a newline of its own: the separators would be ambiguous
+        return b"".join(decode_line(Enc.YENCODE, line) for line in present)
+    if b"=" not in joined:
+        return joined.translate(_YENC_PLAIN, b"\n")
+    # split() leaves plain runs at even places and escaped characters at odd ones
+    pieces = _YENC_ESCAPE.split(joined)
+    pieces[0::2] = [run.translate(_YENC_PLAIN, b"\n") for run in pieces[0::2]]
+    pieces[1::2] = [c.translate(_YENC_ESCAPED) for c in pieces[1::2]]
+    return b"".join(pieces)
 
 
 def _base64_line(line: bytes, carry: bytes) -> tuple[bytes, bytes]:
@@ -587,6 +701,8 @@ def decode_line(enctype: Enc, line: Line) -> bytes:
 # soft line break; '=' before anything else stays as it is.
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f])(.)|=(.)\Z|=\Z", re.DOTALL)
 _QP_STRICT = re.compile(rb"(?:[^=]|=[0-9A-Fa-f]{2})*=?\Z", re.DOTALL)
+# a '=' that is neither an escape of two hex digits nor the end of its line
+_QP_IRREGULAR = re.compile(rb"=(?![0-9A-Fa-f]{2}|\n)")
 
 
 def _qp_escape(m: re.Match) -> bytes:
