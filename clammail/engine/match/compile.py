@@ -990,8 +990,10 @@ def _plain_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
     byte wide: the literal is its first longest run of static bytes, cut as
     `part_literal` cuts it.
     """
-    if len(text) < 6 or text[:6] == "000000" or "?" in text[:6]:
+    if len(text) < 6 or text[:6] == "000000" or "?" in text[:6] or "(" in text[:6]:
         return None
+    if "(" in text:
+        return _alternatives_part_anchor(text)
     if not _PLAIN_PART.fullmatch(text):
         return None
     best = None
@@ -1007,6 +1009,46 @@ def _plain_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
         literal = literal[skip:skip + LITERAL_MAX]
         start += skip
     return (literal, start, False), len(text) // 2
+
+
+_ALT_PART = re.compile(
+    r"(?:[0-9a-fA-F]{2}|\?\?|\((?:[0-9a-fA-F]{2})+(?:\|(?:[0-9a-fA-F]{2})+)*\))+")
+_ALT_TOKEN = re.compile(r"[0-9a-fA-F]{2}|\?\?|\(([^)]*)\)")
+
+
+def _alternatives_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
+    """`_plain_part_anchor` for a part that also holds alternatives of equal-length hex
+    strings, `(aa|bb)` or `(aabb|ccdd)`: each is one element as wide as its strings,
+    which ClamAV accepts as they are (ALT_CHAR, ALT_FIXED). Anything else: None."""
+    if not _ALT_PART.fullmatch(text):
+        return None
+    best = run = b""
+    best_at = run_at = position = 0
+    for token in _ALT_TOKEN.finditer(text):
+        group = token.group(1)
+        if group is None and token.group() != "??":
+            if not run:
+                run_at = position
+            run += bytes.fromhex(token.group())
+            if len(run) > len(best):
+                best, best_at = run, run_at
+            position += 1
+            continue
+        run = b""
+        if group is None:
+            position += 1
+            continue
+        widths = {len(member) for member in group.split("|")}
+        if len(widths) != 1:
+            return None  # unequal lengths: ClamAV refuses them, with its own message
+        position += widths.pop() // 2
+    if len(best) > LITERAL_MAX:
+        skip = 0
+        while len(best) - skip > LITERAL_MAX and best[skip] in _COMMON_BYTES:
+            skip += 1
+        best = best[skip:skip + LITERAL_MAX]
+        best_at += skip
+    return (best, best_at, False), position
 
 
 def plan_anchors(plan: Plan) -> tuple:
