@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
 """Database load time and peak memory: clammail (cold, and from its cache) beside clamd 1.4.6.
 
-Usage: bench_load.py [DBDIR] [--runs N]
+Usage: bench_load.py [DBDIR] [--runs N] [--no-clamd]
 DBDIR defaults to a fresh `mkdb.py DBDIR 1.0` directory (2M MD5 + 1M SHA256
 hash signatures, 100k body signatures) under /tmp. clamd is started in the
 foreground with a temporary clamd.conf pointing at DBDIR and timed until its
-socket answers PING; peak memory is VmHWM from /proc. clammail loads the
-same directory in a fresh process each run (`load_database`), once without
-and then with the compiled-database cache.
+socket answers PING. clammail loads the same directory in a fresh process
+each run and builds its `Engine` (the body matcher, hyperscan's compile
+included): what it needs before it can answer a scan. Three runs: cold (no
+cache), filling the compiled-database cache, and from the cache.
+
+Memory: `peak_mb` is VmHWM of the main process (clamd has only that one).
+clammail forks helpers while loading (hash files, hyperscan chunks), so
+`tree_peak_mb` adds up the proportional set size (PSS: shared pages split
+between the processes sharing them) of the process and all its children,
+sampled every 20 ms: the memory the load really takes from the machine.
+`cpu_s` is user+system CPU of the process and its children.
+Numbers on a busy shared machine are preliminary.
 """
 
 from __future__ import annotations
@@ -20,29 +29,89 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MKDB = os.path.join(REPO, "..", "shared", "bench", "mkdb.py")
+if not os.path.exists(MKDB):
+    MKDB = "/work/shared/bench/mkdb.py"
 
 CHILD = r"""
-import json, os, sys, time
+import json, resource, sys, time
 start = time.monotonic()
+from clammail.engine.scanner import Engine, ScanOptions
 from clammail.signatures.loader import load_database
 db = load_database([sys.argv[1]], cache_dir=sys.argv[2] or None)
+loaded = time.monotonic() - start
+engine = Engine(db, ScanOptions())
 elapsed = time.monotonic() - start
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
-print(json.dumps({"seconds": elapsed, "peak_mb": hwm / 1024, "rss_mb": rss / 1024,
-                  "signatures": db.info.signatures, "skipped": len(db.info.skipped)}))
+status = {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l[:2] == "Vm"}
+own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(json.dumps({"seconds": elapsed, "load_seconds": loaded,
+                  "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+                  "peak_mb": int(status["VmHWM"]) / 1024, "rss_mb": int(status["VmRSS"]) / 1024,
+                  "signatures": db.info.signatures, "backend": engine.matcher.backend_name}))
 """
 
 
-def clammail_load(dbdir: str, cache_dir: str | None) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, dbdir, cache_dir or ""],
-                          capture_output=True, text=True, cwd=REPO, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for task in found:
+        try:
+            with open(f"/proc/{task}/task/{task}/children") as fh:
+                found.extend(int(child) for child in fh.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Peak of the summed PSS of a process and its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid, self.interval, self.peak_kb = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = sum(_pss_kb(pid) for pid in _descendants(self.pid))
+            self.peak_kb = max(self.peak_kb, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb / 1024
+
+
+def clammail_load(dbdir: str, cache_dir: str | None, source: str = REPO) -> dict:
+    env = dict(os.environ, PYTHONPATH=source)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, dbdir, cache_dir or ""],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=source, env=env)
+    memory = TreeMemory(proc.pid)
+    out, err = proc.communicate()
+    tree = memory.stop()
+    if proc.returncode:
+        raise RuntimeError(f"clammail load failed: {err[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["tree_peak_mb"] = tree
+    return result
 
 
 def _ping(path: str) -> bool:
@@ -68,6 +137,7 @@ def clamd_load(dbdir: str, timeout: float = 300) -> dict:
         start = time.monotonic()
         proc = subprocess.Popen([clamd, "-c", conf], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
+        memory = TreeMemory(proc.pid)
         try:
             while not _ping(sock):
                 if proc.poll() is not None:
@@ -79,9 +149,14 @@ def clamd_load(dbdir: str, timeout: float = 300) -> dict:
             with open(f"/proc/{proc.pid}/status") as fh:
                 status = {k: v.split()[0] for k, _, v in (line.partition(":") for line in fh)
                           if v.split()}
+            with open(f"/proc/{proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
             return {"seconds": elapsed, "peak_mb": int(status["VmHWM"]) / 1024,
-                    "rss_mb": int(status["VmRSS"]) / 1024}
+                    "rss_mb": int(status["VmRSS"]) / 1024, "tree_peak_mb": memory.stop(),
+                    "cpu_s": (int(fields[11]) + int(fields[12])) / ticks}
         finally:
+            memory.stop()
             proc.terminate()
             try:
                 proc.wait(10)
@@ -95,6 +170,9 @@ def main() -> int:
     parser.add_argument("dbdir", nargs="?")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-clamd", action="store_true")
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="also time the clammail source tree SRC (e.g. `git archive main`"
+                             " unpacked there), cold, for a before/after in one run")
     args = parser.parse_args()
     made = None
     dbdir = args.dbdir
@@ -106,15 +184,20 @@ def main() -> int:
     try:
         for _ in range(args.runs):
             shutil.rmtree(cache_dir, ignore_errors=True)
-            run = {"clammail_cold": clammail_load(dbdir, None),
+            run = {}
+            if args.baseline:
+                run["baseline_cold"] = clammail_load(dbdir, None, os.path.abspath(args.baseline))
+            run |= {"clammail_cold": clammail_load(dbdir, None),
                    "clammail_fill_cache": clammail_load(dbdir, cache_dir),
                    "clammail_cached": clammail_load(dbdir, cache_dir)}
             if not args.no_clamd:
                 run["clamd"] = clamd_load(dbdir)
             results["runs"].append(run)
             for name, value in run.items():
-                print(f"{name:20s} {value['seconds']:7.2f} s  peak {value['peak_mb']:7.0f} MB"
-                      f"  rss {value['rss_mb']:7.0f} MB", flush=True)
+                print(f"{name:20s} {value['seconds']:7.2f} s  cpu {value['cpu_s']:6.2f} s"
+                      f"  peak {value['peak_mb']:5.0f} MB  tree peak (PSS)"
+                      f" {value['tree_peak_mb']:5.0f} MB  rss after {value['rss_mb']:5.0f} MB",
+                      flush=True)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
         if made:

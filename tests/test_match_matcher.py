@@ -169,6 +169,49 @@ def test_backends_agree_on_generated_patterns_and_data():
     assert len(results["hyperscan"]) > 100
 
 
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="hyperscan is not installed")
+@pytest.mark.parametrize("parallel", [False, True])
+def test_hyperscan_in_several_databases_agrees(monkeypatch, parallel):
+    """Many literals are split over several hyperscan databases, compiled by forked
+    processes: the same answers as one database, also after pickling."""
+    from clammail import forked
+    from clammail.engine.match import backends
+
+    rng = random.Random(7)
+    alphabet = b" AaB\x00\xff"
+    patterns = []
+    while len(patterns) < 300:
+        try:
+            patterns.append(parse_body_pattern(random_pattern(rng, alphabet)))
+        except SignatureError:
+            continue
+    data = bytes(rng.choice(alphabet) for _ in range(20000))
+
+    def answers(matcher):
+        return {i: [(m.start, m.end, m.detected) for m in ms]
+                for i, ms in matcher.scan(data, 0, None).items()}
+
+    whole = BodyMatcher(patterns, backend="hyperscan")
+    monkeypatch.setattr(backends, "EXPRESSIONS_PER_DATABASE", 40)
+    monkeypatch.setattr(forked, "ENABLED", parallel)
+    split = BodyMatcher(patterns, backend="hyperscan")
+    assert len(split._backend._databases) > 3
+    assert len(whole._backend._databases) == 1
+    assert answers(split) == answers(whole)
+    assert len(answers(whole)) > 50
+    assert answers(pickle.loads(pickle.dumps(split))) == answers(whole)
+
+
+def test_expression_chunks_cover_every_id(monkeypatch):
+    from clammail.engine.match import backends
+
+    monkeypatch.setattr(backends, "EXPRESSIONS_PER_DATABASE", 10)
+    for count in (0, 1, 10, 11, 25, 100):
+        chunks = backends._expression_chunks(count)
+        assert [i for chunk in chunks for i in chunk] == list(range(count))
+        assert all(0 < len(chunk) <= 10 for chunk in chunks)
+
+
 # -- bounded work on hostile data ----------------------------------------------------
 
 

@@ -22,20 +22,26 @@ class SignatureMatcher:
     def __init__(self, database: Database, backend: str | None = None, options=None):
 
         self.database = database
-        self._body_sigs = list(database.body_signatures)
-        patterns = [sig.pattern for sig in self._body_sigs]
+        # Not copied: from the compiled-database cache this is a table that makes
+        # each signature when first asked for (see bodysig.SignatureTable).
+        self._body_sigs = database.body_signatures
         self._logical = None
         if database.logical_signatures or database.yara_rules:
             from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules, first_pattern=len(patterns),
-                limits=PcreLimits.from_options(options),
+                database.logical_signatures, database.yara_rules,
+                first_pattern=len(self._body_sigs), limits=PcreLimits.from_options(options),
             )
-            patterns.extend(self._logical.patterns)
-        self.body = self._compiled_matcher(patterns, backend)
+        self.body = self._compiled_matcher(backend)
 
-    def _compiled_matcher(self, patterns: list, backend: str | None):
+    def _patterns(self) -> list:
+        patterns = [sig.pattern for sig in self._body_sigs]
+        if self._logical is not None:
+            patterns.extend(self._logical.patterns)
+        return patterns
+
+    def _compiled_matcher(self, backend: str | None):
         """The BodyMatcher from the compiled-database cache, or a new one (then cached):
         building one (hyperscan's compiler above all) takes seconds per 100 000 patterns."""
         from clammail.engine.match import BodyMatcher
@@ -44,9 +50,10 @@ class SignatureMatcher:
         compiled = getattr(self.database, "compiled", None)
         key = f"body_matcher:{backend_name(backend)}"
         cached = compiled.get(key) if compiled is not None else None
-        if cached is not None and cached.pattern_count == len(patterns):
+        count = len(self._body_sigs) + (len(self._logical.patterns) if self._logical else 0)
+        if cached is not None and cached.pattern_count == count:
             return cached
-        matcher = BodyMatcher(patterns, backend=backend)
+        matcher = BodyMatcher(self._patterns(), backend=backend)
         if compiled is not None and getattr(self.database, "cache_dir", None):
             from clammail.signatures.dbcache import save_compiled
 

@@ -11,10 +11,11 @@ whose subsignatures use the same hex syntax and offsets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clammail.engine.match.api import BodyPattern, Offset
-from clammail.engine.match.compile import compile_hexsig, plan_anchors
+from clammail.engine.match.api import BodyPattern, Offset, PatternTable
+from clammail.engine.match.compile import hexsig_anchors
 from clammail.engine.match.compile import parse_offset as _parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
 
@@ -35,6 +36,67 @@ class BodySignature:
     min_flevel: int | None = None
     max_flevel: int | None = None
 
+    def __reduce__(self):  # fast to unpickle from the compiled-database cache
+        return BodySignature, (self.name, self.pattern, self.min_flevel, self.max_flevel)
+
+
+class BodySignatures(list):
+    """The body signatures of a load, in load order: a list, pickled as columns.
+
+    Unpickled (from the compiled-database cache) it is a `SignatureTable`,
+    which makes each `BodySignature` when first asked for.
+    """
+
+    def __reduce_ex__(self, protocol):
+        return SignatureTable.of(self).__reduce__()
+
+
+class SignatureTable(Sequence):
+    """BodySignatures as columns (names, engine levels, a PatternTable), made on use."""
+
+    __slots__ = ("_names", "_levels", "_patterns", "_made")
+
+    def __init__(self, names: list[str], levels: list, patterns: PatternTable) -> None:
+        self._names = names
+        self._levels = levels  # (min_flevel, max_flevel), or None for neither
+        self._patterns = patterns
+        self._made: dict[int, BodySignature] = {}
+
+    @classmethod
+    def of(cls, signatures) -> SignatureTable:
+        if isinstance(signatures, SignatureTable):
+            return signatures
+        return cls([s.name for s in signatures],
+                   [None if s.min_flevel is None and s.max_flevel is None
+                    else (s.min_flevel, s.max_flevel) for s in signatures],
+                   PatternTable.of(s.pattern for s in signatures))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        made = self._made.get(index)
+        if made is None:
+            levels = self._levels[index] or (None, None)
+            made = BodySignature(self._names[index], self._patterns[index], *levels)
+            self._made[index if index >= 0 else index + len(self)] = made
+        return made
+
+    def name(self, index: int) -> str:
+        """The name alone, without making the signature."""
+        return self._names[index]
+
+    def patterns(self) -> PatternTable:
+        return self._patterns
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __reduce__(self):
+        return SignatureTable, (self._names, self._levels, self._patterns)
+
 
 def parse_offset(text: str) -> Offset:
     """An offset field; SignatureError (without location) if clamd would refuse it."""
@@ -52,11 +114,16 @@ def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0,
     modifier implies it. Raises SignatureError without a location.
     """
     parsed = offset if isinstance(offset, Offset) else _parse_offset(offset)
-    plan = compile_hexsig(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
-                          fullword=fullword,
-                          ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
+    anchors = hexsig_anchors(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
+                             fullword=fullword,
+                             ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
     return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
-                       max_matches=max_matches, anchors=plan_anchors(plan))
+                       max_matches=max_matches, anchors=anchors)
+
+
+# An .ndb file at least this long is parsed in two halves, the second by a
+# forked child (`clammail.forked`): 100 000 signatures take seconds of Python.
+PARALLEL_CHARS = 1 << 20
 
 
 def load_ndb(text: str, path: str, official: bool, options: LoadOptions) -> list[BodySignature]:
@@ -64,18 +131,63 @@ def load_ndb(text: str, path: str, official: bool, options: LoadOptions) -> list
 
     Raises SignatureError(reason, path, line) for the first line clamd refuses.
     """
+    from clammail import forked
+
+    middle = text.find("\n", len(text) // 2) + 1 if len(text) >= PARALLEL_CHARS else 0
+    child = None
+    if 0 < middle < len(text) and forked.available():
+        try:
+            child = forked.ForkedCall(
+                lambda: _columns(*_parse_lines(text[middle:], official, options)))
+        except forked.ChildFailed:
+            child = None
+    if child is None:
+        signatures, count = _located(path, 0, _parse_lines, text, official, options)
+    else:
+        try:
+            signatures, count = _located(path, 0, _parse_lines, text[:middle], official,
+                                         options)
+        except BaseException:
+            child.abandon()
+            raise
+        try:
+            (names, levels, patterns), rest = _located(path, count, child.result)
+            signatures.extend(SignatureTable(names, levels, PatternTable(patterns)))
+        except forked.ChildFailed:
+            more, rest = _located(path, count, _parse_lines, text[middle:], official, options)
+            signatures.extend(more)
+        count += rest
+    if count == 0:
+        raise SignatureError("Empty database file", path)
+    return signatures
+
+
+def _located(path: str, lines_before: int, function, *args):
+    """function(*args), its SignatureError placed in `path` after `lines_before` lines."""
+    try:
+        return function(*args)
+    except SignatureError as error:
+        raise SignatureError(error.reason, path, error.line + lines_before) from None
+
+
+def _parse_lines(text: str, official: bool, options: LoadOptions):
+    """(signatures, number of lines); SignatureError with the line number (no path)."""
     signatures: list[BodySignature] = []
     number = 0
     for number, line in enumerate(_lines(text), 1):
         try:
             signature = _parse_line(line, official, options)
         except SignatureError as error:
-            raise SignatureError(error.reason, path, number) from None
+            raise SignatureError(error.reason, None, number) from None
         if signature is not None:
             signatures.append(signature)
-    if number == 0:
-        raise SignatureError("Empty database file", path)
-    return signatures
+    return signatures, number
+
+
+def _columns(signatures: list[BodySignature], count: int):
+    """What a child sends back: the signatures as columns (pickled at C speed)."""
+    table = SignatureTable.of(signatures)
+    return (table._names, table._levels, table.patterns()._columns), count
 
 
 def _lines(text: str):

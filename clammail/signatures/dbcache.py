@@ -2,33 +2,50 @@
 
 A loaded `Database` (hash indexes as numpy arrays, the parsed body and
 logical signatures, and whatever compiled forms the engine put into
-`Database.compiled`) is pickled into one file under a cache directory.
-Its name is a fingerprint of everything the load depended on: each
-database file's path, size, mtime and inode (a directory's listing
-included), the load options, the engine level, the clammail, Python and
-numpy versions. A changed file gives a new fingerprint, so a stale copy is
-never used; older copies are removed when a new one is written.
+`Database.compiled`) is kept in one file under a cache directory. Its name
+is a fingerprint of everything the load depended on: each database file's
+path, size, mtime and inode (a directory's listing included), the load
+options, the engine level, the clammail, Python and numpy versions. A
+changed file gives a new fingerprint, so a stale copy is never used; older
+copies are removed when a new one is written.
+
+The file: a header, a pickle of the Database (pickle protocol 5), and the
+large buffers (numpy arrays, the name blob) stored raw, page-aligned, out of
+the pickle. Loading checks everything, then maps the file and hands the
+buffers to the unpickler as views of the mapping: the arrays are not copied
+and their pages are read only when used (and shared by every process that
+maps the same file), so a restart takes well under a second and little
+memory.
 
 A cache file is trusted only if it is ours: owned by this user, not
-writable by anyone else, in a directory that is not either, and its
-SHA256 (stored in its header) matches; anything else is ignored (and a
-corrupt file removed), and the caller loads from the databases.
+writable by anyone else, in a directory that is not either, its size what
+its header says, and the SHA256 of the header and pickle and of every
+buffer (stored in the header) right; anything else is ignored (and a
+corrupt file removed), and the caller loads from the databases. A cache
+file is written under a temporary name and renamed into place, and never
+changed after: a process that mapped it keeps its own copy of the inode
+even when a newer cache replaces or removes it. (Truncating a mapped file
+would crash the process mapping it; only its owner could, and we never do.)
 
 How the engine uses it: `load_database(paths, options, cache_dir=DIR)`
-returns a Database with `fingerprint` and `cache_dir` set. The engine
-looks for its compiled matcher in `database.compiled` (e.g.
-`database.compiled.get("body_matcher")`); when it is missing it builds it,
-stores it there and calls `save_compiled(database)`, so the next start
-finds both. What goes into `compiled` must be picklable.
+returns a Database with `fingerprint` and `cache_dir` set (and stores it
+at once only when it has nothing for the engine to compile: no body,
+logical or YARA signatures). The engine looks for its compiled matcher in
+`database.compiled` (e.g. `database.compiled.get("body_matcher")`); when
+it is missing it builds it, stores it there and calls
+`save_compiled(database)`, so the next start finds both. What goes into
+`compiled` must be picklable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import pickle
 import stat
+import struct
 import sys
 import tempfile
 
@@ -38,9 +55,15 @@ from clammail.signatures.common import LoadOptions
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLAMMAIL-DB-CACHE\n"
-FORMAT = 1
+FORMAT = 2
 _PREFIX = "db-"
 _SUFFIX = ".cache"
+# After MAGIC: format, checksum of what follows the fixed header up to the
+# first buffer, pickle length, buffer count.
+_FIXED = struct.Struct("<I32sQQ")
+_ENTRY = struct.Struct("<QQ32s")  # per buffer: offset, length, SHA256
+_ALIGN = 4096  # buffers start on page boundaries, so numpy views of them are aligned
+_CHUNK = 4 << 20  # checksums read the file in pieces this big (no copy in memory)
 
 
 def default_cache_dir() -> str:
@@ -95,23 +118,21 @@ class DatabaseCache:
                 log.warning("cache directory %s is writable by others: not used", self.directory)
                 return None
             with open(path, "rb") as fh:
-                if not self._trusted(os.fstat(fh.fileno())):
+                st = os.fstat(fh.fileno())
+                if not self._trusted(st):
                     log.warning("cache file %s is not ours alone: not used", path)
                     return None
-                data = fh.read()
+                parts = self._read_checked(fh, st.st_size)
+                if isinstance(parts, str):
+                    self._discard(path, parts)
+                    return None
+                payload, layout = parts
+                mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if layout else None
         except OSError:
             return None
-        header_end = len(MAGIC) + 32
-        if len(data) < header_end or not data.startswith(MAGIC):
-            self._discard(path, "not a cache file")
-            return None
-        expected = data[len(MAGIC):header_end]
-        payload = memoryview(data)[header_end:]
-        if hashlib.sha256(payload).digest() != expected:
-            self._discard(path, "checksum mismatch")
-            return None
+        buffers = [memoryview(mapping)[offset:offset + length] for offset, length in layout]
         try:
-            database = pickle.loads(payload)
+            database = pickle.loads(payload, buffers=buffers)
         except Exception as exc:  # a payload we wrote but cannot read back (code changed)
             self._discard(path, f"unreadable ({exc.__class__.__name__})")
             return None
@@ -119,20 +140,71 @@ class DatabaseCache:
         database.cache_dir = self.directory
         return database
 
+    @staticmethod
+    def _read_checked(fh, size: int):
+        """(pickle bytes, [(offset, length)] of the buffers), or why the file is refused."""
+        start = len(MAGIC) + _FIXED.size
+        head = fh.read(start)
+        if len(head) < start or not head.startswith(MAGIC):
+            return "not a cache file"
+        version, checksum, pickle_length, count = _FIXED.unpack_from(head, len(MAGIC))
+        if version != FORMAT:
+            return f"format {version}, not {FORMAT}"
+        table_length = count * _ENTRY.size
+        if start + table_length + pickle_length > size:
+            return "shorter than its header says"
+        rest = fh.read(table_length + pickle_length)
+        if hashlib.sha256(rest).digest() != checksum:
+            return "checksum mismatch"
+        layout = []
+        end = start + len(rest)
+        for number in range(count):
+            offset, length, digest = _ENTRY.unpack_from(rest, number * _ENTRY.size)
+            if offset < end or offset - end >= _ALIGN or offset % _ALIGN or offset + length > size:
+                return "buffer outside the file"
+            layout.append((end, offset, length, digest))
+            end = offset + length
+        if end != size:
+            return "longer than its header says"
+        for padding_start, offset, length, digest in layout:
+            if _file_digest(fh, padding_start, offset + length - padding_start) != digest:
+                return "buffer checksum mismatch"
+        return rest[table_length:], [(offset, length) for _, offset, length, _ in layout]
+
     def store(self, key: str, database) -> bool:
         """Write the Database for this key; False (and no cache) if that is not possible."""
+        buffers: list[pickle.PickleBuffer] = []
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            payload = pickle.dumps(database, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(database, protocol=5, buffer_callback=buffers.append)
+            views = [buffer.raw() for buffer in buffers]
             fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
             log.info("database cache not written: %s", exc)
             return False
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(MAGIC)
-                fh.write(hashlib.sha256(payload).digest())
+                start = len(MAGIC) + _FIXED.size
+                position = start + len(views) * _ENTRY.size + len(payload)
+                table = []
+                for view in views:
+                    # A buffer's checksum covers the padding before it too: every
+                    # byte of the file is checked.
+                    padding = -position % _ALIGN
+                    digest = hashlib.sha256(b"\0" * padding)
+                    digest.update(view)
+                    position += padding
+                    table.append(_ENTRY.pack(position, view.nbytes, digest.digest()))
+                    position += view.nbytes
+                rest_checksum = hashlib.sha256(b"".join(table))
+                rest_checksum.update(payload)
+                fh.write(MAGIC + _FIXED.pack(FORMAT, rest_checksum.digest(), len(payload),
+                                             len(views)))
+                fh.write(b"".join(table))
                 fh.write(payload)
+                for view in views:
+                    fh.write(b"\0" * (-fh.tell() % _ALIGN))
+                    fh.write(view)
             os.chmod(temp, 0o600)
             os.replace(temp, self._path(key))
         except OSError as exc:
@@ -164,6 +236,21 @@ class DatabaseCache:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _file_digest(fh, offset: int, length: int) -> bytes:
+    """SHA256 of a byte range of the file, read in pieces (the page cache, not our memory)."""
+    digest = hashlib.sha256()
+    piece = bytearray(min(_CHUNK, length))
+    view = memoryview(piece)
+    fh.seek(offset)
+    while length:
+        got = fh.readinto(view[:min(len(piece), length)])
+        if not got:
+            break
+        digest.update(view[:got])
+        length -= got
+    return digest.digest()
 
 
 def save_compiled(database) -> bool:

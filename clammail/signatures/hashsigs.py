@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -231,12 +232,28 @@ class NameTable:
 
     def finish(self) -> bytes:
         if self._parts:
-            self.blob = self.blob + b"".join(self._parts)
+            self.blob = bytes(self.blob) + b"".join(self._parts)
             self._parts = []
         return self.blob
 
     def __len__(self) -> int:
         return self._length
+
+    def __reduce_ex__(self, protocol):
+        # With pickle protocol 5 the blob travels out of band: the compiled-database
+        # cache maps it from its file instead of copying it, so after a load from
+        # the cache `blob` may be a read-only memoryview.
+        blob = self.finish()
+        if protocol >= 5:
+            blob = pickle.PickleBuffer(blob)
+        return _restore_names, (blob, self._length)
+
+
+def _restore_names(blob, length: int) -> NameTable:
+    names = NameTable()
+    names.blob = blob if isinstance(blob, bytes | memoryview) else memoryview(blob)
+    names._length = length
+    return names
 
 
 def encode_length(length: int, official: bool) -> int:
@@ -257,15 +274,21 @@ class _Columns:
         self.name_len: list[np.ndarray] = []  # uint16 (length | official bit)
         self.seq: list[np.ndarray] = []  # uint64 load order: file number << 32 | line
         self.count = 0
+        self.sorted = True  # one chunk, already in key order (see HashIndexBuilder.export)
 
     def append(self, keys: np.ndarray, name_off: np.ndarray, name_len: np.ndarray,
-               seq: np.ndarray) -> None:
+               seq: np.ndarray, in_order: bool = False) -> None:
         if len(keys):
+            self.sorted = in_order and not self.keys
             self.keys.append(keys)
             self.name_off.append(name_off.astype(np.uint32, copy=False))
             self.name_len.append(name_len.astype(np.uint16, copy=False))
             self.seq.append(seq.astype(np.uint64, copy=False))
             self.count += len(keys)
+
+    def joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (_joined(self.keys), _joined(self.name_off), _joined(self.name_len),
+                _joined(self.seq))
 
 
 def make_keys(sizes: np.ndarray, digests: np.ndarray) -> np.ndarray:
@@ -314,6 +337,26 @@ class HashIndexBuilder:
         return sum(c.count for c in self.columns.values()) + sum(
             len(p) for p in self._pending.values())
 
+    def export(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """Everything collected, per algorithm (keys, name offsets, coded lengths, load
+        order), sorted by key with load order kept among equal keys: what a forked
+        loader sends back (`add_export`). Leaves this builder empty."""
+        self.flush()
+        out = {}
+        for algo, col in self.columns.items():
+            if col.count:
+                keys, offs, lens, seq = col.joined()
+                order = _sort_order(keys)
+                out[algo] = (keys[order], offs[order], lens[order], seq[order])
+            self.columns[algo] = _Columns(algo)
+        return out
+
+    def add_export(self, columns: dict[str, tuple[np.ndarray, ...]], names: bytes) -> None:
+        """Take what `export` of another builder returned, with that builder's name blob."""
+        base = self.names.add_blob(names)
+        for algo, (keys, offs, lens, seq) in columns.items():
+            self.columns[algo].append(keys, offs + np.uint32(base), lens, seq, in_order=True)
+
     def build(self) -> CompactHashIndex:
         self.flush()
         tables = {}
@@ -348,8 +391,15 @@ def _sort_order(keys: np.ndarray) -> np.ndarray:
     """
     raw = keys.view(np.uint8).reshape(len(keys), -1)
     prefix = np.ascontiguousarray(raw[:, :8]).view(">u8").ravel().astype(np.uint64)
-    order = np.argsort(prefix, kind="stable")
-    ordered = prefix[order]
+    # Sorting plain integers is several times faster than argsort: the index
+    # rides in the low bits, under the top bits of the prefix, and equal
+    # truncated prefixes come out in index order (stable).
+    bits = max(1, int(len(keys) - 1).bit_length())
+    mask = np.uint64((1 << bits) - 1)
+    packed = (prefix & ~mask) | np.arange(len(keys), dtype=np.uint64)
+    packed.sort()
+    order = (packed & mask).astype(np.intp)
+    ordered = packed & ~mask
     ties = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(ties):
         starts = ties[np.concatenate(([True], ties[1:] != ties[:-1] + 1))]
@@ -363,14 +413,15 @@ def _sort_order(keys: np.ndarray) -> np.ndarray:
 
 
 def _build_table(col: _Columns) -> _Table:
-    keys = _joined(col.keys)
-    order = _sort_order(keys)
-    keys = keys[order]
-    offs = _joined(col.name_off)[order]
-    lens = _joined(col.name_len)[order]
+    keys, offs, lens, seq = col.joined()
+    order = None
+    if not col.sorted:
+        order = _sort_order(keys)
+        keys, offs, lens = keys[order], offs[order], lens[order]
     same = keys[1:] == keys[:-1]
     if same.any():
-        seq = _joined(col.seq)[order]
+        if order is not None:
+            seq = seq[order]
         keys, offs, lens = _resolve_duplicates(keys, offs, lens, seq, same, col.width - 4)
     return _Table(keys, offs, lens)
 
@@ -498,7 +549,7 @@ class CompactHashIndex:
         offset = int(table.name_off[index])
         coded = int(table.name_len[index])
         length = coded & ~NameTable.OFFICIAL_BIT
-        name = self._names.blob[offset:offset + length].decode("utf-8", "surrogateescape")
+        name = str(self._names.blob[offset:offset + length], "utf-8", "surrogateescape")
         return name if coded & NameTable.OFFICIAL_BIT else name + UNOFFICIAL_SUFFIX
 
     def algorithms(self) -> frozenset[str]:
@@ -629,11 +680,15 @@ class HashFileParser:
         if self.ignored_names:
             self._mark_ignored(buf, name_lo, name_hi, regular)
 
+        # Fixed-width slices of every line are copied out of `padded` as rows of
+        # a sliding-window view: contiguous copies, no index table per byte.
+        padded = np.zeros(len(buf) + _PAD, np.uint8)
+        padded[:len(buf)] = buf
+
         # SIZE: 1 to 10 decimal digits, right-aligned into a 10-column table.
         size_len = np.where(regular, size_hi - size_lo, 0)
         cols = np.arange(10, dtype=np.int32)
-        pos = np.minimum(size_lo[:, None] + cols, len(buf) - 1)
-        digits = buf[pos].astype(np.int64) - 48
+        digits = _rows(padded, size_lo, 10).astype(np.int64) - 48
         inside = cols < size_len[:, None]
         regular &= ((digits >= 0) & (digits <= 9) | ~inside).all(axis=1)
         power = size_len[:, None] - 1 - cols
@@ -646,13 +701,14 @@ class HashFileParser:
             rows = np.flatnonzero(regular & (hash_len == hexlen))
             if not len(rows):
                 continue
-            cols = hash_lo[rows][:, None] + np.arange(hexlen, dtype=np.int32)
-            nibbles = _HEX[buf[cols]]
-            good = (nibbles != 255).all(axis=1)
-            if not good.all():
+            chars = _rows(padded, hash_lo[rows], hexlen)
+            digests = _fromhex(chars)
+            if digests is None:  # some digest is not hex: find which, per character
+                nibbles = _HEX[chars]
+                good = (nibbles != 255).all(axis=1)
                 regular[rows[~good]] = False
                 rows, nibbles = rows[good], nibbles[good]
-            digests = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+                digests = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
             fast_entries.append((algo, rows, digests))
 
         # Every line is one fgets call unless it is long; number them as clamd does.
@@ -663,7 +719,7 @@ class HashFileParser:
             self.lines = int(line_numbers[row] - pieces[row])
             self._slow_line(data[starts[row]:ends[row] + 1])
         seq = self.seq_base | line_numbers.astype(np.uint64)
-        self._add_fast(fast_entries, data, name_lo, name_hi, sizes, seq)
+        self._add_fast(fast_entries, padded, data, name_lo, name_hi, sizes, seq)
         self.lines = int(line_numbers[-1])
 
     def _mark_irregular_bytes(self, data, buf, starts, ends, regular) -> None:
@@ -686,25 +742,24 @@ class HashFileParser:
             hit = (buf[cols] == np.frombuffer(name, np.uint8)).all(axis=1)
             regular[rows[hit]] = False
 
-    def _add_fast(self, fast_entries, data, name_lo, name_hi, sizes, seq) -> None:
+    def _add_fast(self, fast_entries, padded, data, name_lo, name_hi, sizes, seq) -> None:
         for algo, rows, digests in fast_entries:
-            offs, lens = self._names_of(data, name_lo[rows], name_hi[rows])
+            offs, lens = self._names_of(padded, data, name_lo[rows], name_hi[rows])
             self.builder.columns[algo].append(
                 make_keys(sizes[rows], digests), offs, lens, seq[rows])
             self.signatures += len(rows)
 
-    def _names_of(self, data: bytes, lo: np.ndarray, hi: np.ndarray):
+    def _names_of(self, padded: np.ndarray, data: bytes, lo: np.ndarray, hi: np.ndarray):
         """Append the names [lo, hi) to the name blob; their (offset, coded length)."""
         lengths = (hi - lo).astype(np.int64)
         if not len(lengths):
             return np.zeros(0, np.uint32), np.zeros(0, np.uint16)
-        buf = np.frombuffer(data, np.uint8)
         # Gather into a table as wide as the longest name (names are short;
         # a rare long one is copied on its own so the table stays small).
         width = int(min(lengths.max(), _NAME_TABLE_WIDTH))
         short = lengths <= width
         cols = np.arange(width, dtype=np.int32)
-        table = buf[np.minimum(lo[short][:, None] + cols, len(buf) - 1)]
+        table = _rows(padded, lo[short], width)
         pieces = table[cols < lengths[short][:, None]].tobytes()
         if short.all():
             blob = pieces
@@ -725,3 +780,27 @@ class HashFileParser:
 
 _NAME_TABLE_WIDTH = 128
 _POW10 = 10 ** np.arange(10, dtype=np.int64)
+# Zero bytes after a block, so a fixed-width slice from any line start stays inside.
+_PAD = max(_NAME_TABLE_WIDTH, 64, 10)
+
+
+def _rows(padded: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """(len(starts), width) array: padded[s:s + width] for each start s."""
+    windows = np.lib.stride_tricks.as_strided(
+        padded, shape=(len(padded) - width + 1, width), strides=(1, 1), writeable=False)
+    return windows[starts]
+
+
+def _fromhex(chars: np.ndarray) -> np.ndarray | None:
+    """(n, 2k) hex characters -> (n, k) bytes; None if any is not a hex digit.
+
+    bytes.fromhex refuses non-hex characters but skips whitespace, which
+    would make the result shorter: the length check catches that.
+    """
+    try:
+        raw = bytes.fromhex(chars.tobytes().decode("latin-1"))
+    except ValueError:
+        return None
+    if len(raw) * 2 != chars.size:
+        return None
+    return np.frombuffer(raw, np.uint8).reshape(len(chars), chars.shape[1] // 2)

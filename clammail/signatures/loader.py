@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from clammail import FLEVEL
+from clammail import FLEVEL, forked
 from clammail.signatures.common import LoadOptions, SignatureError
 from clammail.signatures.cvd import (
     CLAMAV_CVD_KEY,
@@ -135,6 +135,7 @@ class _Source:
     read: Callable[[int], bytes]
     official: bool
     in_container: bool
+    size: int = 0  # of a plain file; 0 when unknown
 
 
 def load_database(paths: list[str], options: LoadOptions | None = None, *,
@@ -158,13 +159,20 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
             if cached is not None:
                 return cached
     loader = _Loader(options, keys or (CLAMAV_CVD_KEY, CLAMAV_INFO_KEY))
-    for path in paths:
-        loader.load_path(os.fspath(path))
-    database = loader.finish()
+    try:
+        for path in paths:
+            loader.load_path(os.fspath(path))
+        database = loader.finish()
+    except BaseException as exc:
+        loader.fail(exc)
+        raise
     if cache is not None and fingerprint is not None:
         database.fingerprint = fingerprint
         database.cache_dir = cache_dir
-        cache.store(fingerprint, database)
+        if not (database.body_signatures or database.logical_signatures or database.yara_rules):
+            cache.store(fingerprint, database)
+        # else the engine stores it once, with the matcher it compiles (save_compiled):
+        # writing it here too would cost a second or two for nothing.
     return database
 
 
@@ -180,6 +188,9 @@ class _Loader:
             "body_signatures": [], "logical_signatures": [], "yara_rules": []}
         self._missing_modules: set[str] = set()
         self._daily_version: tuple[int, int] | None = None  # (version, stime)
+        # Big hash files parsed by forked children while this process goes on
+        # (`_load_hashes`), in load order: (child, its parser here, file path).
+        self._hash_jobs: list[tuple[forked.ForkedCall, HashFileParser, str]] = []
 
     # -- paths -----------------------------------------------------------
 
@@ -252,8 +263,12 @@ class _Loader:
         except OSError as exc:
             raise SignatureError(f"can't open file: {exc.strerror}", path) from None
         with fh:
+            try:
+                size = os.fstat(fh.fileno()).st_size
+            except OSError:
+                size = 0
             source = _Source(path, os.path.basename(path), _reader(fh), official=False,
-                             in_container=False)
+                             in_container=False, size=size)
             try:
                 loaded = self.load_source(source)
             except OSError as exc:
@@ -302,8 +317,47 @@ class _Loader:
             self.builders[purpose], purpose, source.official, source.path,
             flevel=self.options.flevel, ignored=self.ignore if self.ignore else None,
             ignored_names=self.ignore.names, in_container=source.in_container)
+        if (source.size >= PARALLEL_HASH_BYTES and len(self._hash_jobs) < PARALLEL_HASH_FILES
+                and forked.available()):
+            try:
+                child = forked.ForkedCall(lambda: _parse_hash_file(parser, source.read))
+            except forked.ChildFailed:
+                pass
+            else:
+                self._hash_jobs.append((child, parser, source.path))
+                return
         parser.parse_stream(source.read)
         self.info.signatures += parser.signatures
+
+    def _collect_hash_jobs(self) -> None:
+        """Take in what the children parsed, in load order; the first error is raised."""
+        jobs, self._hash_jobs = self._hash_jobs, []
+        try:
+            while jobs:
+                child, parser, path = jobs[0]
+                try:
+                    columns, names, count = child.result()
+                except forked.ChildFailed as exc:
+                    log.info("parsing %s in a child failed (%s): parsing it here", path, exc)
+                    with open(path, "rb") as fh:
+                        parser.parse_stream(_reader(fh))
+                    count = parser.signatures
+                else:
+                    parser.builder.add_export(columns, names)
+                jobs.pop(0)
+                self.info.signatures += count
+        finally:
+            for child, _, _ in jobs:
+                child.abandon()
+
+    def fail(self, error: BaseException) -> None:
+        """The load failed with `error`: a hash file before the failing one that a
+        child found malformed is the error clamd reports (the first in load order)."""
+        if self._hash_jobs and isinstance(error, SignatureError):
+            self._collect_hash_jobs()  # raises the earlier error, if there is one
+        for child, _, _ in self._hash_jobs:
+            child.abandon()
+        self._hash_jobs = []
 
     def _load_delegated(self, source: _Source, ext: str) -> bool:
         module_name, function_name, field, line_limit = _DELEGATED[ext]
@@ -395,22 +449,46 @@ class _Loader:
             self.info.warnings.append(f"{path}: skipped: {why}")
 
     def finish(self) -> Database:
+        self._collect_hash_jobs()
         indexes = {p: b.build() for p, b in self.builders.items()}
         self.names.finish()
         if self._daily_version is not None:
             self.info.version, stime = self._daily_version
             self.info.build_timestamp = stime
             self.info.build_time = time.ctime(stime)
+        body = self.records["body_signatures"]
+        if body:
+            from clammail.signatures.bodysig import BodySignatures
+
+            body = BodySignatures(body)  # pickled as columns in the cache
         return Database(
             file_hashes=indexes[Purpose.FILE],
             section_hashes=indexes[Purpose.SECTION],
             import_hashes=indexes[Purpose.IMPORT],
             allow_hashes=indexes[Purpose.ALLOW],
-            body_signatures=self.records["body_signatures"],
+            body_signatures=body,
             logical_signatures=self.records["logical_signatures"],
             yara_rules=self.records["yara_rules"],
             info=self.info,
         )
+
+
+# -- parsing in a child ---------------------------------------------------------
+
+# Hash files at least this big are parsed by a forked child (`clammail.forked`)
+# while this process loads the rest: 3M hash lines take seconds of numpy work.
+PARALLEL_HASH_BYTES = 4 << 20
+# At most this many such children at once (the rest are parsed here).
+PARALLEL_HASH_FILES = 4
+
+
+def _parse_hash_file(parser: HashFileParser, read: Callable[[int], bytes]):
+    """In the child: parse into a fresh builder; (columns, name blob, signature count)."""
+    builder = HashIndexBuilder(NameTable())
+    parser.builder = builder
+    parser.parse_stream(read)
+    columns = builder.export()
+    return columns, builder.names.finish(), parser.signatures
 
 
 # -- reading helpers ------------------------------------------------------------

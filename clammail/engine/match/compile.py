@@ -330,20 +330,31 @@ def compile_hexsig(hexsig: str, offset: Offset, target: int, *, nocase: bool = F
 
 def _compile_variant(text: str, offset: Offset, target: int, nocase: bool, wide: bool,
                      modified: bool, ldb: bool) -> Variant:
+    text, boyer_moore, pieces = _variant_pieces(text, offset, target, modified, ldb)
+    if boyer_moore:
+        return Variant((_compile_plain(text),), boyer_moore=True)
+    return Variant(tuple(_compile_part(piece, nocase, wide, modified, mindist, maxdist)
+                         for piece, mindist, maxdist in pieces))
+
+
+def _variant_pieces(text: str, offset: Offset, target: int, modified: bool, ldb: bool):
+    """(text after `{n}` expansion, Boyer-Moore?, the parts' texts with their gaps).
+
+    The parts come from a generator, so a caller that compiles each part as
+    it comes meets the errors in ClamAV's order (part 1 before gap 2).
+    """
     text = _expand_small_gaps(text)
     if "{" in text:
-        return Variant(tuple(_split_ranged(text, nocase, wide, modified)))
+        return text, False, _ranged_pieces(text)
     if "*" in text:
-        return Variant(tuple(_split_stars(text, nocase, wide, modified)))
+        return text, False, _star_pieces(text)
     boyer_moore = (
         target in _BM_TARGETS and not ldb and not modified
         and not any(c in text for c in "?([")
         and not (target == 1 and (offset.kind is OffsetKind.ANY or offset.max_shift is not None))
         and offset.kind is not OffsetKind.VERSION_INFO
     )
-    if boyer_moore:
-        return Variant((_compile_plain(text),), boyer_moore=True)
-    return Variant((_compile_part(text, nocase, wide, modified, 0, 0),))
+    return text, boyer_moore, iter(((text, 0, 0),))
 
 
 def _expand_small_gaps(text: str) -> str:
@@ -361,7 +372,8 @@ def _expand_small_gaps(text: str) -> str:
         text = text[:brace] + "??" * count + text[end + 1:]
 
 
-def _split_ranged(text: str, nocase: bool, wide: bool, modified: bool) -> list[Part]:
+def _ranged_pieces(text: str):
+    """Parts separated by `*` and `{n-m}`: (text, mindist, maxdist) each."""
     nest = 0
     for c in text if "(" in text else ():
         if c == "(":
@@ -373,21 +385,18 @@ def _split_ranged(text: str, nocase: bool, wide: bool, modified: bool) -> list[P
         elif c == "*" and nest:
             raise SignatureError("Alternative match cannot contain unbounded wildcards")
     count = text.count("{") + text.count("*") + 1
-    parts = []
     mindist = maxdist = 0
     rest = text
     for number in range(1, count + 1):
         if number == count:
-            piece, sep, after = rest, "", ""
-        else:
-            cut = min((i for i in (rest.find("{"), rest.find("*")) if i >= 0), default=-1)
-            if cut < 0:
-                # ClamAV would cut at its stale pointer; such text is malformed anyway.
-                raise SignatureError("Problem adding signature: missing separator")
-            piece, sep, after = rest[:cut], rest[cut], rest[cut + 1:]
-        parts.append(_compile_part(piece, nocase, wide, modified, mindist, maxdist))
-        if number == count:
-            break
+            yield rest, mindist, maxdist
+            return
+        cut = min((i for i in (rest.find("{"), rest.find("*")) if i >= 0), default=-1)
+        if cut < 0:
+            # ClamAV would cut at its stale pointer; such text is malformed anyway.
+            raise SignatureError("Problem adding signature: missing separator")
+        piece, sep, after = rest[:cut], rest[cut], rest[cut + 1:]
+        yield piece, mindist, maxdist
         mindist = maxdist = 0
         if sep == "*":
             rest = after
@@ -397,7 +406,6 @@ def _split_ranged(text: str, nocase: bool, wide: bool, modified: bool) -> list[P
             raise SignatureError("Problem adding signature: missing bracket")
         mindist, maxdist = _parse_gap(after[:close])
         rest = after[close + 1:]
-    return parts
 
 
 def _parse_gap(inner: str) -> tuple[int, int]:
@@ -415,7 +423,8 @@ def _parse_gap(inner: str) -> tuple[int, int]:
     return _atoi(fields[0] or ""), _atoi(fields[1] or "")
 
 
-def _split_stars(text: str, nocase: bool, wide: bool, modified: bool) -> list[Part]:
+def _star_pieces(text: str):
+    """Parts separated by `*` only: (text, 0, 0) each."""
     nest = 0
     for c in text if "(" in text else ():
         if c == "(":
@@ -426,13 +435,11 @@ def _split_stars(text: str, nocase: bool, wide: bool, modified: bool) -> list[Pa
             raise SignatureError("Alternative match cannot contain unbounded wildcards")
     count = text.count("*") + 1
     fields = _split_runs(text, "*")
-    parts = []
     for number in range(count):
         piece = fields[number] if number < len(fields) and fields[number] else None
         if piece is None:
             raise SignatureError(f"Can't extract part {number + 1} of partial signature")
-        parts.append(_compile_part(piece, nocase, wide, modified, 0, 0))
-    return parts
+        yield piece, 0, 0
 
 
 def _compile_plain(text: str) -> Part:
@@ -938,6 +945,110 @@ def _plain_part_literal(part: Part) -> tuple[bytes, int, bool]:
         best = best[skip:skip + LITERAL_MAX]
         start += skip
     return best.encode("latin-1"), start - len(part.prefix), False
+
+
+def hexsig_anchors(hexsig: str, offset: Offset, target: int, *, nocase: bool = False,
+                   wide: bool = False, ascii: bool = True, fullword: bool = False,
+                   ldb: bool = False) -> tuple:
+    """`plan_anchors(compile_hexsig(...))`, with the same errors, computed faster.
+
+    Loading 100 000 body signatures spends most of its time here. Parts made
+    only of hex bytes and `??` (most parts of real signatures) get their
+    literal straight from the text (`_plain_part_anchor`); other parts, and
+    patterns with .ldb modifiers, are compiled in full.
+    """
+    if nocase or wide or fullword:
+        return plan_anchors(compile_hexsig(hexsig, offset, target, nocase=nocase, wide=wide,
+                                           ascii=ascii, fullword=fullword, ldb=ldb))
+    check_offset_target(offset, target)
+    text, boyer_moore, pieces = _variant_pieces(hexsig, offset, target, False, ldb)
+    if boyer_moore:
+        part = _compile_plain(text)
+        return ((True, (_plain_part_literal(part),), part.body_max),)
+    literals = []
+    longest = 0
+    for piece, mindist, maxdist in pieces:
+        fast = _plain_part_anchor(piece)
+        if fast is None:
+            part = _compile_part(piece, False, False, False, mindist, maxdist)
+            fast = part_literal(part), part.prefix_max + part.body_max
+        literals.append(fast[0])
+        longest = max(longest, fast[1])
+    return ((False, tuple(literals), longest),)
+
+
+_PLAIN_PART = re.compile(r"(?:[0-9a-fA-F]{2}|\?\?)+")
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+def _plain_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
+    """((literal, delta, nocase), length) of a part of hex bytes and `??` whose first
+    three bytes are static and not all zero; None for any other part.
+
+    For such a part ClamAV's anchor is its first byte (`_anchor_position`
+    returns 0 at once), nothing in it can be refused, and every element is one
+    byte wide: the literal is its first longest run of static bytes, cut as
+    `part_literal` cuts it.
+    """
+    if len(text) < 6 or text[:6] == "000000" or "?" in text[:6] or "(" in text[:6]:
+        return None
+    if "(" in text:
+        return _alternatives_part_anchor(text)
+    if not _PLAIN_PART.fullmatch(text):
+        return None
+    best = None
+    for run in _HEX_RUN.finditer(text):
+        if best is None or run.end() - run.start() > best.end() - best.start():
+            best = run
+    start = best.start() // 2
+    literal = bytes.fromhex(best.group())
+    if len(literal) > LITERAL_MAX:
+        skip = 0
+        while len(literal) - skip > LITERAL_MAX and literal[skip] in _COMMON_BYTES:
+            skip += 1
+        literal = literal[skip:skip + LITERAL_MAX]
+        start += skip
+    return (literal, start, False), len(text) // 2
+
+
+_ALT_PART = re.compile(
+    r"(?:[0-9a-fA-F]{2}|\?\?|\((?:[0-9a-fA-F]{2})+(?:\|(?:[0-9a-fA-F]{2})+)*\))+")
+_ALT_TOKEN = re.compile(r"[0-9a-fA-F]{2}|\?\?|\(([^)]*)\)")
+
+
+def _alternatives_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
+    """`_plain_part_anchor` for a part that also holds alternatives of equal-length hex
+    strings, `(aa|bb)` or `(aabb|ccdd)`: each is one element as wide as its strings,
+    which ClamAV accepts as they are (ALT_CHAR, ALT_FIXED). Anything else: None."""
+    if not _ALT_PART.fullmatch(text):
+        return None
+    best = run = b""
+    best_at = run_at = position = 0
+    for token in _ALT_TOKEN.finditer(text):
+        group = token.group(1)
+        if group is None and token.group() != "??":
+            if not run:
+                run_at = position
+            run += bytes.fromhex(token.group())
+            if len(run) > len(best):
+                best, best_at = run, run_at
+            position += 1
+            continue
+        run = b""
+        if group is None:
+            position += 1
+            continue
+        widths = {len(member) for member in group.split("|")}
+        if len(widths) != 1:
+            return None  # unequal lengths: ClamAV refuses them, with its own message
+        position += widths.pop() // 2
+    if len(best) > LITERAL_MAX:
+        skip = 0
+        while len(best) - skip > LITERAL_MAX and best[skip] in _COMMON_BYTES:
+            skip += 1
+        best = best[skip:skip + LITERAL_MAX]
+        best_at += skip
+    return (best, best_at, False), position
 
 
 def plan_anchors(plan: Plan) -> tuple:

@@ -23,7 +23,15 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 
-from clammail.engine.match.api import BodyPattern, Offset, OffsetKind, PatternMatch
+import numpy as np
+
+from clammail.engine.match.api import (
+    BodyPattern,
+    Offset,
+    OffsetKind,
+    PatternMatch,
+    PatternTable,
+)
 from clammail.engine.match.backends import LITERAL_CAP, backend_name, make_backend
 from clammail.engine.match.compile import (
     ALT_CHAR,
@@ -129,7 +137,8 @@ class BodyMatcher:
             for variant, (_, parts, _) in enumerate(anchors):
                 # One literal per variant goes to the automaton: the longest of its
                 # parts. The other parts are looked for only when it occurs.
-                lead = max(range(len(parts)), key=lambda n: (len(parts[n][0]), -n))
+                lead = 0 if len(parts) == 1 else max(
+                    range(len(parts)), key=lambda n: (len(parts[n][0]), -n))
                 literal, delta, nocase = parts[lead]
                 entry = _key(index, variant, lead) * _DELTA_SPAN + delta + _DELTA_BIAS
                 if len(literal) < STRONG_LITERAL:
@@ -147,6 +156,13 @@ class BodyMatcher:
                     literals.append((literal, nocase))
                     self._entries.append([])
                 self._entries[ident].append(entry)
+        # Per literal id, its entries as one flat array with start offsets: a few
+        # objects instead of 100 000 lists, so the compiled-database cache maps
+        # them instead of rebuilding them.
+        self._entry_starts = np.cumsum([0] + [len(e) for e in self._entries], dtype=np.int64)
+        self._entry_values = np.fromiter((e for es in self._entries for e in es), np.int64,
+                                         int(self._entry_starts[-1]))
+        del self._entries
         self._backend = make_backend(name, literals, windows)
         self.backend_name = self._backend.name
         self._regexes: dict[int, re.Pattern | None] = {}
@@ -174,6 +190,8 @@ class BodyMatcher:
         state = dict(self.__dict__)
         state["_plans"] = {}
         state["_regexes"] = {}
+        # Columns, not 100 000 objects: the compiled-database cache loads fast.
+        state["patterns"] = PatternTable.of(self.patterns)
         return state
 
     def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int],
@@ -232,7 +250,9 @@ class BodyMatcher:
         targets = self._targets
         occurrences, windows = self._backend.occurrences(buf, lowered)
         for ident, starts in occurrences.items():
-            self._add_candidates(self._entries[ident], starts, target, targets,
+            entries = self._entry_values[
+                self._entry_starts[ident]:self._entry_starts[ident + 1]].tolist()
+            self._add_candidates(entries, starts, target, targets,
                                  candidates, dense)
         for window in windows:
             # A short-anchored part whose whole window occurs: enumerate it by regex.
