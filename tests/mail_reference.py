@@ -488,7 +488,7 @@ def reference_embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Ite
                 report(exc.limit)
     if pe_offset is not None:
         yield Extracted(memoryview(data)[pe_offset:], name=f"embedded-pe@{pe_offset}",
-                        ftype=FileType.MSEXE, extra={"embedded_at": pe_offset})
+                        ftype=FileType.MSEXE, extra={"embedded_at": pe_offset, "corrupted_input": True})
 
 
 def reference_embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
