@@ -121,6 +121,36 @@ def test_recursion_limit(tmp_path):
     assert theirs["deep.zip"] == ["Heuristics.Limits.Exceeded.MaxRecursion"]
 
 
+
+def test_recursion_limit_boundary(tmp_path):
+    """The exact depth where MaxRecursion stops, for several kinds of container
+    (the top-level object counts as the first level, as in libclamav)."""
+    import base64
+
+    leaf = member("boundary-leaf", 50)
+    files = {}
+    zipped = gzipped = leaf
+    for depth in range(1, 5):
+        zipped = B.zip_py([(f"z{depth}.bin", zipped)])
+        gzipped = B.gz(gzipped)
+        files[f"zip{depth}.zip"] = zipped
+        files[f"gz{depth}.gz"] = gzipped
+    files["tgz.tgz"] = B.tar_py([("leaf.bin", leaf)], compression="gz")
+    attachment = base64.encodebytes(B.zip_py([("leaf.bin", leaf)])).decode()
+    files["mail.eml"] = (
+        "From: a@example.com\nTo: b@example.com\nSubject: boundary\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="b1"\n\n--b1\nContent-Type: text/plain\n\nhello\n'
+        '--b1\nContent-Type: application/zip; name="l.zip"\nContent-Transfer-Encoding: base64\n\n'
+        f"{attachment}--b1--\n").encode()
+    sigs = [B.hdb_line(leaf, "Boundary.Leaf")]
+    for limit in (1, 2, 3, 4):
+        theirs, ours = B.run_both(tmp_path, files, sigs, f"--max-recursion={limit}",
+                                  "--alert-exceeds-max=yes")
+        assert ours == theirs, limit
+        assert theirs[f"zip{limit}.zip"] == ["Heuristics.Limits.Exceeded.MaxRecursion"]
+        if limit > 1:
+            assert theirs[f"zip{limit - 1}.zip"] == ["Boundary.Leaf.UNOFFICIAL"]
+
 @pytest.mark.parametrize("alert", [False, True])
 def test_encrypted_archives(tmp_path, alert):
     if not B.have_tool("7z"):

@@ -37,15 +37,19 @@ def _short(results):
     return {os.path.basename(path): sorted(names) for path, names in results.items()}
 
 
-def test_clamav_testfiles(tmp_path):
+@pytest.mark.parametrize("allmatch", [False, True])
+def test_clamav_testfiles(tmp_path, allmatch):
+    """All 44 files of Debian's clamav-testfiles (archives, mail, documents,
+    packed executables, installers): the same verdict and name as clamscan."""
     db = tmp_path / "clamav-test-file.hsb"
     db.write_text(CLAM_TEST_FILE_SIG + "\n")
-    paths = [TESTFILES / name for name in ARCHIVE_TESTFILES]
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [name for name in ARCHIVE_TESTFILES if not (TESTFILES / name).exists()]
     if missing:
         pytest.fail(f"clamav-testfiles is not installed: {missing}")
-    _, theirs, _ = clamscan_results([db], paths)
-    _, ours, err = clammail_results([db], paths)
+    paths = sorted(TESTFILES.iterdir())
+    assert len(paths) >= 44
+    _, theirs, _ = clamscan_results([db], paths, allmatch=allmatch)
+    _, ours, err = clammail_results([db], paths, allmatch=allmatch)
     assert "Traceback" not in err
     assert _short(ours) == _short(theirs)
     assert all(names == ["ClamAV-Test-File.UNOFFICIAL"] for names in _short(ours).values())

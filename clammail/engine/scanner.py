@@ -288,8 +288,10 @@ class ScanJob:
                     ftype: FileType | None = None) -> None:
         if len(data) <= SMALL_DATA:
             return  # libclamav: "Small data", not scanned at all
+        # libclamav's recursion stack holds MaxRecursion levels, the top-level
+        # object's included: zip(zip(x)) with MaxRecursion 2 does not reach x.
         depth = len(self._stack)
-        if depth > self.options["MaxRecursion"]:
+        if depth >= self.options["MaxRecursion"]:
             self._exceeded("MaxRecursion")
             return
         size = len(data)
