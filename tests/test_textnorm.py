@@ -94,3 +94,21 @@ def test_normalize_text_equals_its_definition_on_random_input():
         data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         expected = re.sub(rb"[\t\n\v\f\r ]+", b" ", data.translate(None, dropped).lower())
         assert normalize_text(data) == expected, data
+
+
+def test_normalize_text_in_pieces_equals_its_definition(monkeypatch):
+    """Long text is collapsed piece by piece: no whitespace run cut in two."""
+    import random
+    import re
+
+    from clammail.engine import textnorm
+
+    monkeypatch.setattr(textnorm, "_PIECE", 7)
+    dropped = bytes(range(0x09)) + bytes(range(0x0E, 0x20)) + bytes(range(0x80, 0x100))
+    rng = random.Random(11)
+    alphabet = b"ab  \t\n\r\x0b\x0cXY\x00\x01\xe9."
+    for _ in range(5000):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        expected = re.sub(rb"[\t\n\v\f\r ]+", b" ", data.translate(None, dropped).lower())
+        assert textnorm.normalize_text(data) == expected, data
+    assert textnorm.normalize_text(b"a" + b" " * 100 + b"b" * 30) == b"a " + b"b" * 30

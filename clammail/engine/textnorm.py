@@ -9,6 +9,8 @@ mark is decoded first.
 
 from __future__ import annotations
 
+import re
+
 _DROPPED = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20)) + bytes(range(0x80, 0x100))
 
 
@@ -20,6 +22,29 @@ def normalize_text(data: bytes | memoryview, limit: int | None = None) -> bytes:
         raw = raw[2:].decode(codec, errors="ignore").encode("utf-8")
     # Dropping first lets whitespace on both sides of a dropped byte merge.
     kept = raw.translate(None, _DROPPED).lower()
+    if len(kept) <= _PIECE:
+        return _collapse(kept)
+    # In pieces, so that the list of words never holds more than a piece (a
+    # word list costs about 15 times its text). A piece ends where the next
+    # one starts a word, so no whitespace run is cut in two.
+    pieces = []
+    start = 0
+    while start < len(kept):
+        end = start + _PIECE
+        if end < len(kept):
+            word = _WORD_START.search(kept, end)
+            end = word.start() if word else len(kept)
+        pieces.append(_collapse(kept[start:end]))
+        start = end
+    return b"".join(pieces)
+
+
+_PIECE = 256 * 1024
+_WORD_START = re.compile(rb"[^\t\n\v\f\r ]")
+
+
+def _collapse(kept: bytes) -> bytes:
+    """Every whitespace run as one space."""
     # bytes.split() cuts at runs of exactly these six whitespace bytes, at C
     # speed (about 4x a regex substitution); the ends keep one space each.
     words = kept.split()
