@@ -72,3 +72,19 @@ def unpacker_for(ftype: T) -> tuple[Unpacker, str | None] | None:
             _loaded[key] = None
     fn = _loaded[key]
     return (fn, switch) if fn is not None else None
+
+
+def preload_unpackers() -> None:
+    """Import every unpacker module now: a daemon calls this before it forks
+    its workers, so that they share these modules' pages instead of each
+    importing its own copy on first use."""
+    import pkgutil
+
+    for ftype in _REGISTRY:
+        unpacker_for(ftype)
+    package = importlib.import_module(__name__)
+    for module in pkgutil.walk_packages(package.__path__, prefix=f"{__name__}."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError as exc:  # an optional library: its unpacker said why already
+            log.debug("cannot preload %s: %s", module.name, exc)
