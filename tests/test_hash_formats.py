@@ -251,3 +251,21 @@ def test_pua_databases_need_detect_pua(tmp_path, sigdir):
         theirs, ours = clamscan([sigdir], targets, *extra), clammail([sigdir], targets, *extra)
         assert ours[:2] == theirs[:2], extra
         assert ours[3] == theirs[3]
+
+
+def test_objects_no_signature_has_the_size_of_are_not_hashed(tmp_path):
+    """has_size decides whether an object is hashed at all: exact sizes,
+    `*` sizes and absent kinds, checked against the lookups themselves."""
+    from clammail.signatures.loader import load_database
+
+    data = {size: bytes([size % 251]) * size for size in (6, 300, 70000)}
+    (tmp_path / "a.hdb").write_text("".join(
+        f"{hashlib.md5(blob).hexdigest()}:{size}:Md5.{size}\n" for size, blob in data.items()))
+    (tmp_path / "b.hsb").write_text(f"{hashlib.sha256(data[300]).hexdigest()}:*:Sha256.Any:73\n")
+    index = load_database([str(tmp_path)]).file_hashes
+    for size in (5, 6, 7, 299, 300, 301, 70000, 2**32 - 2):
+        assert index.has_size("md5", size) == (size in data)
+        assert index.has_size("sha256", size)  # a `*` size matches every size
+        assert not index.has_size("sha1", size)
+    assert index.lookup(hashlib.md5(data[300]).digest(), 300) == ["Md5.300.UNOFFICIAL"]
+    assert index.lookup(hashlib.sha256(data[300]).digest(), 12345) == ["Sha256.Any.UNOFFICIAL"]

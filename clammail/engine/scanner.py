@@ -307,7 +307,7 @@ class ScanJob:
         ftype = ftype or detect(data, extra_formats=self.options["ExtraArchiveFormats"])
         info = ObjectInfo(data, ftype, tuple(i.ftype for i in self._stack), name)
         cache = self.engine.cache
-        md5 = _digest(info, "md5")
+        md5 = _digest(info, "md5") if cache is not None else b""
         if cache is not None and cache.is_clean(md5, size):
             return
         found_before = len(self.detections) + len(self.heuristics)
@@ -418,7 +418,7 @@ class ScanJob:
     def _match_hashes(self, info: ObjectInfo) -> None:
         index = self.engine.database.file_hashes
         for algo in _ALGO_ORDER:
-            if algo in index.algorithms():
+            if algo in index.algorithms() and index.has_size(algo, info.size):
                 for sig in index.lookup(_digest(info, algo), info.size):
                     self.report(sig)
 

@@ -19,12 +19,19 @@ class HashIndex(Protocol):
     def algorithms(self) -> frozenset[str]:
         """Which digests ("md5", "sha1", "sha256") the index holds, to compute only those."""
 
+    def has_size(self, algorithm: str, size: int) -> bool:
+        """Whether a signature of that digest could match `size` bytes (its size or `*`):
+        as libclamav, an object no signature has the size of is not hashed."""
+
     def __len__(self) -> int: ...
 
 
 class EmptyHashIndex:
     def lookup(self, digest: bytes, size: int) -> list[str]:
         return []
+
+    def has_size(self, algorithm: str, size: int) -> bool:
+        return False
 
     def algorithms(self) -> frozenset[str]:
         return frozenset()

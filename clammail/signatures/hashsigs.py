@@ -535,6 +535,19 @@ class CompactHashIndex:
             found.append(name)
         return found
 
+    def has_size(self, algorithm: str, size: int) -> bool:
+        table = self._tables.get(algorithm)
+        if table is None or not len(table.keys):
+            return False
+        # Keys start with the size, big-endian; `*` is size 0 and sorts first.
+        if bytes(table.keys[0])[:4].ljust(4, b"\0") == b"\0\0\0\0":
+            return True
+        if not 0 < size < SIZE_LIMIT:
+            return False
+        prefix = size.to_bytes(4, "big")
+        index = bisect.bisect_left(table.keys, prefix)
+        return index < len(table.keys) and bytes(table.keys[index])[:4] == prefix
+
     def _find(self, table: _Table, key: bytes) -> str | None:
         # numpy hands out fixed-width byte strings without their trailing NULs;
         # compared the same way, the order and equality are unchanged.
