@@ -81,6 +81,29 @@ def test_reload_picks_up_new_signatures(daemon_env):
     assert b"Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND" in scan(d, files / "eicar.com")
 
 
+
+def test_restart_maps_the_compiled_database_cache(daemon_env):
+    """A restart with unchanged files uses the cache the first start wrote (the
+    file is not written again) and answers alike; a changed file makes a new one."""
+    root, db, files, start = daemon_env
+    (db / "body.ndb").write_text("Clammail.Body.Test:0:*:" + NEW_SIG_DATA[:20].hex() + "\n")
+    d = start()
+    first = (scan(d, files / "new.txt"), scan(d, files / "eicar.com"), instream(d, EICAR))
+    assert b"Clammail.Body.Test.UNOFFICIAL FOUND" in first[0]
+    d.stop()
+    cache = root / "clammail" / "cache"
+    written = {p.name: p.stat().st_ino for p in cache.glob("db-*.cache")}
+    assert len(written) == 1
+    d = start()
+    assert (scan(d, files / "new.txt"), scan(d, files / "eicar.com"), instream(d, EICAR)) == first
+    assert {p.name: p.stat().st_ino for p in cache.glob("db-*.cache")} == written
+    other = b"another object, for the cache test\n"
+    assert instream(d, other) == b"stream: OK\0"
+    (db / "extra.hdb").write_text(md5_line(other, "Clammail.Cache.Test"))
+    assert exchange(("tcp", d.port), b"nRELOAD\n") == b"RELOADING\n"
+    assert wait_for(lambda: b"Clammail.Cache.Test" in instream(d, other))
+    assert wait_for(lambda: set(p.name for p in cache.glob("db-*.cache")) - set(written))
+
 def test_failed_reload_keeps_the_old_database(daemon_env):
     root, db, files, start = daemon_env
     d = start()

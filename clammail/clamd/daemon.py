@@ -44,6 +44,9 @@ from clammail.clamd.workers import WorkerPool
 from clammail.config.clamdconf import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/clammail/clamd.conf"
+# Where the compiled database is kept between starts (see --cache-dir); a
+# directory the daemon cannot write or that others can is simply not used.
+DEFAULT_CACHE_DIR = "/var/cache/clammail"
 SHUTDOWN_GRACE = 10.0  # seconds in-flight scans get on SIGTERM/SHUTDOWN
 SD_LISTEN_FDS_START = 3
 
@@ -347,9 +350,13 @@ def bind_tcp(config: Config, log: DaemonLog) -> list[socket.socket]:
 
 
 class Daemon:
-    def __init__(self, config: Config, log: DaemonLog, database_paths: list[str] | None = None):
+    def __init__(self, config: Config, log: DaemonLog, database_paths: list[str] | None = None,
+                 cache_dir: str | None = None):
         self.config = config
         self.log = log
+        # The compiled-database cache (clammail.signatures.dbcache): a restart
+        # or RELOAD with unchanged database files maps it instead of parsing.
+        self.cache_dir = cache_dir
         # Absolute: a daemon changes to / when it detaches, and reloads later.
         self.database_paths = [os.path.abspath(p) for p in
                                (database_paths or [config["DatabaseDirectory"]])]
@@ -381,7 +388,7 @@ class Daemon:
             include_pua=tuple(self.config["IncludePUA"] or ()),
         )
         stamp = self._stat_database()
-        database = load_database(self.database_paths, options)
+        database = load_database(self.database_paths, options, cache_dir=self.cache_dir)
         if database.info.signatures == 0:
             raise ValueError("No signatures loaded (the database is empty)")
         engine = Engine(database, ScanOptions.from_mapping(self.config.engine_options()))
@@ -604,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datadir", default=None, metavar="DIRECTORY")
     p.add_argument("-p", "--pid", default=None, metavar="FILE")
     p.add_argument("--fail-if-cvd-older-than", default=None, metavar="DAYS")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIRECTORY")
+    p.add_argument("--no-cache-dir", dest="cache_dir", action="store_const", const=None)
     return p
 
 
@@ -618,6 +627,9 @@ HELP = """\
                                             (clamd.conf syntax, or YAML: .yaml/.yml)
     --datadir=DIRECTORY                     Load signatures from DIRECTORY
     --pid=FILE               -p FILE        Write the daemon's pid to FILE
+    --cache-dir=DIRECTORY                   Keep the compiled database there
+                                            (default {cache_dir})
+    --no-cache-dir                          Parse the databases at every load
 """
 
 
@@ -644,7 +656,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"ERROR: Unknown option passed: {' '.join(rest)}\n")
         return 1
     if args.help:
-        sys.stdout.write(HELP.format(version=__version__))
+        sys.stdout.write(HELP.format(version=__version__, cache_dir=DEFAULT_CACHE_DIR))
         return 0
     if args.version:
         print(f"clammail {__version__}")
@@ -663,18 +675,18 @@ def main(argv: list[str]) -> int:
     if args.foreground:
         config.values["Foreground"] = True
     try:
-        return run(config, debug=args.debug)
+        return run(config, debug=args.debug, cache_dir=args.cache_dir)
     except StartError as exc:
         if not exc.shown:
             sys.stderr.write(f"ERROR: {exc}\n")
         return 1
 
 
-def run(config: Config, debug: bool = False) -> int:
+def run(config: Config, debug: bool = False, cache_dir: str | None = None) -> int:
     foreground = bool(config["Foreground"])
     log = DaemonLog(config, foreground, debug)
     try:
-        return _run(config, log, foreground)
+        return _run(config, log, foreground, cache_dir)
     except StartError as exc:
         # As clamd: the reason goes to the log (and with it to stderr in the foreground).
         log.error(str(exc))
@@ -683,7 +695,7 @@ def run(config: Config, debug: bool = False) -> int:
         raise
 
 
-def _run(config: Config, log: DaemonLog, foreground: bool) -> int:
+def _run(config: Config, log: DaemonLog, foreground: bool, cache_dir: str | None = None) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
@@ -706,7 +718,7 @@ def _run(config: Config, log: DaemonLog, foreground: bool) -> int:
     if not listeners:
         raise StartError("Not listening on any interfaces")
     drop_privileges(config, log, socket_path)
-    daemon = Daemon(config, log)
+    daemon = Daemon(config, log, cache_dir=cache_dir)
     daemon.socket_path = socket_path
     log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
     try:
