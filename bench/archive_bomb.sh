@@ -13,6 +13,6 @@ echo "00000000000000000000000000000000:1:Never" > "$tmp/never.hdb"
 /usr/bin/time -f "clammail: %e s, max RSS %M KiB" .venv/bin/clammail scan --no-summary -d "$tmp/never.hdb" "$tmp/flat10g.zip"
 /usr/bin/time -f "clamscan: %e s, max RSS %M KiB" clamscan --no-summary -d "$tmp/never.hdb" "$tmp/flat10g.zip"
 rm -rf "$tmp"
-# Preliminary, on a shared 2-core machine (2026-11-26):
-#   clammail: 13.0 s, max RSS 363552 KiB   (100 MB cut, as ClamAV)
-#   clamscan:  1.5 s, max RSS  58508 KiB
+# Measured 2026-11-26 06:50 (2 cores, busy): see bench/RESULTS.md
+#   clammail: 2.75 s, max RSS 202272 KiB   (100 MB cut, as ClamAV)
+#   clamscan: 3.45 s, max RSS  58356 KiB

@@ -130,6 +130,9 @@ def test_broken_signatures_never_match():
 # -- the PE-structure part, checked now ---------------------------------------
 
 
+_ALGORITHM = {16: "md5", 20: "sha1", 32: "sha256"}
+
+
 class LocalHashIndex:
     """.mdb/.msb/.imp lines in the shape of clammail's HashIndex."""
 
@@ -146,7 +149,10 @@ class LocalHashIndex:
         return self.by_key.get((digest, size), []) + self.by_key.get((digest, None), [])
 
     def algorithms(self) -> frozenset[str]:
-        return frozenset({16: "md5", 20: "sha1", 32: "sha256"}[len(d)] for d, _ in self.by_key)
+        return frozenset(_ALGORITHM[len(d)] for d, _ in self.by_key)
+
+    def has_size(self, algorithm: str, size: int) -> bool:
+        return any(_ALGORITHM[len(d)] == algorithm and s in (size, None) for d, s in self.by_key)
 
     def __len__(self) -> int:
         return len(self.by_key)

@@ -115,7 +115,8 @@ class DatabaseCache:
         path = self._path(key)
         try:
             if not self._trusted(os.stat(self.directory)):
-                log.warning("cache directory %s is writable by others: not used", self.directory)
+                log.warning("cache directory %s is not ours alone (owner or write permission): not used",
+                            self.directory)
                 return None
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())

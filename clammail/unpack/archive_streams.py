@@ -19,6 +19,8 @@ import lzma
 import struct
 import zlib
 
+from clammail.unpack.base import first_bytes
+
 # Input handed to a decoder per call: small, so that the output lost when a
 # call fails on bad data stays small too.
 _FEED = 512
@@ -69,7 +71,7 @@ def gunzip(data, cap: int) -> tuple[bytes, bool] | None:
         start = min(pos, len(raw)) - len(decoder.unused_data) + 8
     if not out:
         return None
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def bunzip2(data, cap: int) -> tuple[bytes, bool] | None:
@@ -89,7 +91,7 @@ def bunzip2(data, cap: int) -> tuple[bytes, bool] | None:
             out += decoder.decompress(chunk, cap + 1 - len(out))
     except (OSError, ValueError, EOFError):
         return None
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def unxz(data, cap: int) -> tuple[bytes, bool] | None:
@@ -127,7 +129,7 @@ def _lzma_streams(data, cap: int, fmt: int, magic: bytes | None) -> tuple[bytes,
         if magic is None or not stripped.startswith(magic):
             break
         start = len(raw) - len(stripped)
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def unzstd(data, cap: int) -> tuple[bytes, bool] | None:

@@ -34,6 +34,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from clammail.unpack.base import first_bytes
+
 LOCAL_MAGIC = b"PK\x03\x04"
 CENTRAL_MAGIC = b"PK\x01\x02"
 END_MAGIC = b"PK\x05\x06"
@@ -314,7 +316,7 @@ def _inflate(decoder, raw, cap: int, error) -> tuple[bytes, bool]:
                 break
     except error as exc:
         raise Corrupt(str(exc)) from exc
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def _inflate64(raw, cap: int) -> tuple[bytes, bool]:
@@ -333,7 +335,7 @@ def _inflate64(raw, cap: int) -> tuple[bytes, bool]:
                 break
     except ValueError as exc:
         raise Corrupt(str(exc)) from exc
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def _bunzip(raw, cap: int) -> tuple[bytes, bool]:
@@ -354,7 +356,7 @@ def _bunzip(raw, cap: int) -> tuple[bytes, bool]:
             out += decoder.decompress(chunk, cap + 1 - len(out))
     except (OSError, ValueError, EOFError) as exc:
         raise Corrupt(str(exc)) from exc
-    return bytes(out[:cap]), len(out) > cap
+    return first_bytes(out, cap)
 
 
 def _unlzma(raw, cap: int) -> tuple[bytes, bool]:

@@ -83,3 +83,12 @@ class UnpackContext(Protocol):
 
 
 Unpacker = Callable[[bytes | memoryview, UnpackContext], Iterator[Extracted]]
+
+
+def first_bytes(out: bytearray, cap: int) -> tuple[memoryview, bool]:
+    """The first `cap` bytes of a decompression buffer, and whether there was
+    more. A read-only view of the buffer itself: a member cut at MaxFileSize
+    (100 MB by default) is not held twice, or three times, while it is copied."""
+    more = len(out) > cap
+    del out[cap:]
+    return memoryview(out).toreadonly(), more

@@ -136,8 +136,11 @@ def _next_offset(bits: _Bits, backbytes: int) -> int:
     return (((backbytes << 8) + byte) & M32) ^ M32
 
 
-def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext) -> int:
-    """NRV2B into `dst`; the number of bytes produced."""
+def _nrv_inflate(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext,
+                 read_match) -> int:
+    """The loop NRV2B, NRV2D and NRV2E share (libclamav's unupx.c): runs of
+    literal bytes, each ended by a match that `read_match(bits, offset)` reads
+    as (offset, length), or None for the end mark. The number of bytes made."""
     bits = _Bits(src, ssize)
     bit = bits.bit
     dcur = 0
@@ -153,34 +156,10 @@ def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
             if dcur >= next_check:
                 ctx.check()
                 next_check = dcur + _CHECK_EVERY
-        backbytes = 1
-        while True:
-            b = bit()
-            if backbytes + b > 0x3FFFFFFF:
-                raise _Fail()
-            backbytes = backbytes * 2 + b
-            if bit():
-                break
-        backbytes -= 3
-        if backbytes >= 0:
-            if bits.pos >= ssize:
-                raise _Fail()
-            value = _next_offset(bits, backbytes)
-            if not value:
-                break
-            offset = signed32(value)
-        backsize = bit()
-        backsize = backsize * 2 + bit()
-        if not backsize:
-            backsize = 1
-            while True:
-                backsize = backsize * 2 + bit()
-                if bit():
-                    break
-            backsize += 2
-        if (offset & M32) < 0xFFFFF300:
-            backsize += 1
-        backsize += 1
+        match = read_match(bits, offset)
+        if match is None:
+            break
+        offset, backsize = match
         if not _match_ok(dsize, dcur, offset, backsize):
             raise _Fail()
         _copy_match(dst, dcur, -offset, backsize)
@@ -189,6 +168,42 @@ def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackCo
             ctx.check()
             next_check = dcur + _CHECK_EVERY
     return dcur
+
+
+def _long_length(bit) -> int:
+    """A length in the Elias-gamma-like code all three use when the short one is 0."""
+    backsize = 1
+    while True:
+        backsize = backsize * 2 + bit()
+        if bit():
+            return backsize + 2
+
+
+def _match_2b(bits: _Bits, offset: int) -> tuple[int, int] | None:
+    bit = bits.bit
+    backbytes = 1
+    while True:
+        b = bit()
+        if backbytes + b > 0x3FFFFFFF:
+            raise _Fail()
+        backbytes = backbytes * 2 + b
+        if bit():
+            break
+    backbytes -= 3
+    if backbytes >= 0:
+        if bits.pos >= bits.size:
+            raise _Fail()
+        value = _next_offset(bits, backbytes)
+        if not value:
+            return None
+        offset = signed32(value)
+    backsize = bit()
+    backsize = backsize * 2 + bit()
+    if not backsize:
+        backsize = _long_length(bit)
+    if (offset & M32) < 0xFFFFF300:
+        backsize += 1
+    return offset, backsize + 1
 
 
 def _offset_2de(bits: _Bits, backbytes: int, offset: int) -> tuple[int, int | None]:
@@ -216,102 +231,62 @@ def _read_backbytes_2de(bit) -> int:
         backbytes = backbytes * 2 + b
 
 
-def inflate_2d(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext) -> int:
-    bits = _Bits(src, ssize)
+def _match_2d(bits: _Bits, offset: int) -> tuple[int, int] | None:
     bit = bits.bit
-    dcur = 0
-    offset = -1
-    next_check = _CHECK_EVERY
-    while True:
-        while bit():
-            if bits.pos >= ssize or dcur >= dsize:
-                raise _Fail()
-            dst[dcur] = src[bits.pos]
-            bits.pos += 1
-            dcur += 1
-            if dcur >= next_check:
-                ctx.check()
-                next_check = dcur + _CHECK_EVERY
-        backbytes = _read_backbytes_2de(bit) - 3
-        if backbytes >= 0:
-            if bits.pos >= ssize:
-                raise _Fail()
-            backsize, new_offset = _offset_2de(bits, backbytes, offset)
-            if new_offset is None:
-                break
-            offset = new_offset
-        else:
-            backsize = bit()
-        backsize = backsize * 2 + bit()
-        if not backsize:
-            backsize = 1
-            while True:
-                backsize = backsize * 2 + bit()
-                if bit():
-                    break
-            backsize += 2
-        if (offset & M32) < 0xFFFFFB00:
-            backsize += 1
-        backsize += 1
-        if not _match_ok(dsize, dcur, offset, backsize):
+    backbytes = _read_backbytes_2de(bit) - 3
+    if backbytes >= 0:
+        if bits.pos >= bits.size:
             raise _Fail()
-        _copy_match(dst, dcur, -offset, backsize)
-        dcur += backsize
-        if dcur >= next_check:
-            ctx.check()
-            next_check = dcur + _CHECK_EVERY
-    return dcur
+        backsize, new_offset = _offset_2de(bits, backbytes, offset)
+        if new_offset is None:
+            return None
+        offset = new_offset
+    else:
+        backsize = bit()
+    backsize = backsize * 2 + bit()
+    if not backsize:
+        backsize = _long_length(bit)
+    if (offset & M32) < 0xFFFFFB00:
+        backsize += 1
+    return offset, backsize + 1
+
+
+def _match_2e(bits: _Bits, offset: int) -> tuple[int, int] | None:
+    bit = bits.bit
+    backbytes = _read_backbytes_2de(bit) - 3
+    if backbytes >= 0:
+        if bits.pos >= bits.size:
+            raise _Fail()
+        carry, new_offset = _offset_2de(bits, backbytes, offset)
+        if new_offset is None:
+            return None
+        offset = new_offset
+    else:
+        carry = bit()
+    if carry:
+        backsize = bit()
+    else:
+        backsize = 1
+        if bit():
+            backsize = 2 + bit()
+        else:
+            backsize = _long_length(bit)
+    if (offset & M32) < 0xFFFFFB00:
+        backsize += 1
+    return offset, backsize + 2
+
+
+def inflate_2b(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext) -> int:
+    """NRV2B into `dst`; the number of bytes produced."""
+    return _nrv_inflate(src, ssize, dst, dsize, ctx, _match_2b)
+
+
+def inflate_2d(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext) -> int:
+    return _nrv_inflate(src, ssize, dst, dsize, ctx, _match_2d)
 
 
 def inflate_2e(src: bytes, ssize: int, dst: bytearray, dsize: int, ctx: UnpackContext) -> int:
-    bits = _Bits(src, ssize)
-    bit = bits.bit
-    dcur = 0
-    offset = -1
-    next_check = _CHECK_EVERY
-    while True:
-        while bit():
-            if bits.pos >= ssize or dcur >= dsize:
-                raise _Fail()
-            dst[dcur] = src[bits.pos]
-            bits.pos += 1
-            dcur += 1
-            if dcur >= next_check:
-                ctx.check()
-                next_check = dcur + _CHECK_EVERY
-        backbytes = _read_backbytes_2de(bit) - 3
-        if backbytes >= 0:
-            if bits.pos >= ssize:
-                raise _Fail()
-            carry, new_offset = _offset_2de(bits, backbytes, offset)
-            if new_offset is None:
-                break
-            offset = new_offset
-        else:
-            carry = bit()
-        if carry:
-            backsize = bit()
-        else:
-            backsize = 1
-            if bit():
-                backsize = 2 + bit()
-            else:
-                while True:
-                    backsize = backsize * 2 + bit()
-                    if bit():
-                        break
-                backsize += 2
-        if (offset & M32) < 0xFFFFFB00:
-            backsize += 1
-        backsize += 2
-        if not _match_ok(dsize, dcur, offset, backsize):
-            raise _Fail()
-        _copy_match(dst, dcur, -offset, backsize)
-        dcur += backsize
-        if dcur >= next_check:
-            ctx.check()
-            next_check = dcur + _CHECK_EVERY
-    return dcur
+    return _nrv_inflate(src, ssize, dst, dsize, ctx, _match_2e)
 
 
 # -- the PE rebuild (pefromupx) -------------------------------------------
