@@ -11,6 +11,7 @@ whose subsignatures use the same hex syntax and offsets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -251,7 +252,10 @@ def _virus_name(name: str) -> str:
 
 def _digits(text: str) -> bool:
     """clamd's cli_isnumber: digits only, and the empty string passes."""
-    return all(c in "0123456789" for c in text)
+    return _DIGITS(text) is not None
+
+
+_DIGITS = re.compile("[0-9]*").fullmatch
 
 
 def _c_atoi(text: str) -> int:

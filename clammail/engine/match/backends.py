@@ -11,6 +11,7 @@ the lower-cased buffer.
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable, Sequence
 
 # A literal with more occurrences than this in one buffer is "dense": its
@@ -224,6 +225,13 @@ def compile_databases(expressions: Sequence[bytes], flags: Sequence[int]) -> lis
     return [databases[k] for k in range(len(chunks))]
 
 
+def _escaped(literal: bytes) -> bytes:
+    """`\\xhh` for every byte, as hyperscan reads it (hexlify does the bytes at C speed)."""
+    if not literal:
+        return b""
+    return b"\\x" + binascii.hexlify(literal, b"x").replace(b"x", b"\\x")
+
+
 def _second(item):
     return item[1]
 
@@ -241,7 +249,7 @@ class HyperscanBackend:
         self._databases: list = []
         if literals or windows:
             # Every byte escaped: a NUL would otherwise end the expression.
-            expressions = [b"".join(b"\\x%02x" % c for c in lit) for lit in self._literals]
+            expressions = [_escaped(lit) for lit in self._literals]
             flags = [hyperscan.HS_FLAG_SINGLEMATCH
                      | (hyperscan.HS_FLAG_CASELESS if nocase else 0)
                      for nocase in self._nocase]

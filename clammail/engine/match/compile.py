@@ -122,7 +122,10 @@ class Plan:
 
 def _is_number(text: str) -> bool:
     """ClamAV's cli_isnumber: only digits, and the empty string counts as a number."""
-    return all(c in "0123456789" for c in text)
+    return _DIGITS(text) is not None
+
+
+_DIGITS = re.compile("[0-9]*").fullmatch
 
 
 def _atoi(text: str) -> int:
@@ -150,7 +153,12 @@ def _strtok(line: str, fieldno: int, delim: str) -> str | None:
 def _split_runs(line: str, delim: str) -> list[str]:
     # The field numbering of cli_strtok: a leading delimiter makes field 0
     # empty; a run of delimiters separates exactly one field.
-    return re.split("[" + re.escape(delim) + "]+", line)
+    return _delimiter_runs(delim).split(line)
+
+
+@functools.lru_cache(maxsize=16)
+def _delimiter_runs(delim: str) -> re.Pattern:
+    return re.compile("[" + re.escape(delim) + "]+")
 
 
 def _scan_unsigned(text: str, pos: int) -> tuple[int, int] | None:
@@ -363,6 +371,13 @@ def _expand_small_gaps(text: str) -> str:
         brace = text.find("{")
         if brace < 0:
             return text
+        plain = _PLAIN_GAP(text, brace)
+        if plain is not None:  # digits right after the brace (no blanks or sign)
+            count = int(plain.group(1))
+            if not (plain.group(2) and 0 < count < 128):
+                return text
+            text = text[:brace] + "??" * count + text[plain.end():]
+            continue
         scanned = _scan_unsigned(text, brace + 1)
         if scanned is None:
             return text
@@ -372,10 +387,15 @@ def _expand_small_gaps(text: str) -> str:
         text = text[:brace] + "??" * count + text[end + 1:]
 
 
+_PLAIN_GAP = re.compile(r"\{([0-9]+)(\}?)").match
+# The characters whose nesting the part splitters check (the others are skipped).
+_NESTING = re.compile(r"[(){*]")
+
+
 def _ranged_pieces(text: str):
     """Parts separated by `*` and `{n-m}`: (text, mindist, maxdist) each."""
     nest = 0
-    for c in text if "(" in text else ():
+    for c in _NESTING.findall(text) if "(" in text else ():
         if c == "(":
             nest += 1
         elif c == ")":
@@ -408,6 +428,7 @@ def _ranged_pieces(text: str):
         rest = after[close + 1:]
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_gap(inner: str) -> tuple[int, int]:
     """The n or n-m of a `{...}` gap, with cli_strtok's idea of fields."""
     if "-" not in inner:
@@ -426,7 +447,7 @@ def _parse_gap(inner: str) -> tuple[int, int]:
 def _star_pieces(text: str):
     """Parts separated by `*` only: (text, 0, 0) each."""
     nest = 0
-    for c in text if "(" in text else ():
+    for c in _NESTING.findall(text) if "(" in text else ():
         if c == "(":
             nest += 1
         elif c == ")":
@@ -455,10 +476,9 @@ def _compile_plain(text: str) -> Part:
 def _hex_bytes(text: str) -> bytes:
     if len(text) % 2:
         raise SignatureError(f"Malformed hexstring: {text} (length: {len(text)})")
-    try:
-        return bytes(_HEX[text[i]] << 4 | _HEX[text[i + 1]] for i in range(0, len(text), 2))
-    except KeyError:
-        raise SignatureError(f"Malformed hexstring: {text}") from None
+    if not _PURE_HEX.fullmatch(text):  # (bytes.fromhex would allow blanks)
+        raise SignatureError(f"Malformed hexstring: {text}")
+    return bytes.fromhex(text)
 
 
 def _elements(text: str) -> list[int]:
@@ -994,26 +1014,38 @@ def _plain_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
         return None
     if "(" in text:
         return _alternatives_part_anchor(text)
+    if "?" not in text:
+        # All static (the common case): the whole part is the run.
+        if not _HEX_RUN.fullmatch(text):
+            return None
+        return _cut_literal(text, 0), len(text) // 2
     if not _PLAIN_PART.fullmatch(text):
         return None
-    best = None
-    for run in _HEX_RUN.finditer(text):
-        if best is None or run.end() - run.start() > best.end() - best.start():
-            best = run
-    start = best.start() // 2
-    literal = bytes.fromhex(best.group())
-    if len(literal) > LITERAL_MAX:
-        skip = 0
-        while len(literal) - skip > LITERAL_MAX and literal[skip] in _COMMON_BYTES:
-            skip += 1
-        literal = literal[skip:skip + LITERAL_MAX]
-        start += skip
-    return (literal, start, False), len(text) // 2
+    # Pairs only, so the runs between the `??`s are aligned; positions in bytes.
+    best = ""
+    best_at = position = 0
+    for run in text.split("??"):
+        if len(run) > len(best):
+            best, best_at = run, position
+        position += len(run) // 2 + 1
+    return _cut_literal(best, best_at), len(text) // 2
+
+
+def _cut_literal(run: str, start: int) -> tuple[bytes, int, bool]:
+    """(literal, delta, nocase) of a run of hex pairs starting `start` bytes into the part:
+    a run longer than LITERAL_MAX loses its leading common bytes, then its tail."""
+    if len(run) <= 2 * LITERAL_MAX:
+        return bytes.fromhex(run), start, False
+    literal = bytes.fromhex(run)
+    skip = 0
+    while len(literal) - skip > LITERAL_MAX and literal[skip] in _COMMON_BYTES:
+        skip += 1
+    return literal[skip:skip + LITERAL_MAX], start + skip, False
 
 
 _ALT_PART = re.compile(
     r"(?:[0-9a-fA-F]{2}|\?\?|\((?:[0-9a-fA-F]{2})+(?:\|(?:[0-9a-fA-F]{2})+)*\))+")
-_ALT_TOKEN = re.compile(r"[0-9a-fA-F]{2}|\?\?|\(([^)]*)\)")
+_ALT_GROUP = re.compile(r"\(([^)]*)\)")
 
 
 def _alternatives_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
@@ -1022,33 +1054,23 @@ def _alternatives_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] 
     which ClamAV accepts as they are (ALT_CHAR, ALT_FIXED). Anything else: None."""
     if not _ALT_PART.fullmatch(text):
         return None
-    best = run = b""
-    best_at = run_at = position = 0
-    for token in _ALT_TOKEN.finditer(text):
-        group = token.group(1)
-        if group is None and token.group() != "??":
-            if not run:
-                run_at = position
-            run += bytes.fromhex(token.group())
+    # split() alternates: plain text (pairs and `??`), a group's inside, plain text, ...
+    best = ""
+    best_at = position = 0
+    for index, piece in enumerate(_ALT_GROUP.split(text)):
+        if index & 1:
+            widths = set(map(len, piece.split("|")))
+            if len(widths) != 1:
+                return None  # unequal lengths: ClamAV refuses them, with its own message
+            position += widths.pop() // 2
+            continue
+        at = position
+        for run in piece.split("??"):
             if len(run) > len(best):
-                best, best_at = run, run_at
-            position += 1
-            continue
-        run = b""
-        if group is None:
-            position += 1
-            continue
-        widths = {len(member) for member in group.split("|")}
-        if len(widths) != 1:
-            return None  # unequal lengths: ClamAV refuses them, with its own message
-        position += widths.pop() // 2
-    if len(best) > LITERAL_MAX:
-        skip = 0
-        while len(best) - skip > LITERAL_MAX and best[skip] in _COMMON_BYTES:
-            skip += 1
-        best = best[skip:skip + LITERAL_MAX]
-        best_at += skip
-    return (best, best_at, False), position
+                best, best_at = run, at
+            at += len(run) // 2 + 1
+        position += len(piece) // 2
+    return _cut_literal(best, best_at), position
 
 
 def plan_anchors(plan: Plan) -> tuple:
