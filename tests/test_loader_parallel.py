@@ -178,30 +178,3 @@ def test_ndb_child_failure_is_parsed_here(monkeypatch):
     monkeypatch.setattr(bodysig, "PARALLEL_CHARS", 100)
     monkeypatch.setattr(bodysig, "_columns", lambda *args: os._exit(5))
     assert bodysig.load_ndb(text, "x.ndb", False, LoadOptions()) == here
-
-
-def test_hash_children_started_ahead_are_ended_when_an_earlier_file_fails(tmp_path,
-                                                                           monkeypatch):
-    """Big hash files are handed to children before the files ahead of them load; a
-    failure ahead of them reports that failure and leaves no child behind."""
-    sigdir = tmp_path / "db"
-    sigdir.mkdir()
-    (sigdir / "a.ndb").write_text("Body:0:*:a1\n")  # too short: the error
-    (sigdir / "b.hdb").write_text("nothex:x:Bad\n")
-    (sigdir / "c.hsb").write_text("d41d8cd98f00b204e9800998ecf8427e:5:Good\n")
-    started = []
-    real = forked.ForkedCall
-
-    class Counting(real):
-        def __init__(self, function):
-            started.append(function)
-            super().__init__(function)
-
-    monkeypatch.setattr(forked, "ForkedCall", Counting)
-    first = next(name for name in os.listdir(sigdir) if name != "c.hsb")
-    with pytest.raises(SignatureError) as caught:
-        _load([sigdir], True, monkeypatch)
-    assert os.path.basename(caught.value.path) == first
-    assert len(started) >= 1  # at least the hash file(s) after the .ndb went to children
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # every child was reaped

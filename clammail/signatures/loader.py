@@ -191,9 +191,6 @@ class _Loader:
         # Big hash files parsed by forked children while this process goes on
         # (`_load_hashes`), in load order: (child, its parser here, file path).
         self._hash_jobs: list[tuple[forked.ForkedCall, HashFileParser, str]] = []
-        # Children started before their file's turn (`_prestart_hash_files`), by
-        # path; a file's job joins `_hash_jobs` when the load reaches it.
-        self._prestarted: dict[str, tuple[forked.ForkedCall, HashFileParser]] = {}
 
     # -- paths -----------------------------------------------------------
 
@@ -245,17 +242,12 @@ class _Loader:
         if not ranked:
             raise SignatureError("No supported database files found", directory)
         ranked.sort(key=lambda item: item[0])  # stable: directory order within a rank
-        try:
-            for number, (rank, path, name) in enumerate(ranked):
-                if name == "daily.cld" and daily.get("daily.cvd", -1) > daily["daily.cld"]:
-                    continue
-                if name == "daily.cvd" and daily.get("daily.cld", -1) >= daily["daily.cvd"]:
-                    continue
-                if rank == 7 and (number == 0 or ranked[number - 1][0] != 7):
-                    self._prestart_hash_files([p for _, p, _ in ranked[number:]])
-                self.load_file(path, in_directory=True)
-        finally:
-            self._abandon_prestarted()  # those the load did not reach (it failed, or skipped them)
+        for _rank, path, name in ranked:
+            if name == "daily.cld" and daily.get("daily.cvd", -1) > daily["daily.cld"]:
+                continue
+            if name == "daily.cvd" and daily.get("daily.cld", -1) >= daily["daily.cvd"]:
+                continue
+            self.load_file(path, in_directory=True)
 
     def load_file(self, path: str, in_directory: bool) -> None:
         ext = database_extension(os.path.basename(path))
@@ -320,59 +312,11 @@ class _Loader:
             return False
         return True
 
-    def _prestart_hash_files(self, paths: list[str]) -> None:
-        """Start the children for the big plain hash files among `paths` (the rest
-        of a directory, in load order) now, so they parse while this process
-        loads the files before them (an .ndb first in directory order).
-
-        Only up to the first container: one may hold an .ign2, which changes
-        how the hash files after it are read. The ignore lists of the
-        directory (its first files) are loaded by now.
-        """
-        for path in paths:
-            ext = database_extension(os.path.basename(path))
-            if ext in (".cvd", ".cld", ".cud"):
-                return
-            if ext not in _HASH_PURPOSE or (ext in _PUA_ONLY and not self.options.detect_pua):
-                continue
-            if len(self._hash_jobs) + len(self._prestarted) >= PARALLEL_HASH_FILES:
-                return
-            if not forked.available():
-                return
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or st.st_size < PARALLEL_HASH_BYTES:
-                continue
-            parser = self._hash_parser(path, _HASH_PURPOSE[ext], official=False,
-                                       in_container=False)
-            try:
-                child = forked.ForkedCall(
-                    lambda parser=parser, path=path: _parse_hash_path(parser, path))
-            except forked.ChildFailed:
-                return
-            self._prestarted[path] = (child, parser)
-
-    def _abandon_prestarted(self) -> None:
-        prestarted, self._prestarted = self._prestarted, {}
-        for child, _ in prestarted.values():
-            child.abandon()
-
-    def _hash_parser(self, path: str, purpose: Purpose, official: bool,
-                     in_container: bool) -> HashFileParser:
-        return HashFileParser(
-            self.builders[purpose], purpose, official, path,
-            flevel=self.options.flevel, ignored=self.ignore if self.ignore else None,
-            ignored_names=self.ignore.names, in_container=in_container)
-
     def _load_hashes(self, source: _Source, purpose: Purpose) -> None:
-        prestarted = None if source.in_container else self._prestarted.pop(source.path, None)
-        if prestarted is not None:
-            child, parser = prestarted
-            self._hash_jobs.append((child, parser, source.path))
-            return
-        parser = self._hash_parser(source.path, purpose, source.official, source.in_container)
+        parser = HashFileParser(
+            self.builders[purpose], purpose, source.official, source.path,
+            flevel=self.options.flevel, ignored=self.ignore if self.ignore else None,
+            ignored_names=self.ignore.names, in_container=source.in_container)
         if (source.size >= PARALLEL_HASH_BYTES and len(self._hash_jobs) < PARALLEL_HASH_FILES
                 and forked.available()):
             try:
@@ -409,7 +353,6 @@ class _Loader:
     def fail(self, error: BaseException) -> None:
         """The load failed with `error`: a hash file before the failing one that a
         child found malformed is the error clamd reports (the first in load order)."""
-        self._abandon_prestarted()  # files after the failing one
         if self._hash_jobs and isinstance(error, SignatureError):
             self._collect_hash_jobs()  # raises the earlier error, if there is one
         for child, _, _ in self._hash_jobs:
@@ -537,16 +480,6 @@ class _Loader:
 PARALLEL_HASH_BYTES = 4 << 20
 # At most this many such children at once (the rest are parsed here).
 PARALLEL_HASH_FILES = 4
-
-
-def _parse_hash_path(parser: HashFileParser, path: str):
-    """In a child started ahead (`_prestart_hash_files`): the file opened here. A file
-    that cannot be read is left to the parent, which reports it at its turn."""
-    try:
-        with open(path, "rb") as fh:
-            return _parse_hash_file(parser, _reader(fh))
-    except OSError as exc:
-        raise forked.ChildFailed(f"reading {path}: {exc}") from None
 
 
 def _parse_hash_file(parser: HashFileParser, read: Callable[[int], bytes]):
