@@ -80,3 +80,23 @@ def parse_flevel_fields(fields: list[str]) -> tuple[int | None, int | None]:
             raise SignatureError(f"invalid maximum engine level {fields[1]!r}")
         hi = int(fields[1])
     return lo, hi
+
+
+def scan_decimal(text: str, pos: int) -> tuple[int, int] | None:
+    """C's `sscanf("%u")` reading at `pos`: blanks, a sign, decimal digits.
+    (signed value, end position), or None where sscanf converts nothing;
+    callers apply their C type's wrap-around."""
+    n = len(text)
+    while pos < n and text[pos] in " \t\n\v\f\r":
+        pos += 1
+    negative = False
+    if pos < n and text[pos] in "+-":
+        negative = text[pos] == "-"
+        pos += 1
+    start = pos
+    while pos < n and text[pos].isdigit() and text[pos].isascii():
+        pos += 1
+    if pos == start:
+        return None
+    value = int(text[start:pos])
+    return (-value if negative else value), pos

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clammail.signatures.common import SignatureError
+from clammail.signatures.common import SignatureError, scan_decimal
 
 _UINT_MASK = 0xFFFFFFFF
 _ULONG_MAX = (1 << 64) - 1
@@ -26,22 +26,14 @@ _ULONG_MAX = (1 << 64) - 1
 
 def scan_uint(text: str, pos: int) -> int | None:
     """`sscanf(text + pos, "%u")`: the value, or None where sscanf converts nothing."""
-    n = len(text)
-    while pos < n and text[pos] in " \t\n\v\f\r":
-        pos += 1
-    negative = False
-    if pos < n and text[pos] in "+-":
-        negative = text[pos] == "-"
-        pos += 1
-    start = pos
-    while pos < n and text[pos].isdigit() and text[pos].isascii():
-        pos += 1
-    if pos == start:
+    scanned = scan_decimal(text, pos)
+    if scanned is None:
         return None
-    value = min(int(text[start:pos]), _ULONG_MAX)  # strtoul saturates
-    if negative:
-        value = (-value) & _ULONG_MAX
-    return value & _UINT_MASK
+    value = scanned[0]
+    magnitude = min(abs(value), _ULONG_MAX)  # strtoul saturates
+    if value < 0:
+        return ((-magnitude) & _ULONG_MAX) & _UINT_MASK
+    return magnitude & _UINT_MASK
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from clammail.engine.match.api import ANY_OFFSET, BodyPattern, Offset, OffsetKind
-from clammail.signatures.common import SignatureError
+from clammail.signatures.common import SignatureError, scan_decimal
 
 # Compiled records are plain slotted classes (not frozen: building 100 000
 # patterns at load time must be cheap); nothing changes them after compilation.
@@ -161,26 +161,6 @@ def _delimiter_runs(delim: str) -> re.Pattern:
     return re.compile("[" + re.escape(delim) + "]+")
 
 
-def _scan_unsigned(text: str, pos: int) -> tuple[int, int] | None:
-    """sscanf %u / %zu at `pos`: blanks, a sign, decimal digits. (value, end) or None."""
-    n = len(text)
-    while pos < n and text[pos] in " \t\n\v\f\r":
-        pos += 1
-    negative = False
-    if pos < n and text[pos] in "+-":
-        negative = text[pos] == "-"
-        pos += 1
-    start = pos
-    while pos < n and text[pos].isdigit() and text[pos].isascii():
-        pos += 1
-    if pos == start:
-        return None
-    value = int(text[start:pos])
-    if negative:
-        value = -value
-    return value, pos
-
-
 # -- offsets ----------------------------------------------------------------------
 
 
@@ -214,9 +194,9 @@ def parse_offset(text: str) -> Offset:
             if not _is_number(base[3:]):
                 raise SignatureError("cli_caloff: Invalid offset value")
             return Offset(OffsetKind.LAST_SECTION, _u32(base[3:]), 0, shift)
-        section = _scan_unsigned(base, 1)
+        section = scan_decimal(base, 1)
         if section is not None and section[1] < len(base) and base[section[1]] == "+":
-            value = _scan_unsigned(base, section[1] + 1)
+            value = scan_decimal(base, section[1] + 1)
             if value is not None:
                 return Offset(OffsetKind.SECTION, value[0] & 0xFFFFFFFF,
                               section[0] & 0xFFFFFFFF, shift)
@@ -229,7 +209,7 @@ def parse_offset(text: str) -> Offset:
         return Offset(OffsetKind.VERSION_INFO, 0, 0, shift)
     if "$" in base:
         # `$n$`: a macro group of a logical signature; an .ndb pattern with it never matches.
-        group = _scan_unsigned(base, 1) if base.startswith("$") else None
+        group = scan_decimal(base, 1) if base.startswith("$") else None
         if group is None:
             raise SignatureError(f"cli_caloff: Invalid macro($) in offset: {base}")
         if not 0 <= group[0] < 32:
@@ -378,7 +358,7 @@ def _expand_small_gaps(text: str) -> str:
                 return text
             text = text[:brace] + "??" * count + text[plain.end():]
             continue
-        scanned = _scan_unsigned(text, brace + 1)
+        scanned = scan_decimal(text, brace + 1)
         if scanned is None:
             return text
         count, end = scanned
@@ -576,13 +556,13 @@ def _anchored_bytes(text: str, nocase: bool):
         if close < 0:
             raise SignatureError("cli_ac_addsig: missing closing square bracket")
         inner, after = rest[open_ + 1:close], rest[close + 1:]
-        lo = _scan_unsigned(inner, 0)
+        lo = scan_decimal(inner, 0)
         if lo is None:
             raise SignatureError("cli_ac_addsig: incorrect range inside square brackets")
         n1, end = lo[0] & 0xFFFFFFFF, lo[1]
         n2 = n1
         if end < len(inner) and inner[end] == "-":
-            hi = _scan_unsigned(inner, end + 1)
+            hi = scan_decimal(inner, end + 1)
             if hi is not None:
                 n2 = hi[0] & 0xFFFFFFFF
         if n1 > n2 or n2 > AC_CH_MAXDIST:
