@@ -483,15 +483,17 @@ def embedded_pe_candidates(data) -> list[int]:
     return found
 
 
-def find_embedded_pe(data) -> int | None:
+def find_embedded_pe(data, search_limit: int | None = None) -> int | None:
     """The offset of the PE file ClamAV would scan inside `data`, or None.
 
     libclamav checks the candidates in order with its header parser and
     scans the first that passes (from there to the end of the file); the
-    ones after it are found again inside that one.
+    ones after it are found again inside that one. `search_limit`: only
+    candidates that start in the first that many bytes.
     """
     view = memoryview(data)
-    for offset in embedded_pe_candidates(data):
+    head = data if search_limit is None else bytes(view[:search_limit])
+    for offset in embedded_pe_candidates(head):
         if offset == 0:
             continue
         try:

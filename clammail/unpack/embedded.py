@@ -186,25 +186,14 @@ def _embedded_pe(data, ftype: FileType, ctx: UnpackContext) -> int | None:
     limit = ctx.option("MaxEmbeddedPE")
     if limit and len(data) > limit:
         return None
-    try:
-        from clammail.formats.pe import HeaderError, embedded_pe_candidates, parse_pe_header
-    except ImportError:
-        return None
+    from clammail.formats.pe import find_embedded_pe
+
     # Only a PE whose signature lies in the typing buffer counts, so only the
-    # candidates that start there can; the first of them that parses wins
-    # (formats.pe.find_embedded_pe on the whole object gives the same).
-    view = memoryview(data)
-    for offset in embedded_pe_candidates(bytes(view[:_PE_CANDIDATE_WINDOW])):
-        if offset == 0:
-            continue
-        try:
-            parse_pe_header(view[offset:])
-        except HeaderError:
-            continue
-        if offset + _pe_signature_end(data, offset) > TYPING_BUFFER:
-            return None
-        return offset
-    return None
+    # candidates that start there can; the first of them that parses wins.
+    offset = find_embedded_pe(data, search_limit=_PE_CANDIDATE_WINDOW)
+    if offset is None or offset + _pe_signature_end(data, offset) > TYPING_BUFFER:
+        return None
+    return offset
 
 
 def magic_hits(data) -> Iterator[tuple[int, str]]:
