@@ -372,18 +372,24 @@ _PLAIN_GAP = re.compile(r"\{([0-9]+)(\}?)").match
 _NESTING = re.compile(r"[(){*]")
 
 
-def _ranged_pieces(text: str):
-    """Parts separated by `*` and `{n-m}`: (text, mindist, maxdist) each."""
+def _check_alternatives(text: str, ranges: bool) -> None:
+    """ClamAV's refusals of `*` (and, where parts are cut at ranges, `{`) inside
+    an alternative group."""
     nest = 0
     for c in _NESTING.findall(text) if "(" in text else ():
         if c == "(":
             nest += 1
         elif c == ")":
             nest -= 1
-        elif c == "{" and nest:
+        elif c == "{" and nest and ranges:
             raise SignatureError("Alternative match contains unsupported ranged wildcard")
         elif c == "*" and nest:
             raise SignatureError("Alternative match cannot contain unbounded wildcards")
+
+
+def _ranged_pieces(text: str):
+    """Parts separated by `*` and `{n-m}`: (text, mindist, maxdist) each."""
+    _check_alternatives(text, ranges=True)
     count = text.count("{") + text.count("*") + 1
     mindist = maxdist = 0
     rest = text
@@ -426,14 +432,7 @@ def _parse_gap(inner: str) -> tuple[int, int]:
 
 def _star_pieces(text: str):
     """Parts separated by `*` only: (text, 0, 0) each."""
-    nest = 0
-    for c in _NESTING.findall(text) if "(" in text else ():
-        if c == "(":
-            nest += 1
-        elif c == ")":
-            nest -= 1
-        elif c == "*" and nest:
-            raise SignatureError("Alternative match cannot contain unbounded wildcards")
+    _check_alternatives(text, ranges=False)
     count = text.count("*") + 1
     fields = _split_runs(text, "*")
     for number in range(count):
