@@ -154,21 +154,7 @@ class _Walk:
             start = bp = self.anchor
         if part.boundary and not self._left_ok(start):
             return None
-        left = part.left
-        if left is not None and not left[0] & IGNORE:
-            element, lo, hi = left
-            if lo + 1 > start:
-                return None
-            bp = start - (lo + 1)
-            for _ in range(lo, hi + 1):
-                if element_matches(element, buf[bp]):
-                    break
-                if not bp:
-                    return None
-                bp -= 1
-            else:
-                return None
-        return start, end
+        return self._left_anchor(start, end)
 
     def special(self, bp: int, index: int, number: int, reverse: bool, end: int = 0):
         """Bytes the special at `index` consumes here (0 = no match), or a resolved match."""
