@@ -106,10 +106,21 @@ def log_problems(daemon) -> list[str]:
 
 
 def unix_client(path: str, timeout: float = 30.0) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    return s
+    """Connected as a blocking client (clamdscan) connects: while the listen
+    backlog is full, a unix-socket connect with a timeout fails at once with
+    EAGAIN where a blocking one waits; so wait too, up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def read_to_eof(s: socket.socket, timeout: float = ANSWER_WITHIN) -> bytes:
