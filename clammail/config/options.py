@@ -232,3 +232,86 @@ DAEMON_DEFAULTS: dict[str, object] = {
     name: ([] if o.multiple else o.default) for name, o in CLAMD_OPTIONS.items()
     if not o.deprecated
 }
+
+
+# The milter: every option clamav-milter 1.4.6 reads from clamav-milter.conf
+# (common/optparser.c, OPT_MILTER), with its defaults, plus clammail's own
+# additions at the end. Kinds differ from clamd.conf's for some names
+# (LogClean is Off/Basic/Full here), hence a table of its own.
+_ACTION = r"^(Accept|Reject|Defer|Blackhole|Quarantine)$"
+MILTER_OPTIONS = _opts(*(
+    Option(o.name, o.kind, o.default, o.multiple, o.applies, "milter", o.pattern, o.deprecated)
+    for o in (
+        Option("MilterSocket", S, None),
+        Option("MilterSocketGroup", S, None),
+        Option("MilterSocketMode", S, None),
+        Option("FixStaleSocket", B, True),
+        Option("User", S, None),
+        Option("ReadTimeout", N, 120),
+        Option("Foreground", B, False),
+        Option("Chroot", S, None),
+        Option("PidFile", S, None),
+        Option("TemporaryDirectory", S, None),
+        # clamav-milter accepts it and runs a thread per MTA connection anyway.
+        Option("MaxThreads", N, 10),
+        Option("ClamdSocket", S, None, multiple=True),
+        Option("LocalNet", S, None, multiple=True),
+        Option("AllowList", S, None),
+        Option("Whitelist", S, None),  # AllowList's old name, still read
+        Option("SkipAuthenticated", S, None),
+        Option("MaxFileSize", Z, 100 * MB),
+        Option("OnClean", S, "Accept", pattern=_ACTION),
+        Option("OnInfected", S, "Quarantine", pattern=_ACTION),
+        Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
+        Option("RejectMsg", S, None),
+        Option("AddHeader", S, "No", pattern=r"^(No|Replace|Yes|Add)$"),
+        Option("ReportHostname", S, None),
+        Option("VirusAction", S, None),
+        Option("LogFile", S, None),
+        Option("LogFileUnlock", B, False),
+        Option("LogFileMaxSize", Z, 1048576),
+        Option("LogTime", B, False),
+        Option("LogSyslog", B, False),
+        Option("LogFacility", S, "LOG_LOCAL6"),
+        Option("LogVerbose", B, False),
+        Option("LogRotate", B, False),
+        Option("LogInfected", S, "Off", pattern=r"^(Off|Basic|Full)$"),
+        Option("LogClean", S, "Off", pattern=r"^(Off|Basic|Full)$"),
+        Option("SupportMultipleRecipients", B, False),
+        # clammail's own (not in clamav-milter): a Prometheus endpoint
+        # (host:port), one summary line per message in the log, how often a
+        # backend that failed is probed with PING, and how long messages in
+        # flight may take to finish on SIGTERM.
+        Option("MetricsListen", S, None),
+        Option("LogMessageSummary", B, True),
+        Option("ClamdProbeInterval", N, 10),
+        Option("ShutdownTimeout", N, 30),
+    )
+), *(
+    Option(name, kind, None, section="milter", deprecated=True, applies=False)
+    for name, kind in (
+        ("ArchiveBlockEncrypted", B), ("DatabaseDirectory", S), ("Debug", B),
+        ("DetectBrokenExecutables", B), ("LeaveTemporaryFiles", B), ("LocalSocket", S),
+        ("MailFollowURLs", B), ("MaxScanSize", Z), ("MaxFiles", N), ("MaxRecursion", N),
+        ("PhishingSignatures", B), ("ScanArchive", B), ("ScanHTML", B), ("ScanMail", B),
+        ("ScanOLE2", B), ("ScanPE", B), ("StreamMaxLength", Z), ("TCPAddr", S),
+        ("TCPSocket", N), ("AllowSupplementaryGroups", B),
+    )
+))
+
+
+@dataclass(frozen=True)
+class OptionTable:
+    """The options one configuration file may hold, and their old names."""
+
+    file: str  # what the file is called in messages: "clamd.conf", "clamav-milter.conf"
+    options: dict[str, Option]
+    renamed: dict[str, str]
+
+    def defaults(self) -> dict[str, object]:
+        return {name: ([] if o.multiple else o.default) for name, o in self.options.items()
+                if not o.deprecated}
+
+
+CLAMD_TABLE = OptionTable("clamd.conf", CLAMD_OPTIONS, RENAMED_TO)
+MILTER_TABLE = OptionTable("clamav-milter.conf", MILTER_OPTIONS, {})
