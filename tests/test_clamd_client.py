@@ -131,7 +131,7 @@ def test_blocking_client_against_both(pair):
             passed = client.fildes(fd)
         finally:
             os.close(fd)
-        return infected.line, clean.line, cut.line, sorted(v.line for v in verdicts), passed.line
+        return infected.line, clean.line, cut.line, sorted(v.line for v in verdicts), passed.text
 
     ours = check(f"unix:{pair.clammail.unix}")
     theirs = check(f"unix:{pair.clamd.unix}")
