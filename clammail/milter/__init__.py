@@ -235,9 +235,13 @@ def _serve(milter, service, settings, log: ServiceLog) -> int:
             why = "libmilter stopped"
     sd_notify("STOPPING=1")
     log.info(f"{why}: no new connections; finishing the messages in flight")
+    # New messages get a 4xx from now on; libmilter's own stop takes up to
+    # its 5 s poll to act, so it runs aside while the messages in flight
+    # finish. Connections still open when we leave are closed with the
+    # process, and the MTA applies milter_default_action (tempfail) to them.
+    service.stop_accepting()
     if worker.is_alive():
-        milter.stop()
-        worker.join(timeout=settings.shutdown_timeout)
+        threading.Thread(target=milter.stop, name="libmilter-stop", daemon=True).start()
     left = service.wait_idle(settings.shutdown_timeout)
     if left:
         log.warning(f"{left} message(s) still in flight after {settings.shutdown_timeout:g} s:"

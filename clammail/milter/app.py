@@ -65,6 +65,11 @@ class MilterService:
             on_change=metrics.backend_changed if metrics else None)
         self._in_flight = 0
         self._idle = threading.Condition()
+        self.stopping = False
+
+    def stop_accepting(self) -> None:
+        """From now on new messages are deferred: the service is going away."""
+        self.stopping = True
 
     def message_started(self) -> None:
         with self._idle:
@@ -150,6 +155,9 @@ class Connection(Milter.Base):
 
     def envfrom(self, sender, *params):
         self._end_message()
+        if self.service.stopping:
+            self.setreply("451", "4.3.2", "Virus scanner shutting down, try again later")
+            return Milter.TEMPFAIL
         settings = self.service.settings
         login = self.getsymval("{auth_authen}")
         if settings.skip.login_skipped(login):
