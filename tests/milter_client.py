@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Commands (MTA -> milter) and replies (milter -> MTA), libmilter's mfdef.h.
@@ -148,8 +149,13 @@ class MilterClient:
     def message(self, sender: str, recipients: list[str], headers: list[tuple[bytes, bytes]],
                 body: bytes, *, mail_macros: dict[str, str] | None = None,
                 eom_macros: dict[str, str] | None = None,
-                rcpt_macros: dict[str, str] | None = None) -> Result:
-        """One message; the milter's final answer and what it asked to change."""
+                rcpt_macros: dict[str, str] | None = None,
+                after_chunk: Callable[[int], None] | None = None) -> Result:
+        """One message; the milter's final answer and what it asked to change.
+
+        `after_chunk(n)` is called once the milter has taken body chunk n: a
+        test's way to break something in the middle of a message.
+        """
         self._last_reply = None
         if mail_macros:
             self.macro(SMFIC_MAIL, **mail_macros)
@@ -175,6 +181,8 @@ class MilterClient:
             early = self._step(SMFIC_BODY, body[start:start + BODY_CHUNK], P_NOBODY, P_NR_BODY)
             if early:
                 return self._early(early, "body")
+            if after_chunk is not None:
+                after_chunk(start // BODY_CHUNK)
         if eom_macros:
             self.macro(SMFIC_BODYEOB, **eom_macros)
         self._send(SMFIC_BODYEOB)
