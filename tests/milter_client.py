@@ -91,6 +91,8 @@ class MilterClient:
                 chunk = self.sock.recv(n - len(data))
             except TimeoutError:
                 raise MilterClosed("no answer from the milter") from None
+            except OSError as exc:
+                raise MilterClosed(f"the connection broke: {exc}") from None
             if not chunk:
                 raise MilterClosed("the milter closed the connection")
             data.extend(chunk)
@@ -102,7 +104,10 @@ class MilterClient:
         return body[:1], body[1:]
 
     def _send(self, cmd: bytes, data: bytes = b"") -> None:
-        self.sock.sendall(_packet(cmd, data))
+        try:
+            self.sock.sendall(_packet(cmd, data))
+        except OSError as exc:
+            raise MilterClosed(f"the connection broke: {exc}") from None
 
     def _negotiate(self) -> None:
         self._send(SMFIC_OPTNEG, struct.pack(">III", 6, ALL_ACTIONS, ALL_PROTOCOL))

@@ -275,8 +275,8 @@ MILTER_OPTIONS = _opts(*(
         Option("LogFacility", S, "LOG_LOCAL6"),
         Option("LogVerbose", B, False),
         Option("LogRotate", B, False),
-        Option("LogInfected", S, "Off", pattern=r"^(Off|Basic|Full)$"),
-        Option("LogClean", S, "Off", pattern=r"^(Off|Basic|Full)$"),
+        Option("LogInfected", S, "Off"),  # Off, Basic or Full: checked by the milter
+        Option("LogClean", S, "Off"),
         Option("SupportMultipleRecipients", B, False),
         # clammail's own (not in clamav-milter): a Prometheus endpoint
         # (host:port), one summary line per message in the log, how often a

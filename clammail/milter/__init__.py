@@ -11,9 +11,9 @@ User, then serve.
 libmilter runs in a thread of its own and answers the MTA from one thread
 per connection; the main thread only handles signals (Linux gives a
 process's signals to the main thread when it does not block them, and
-libmilter blocks them in its threads): SIGTERM and SIGINT stop accepting
-connections and let the messages in flight finish (ShutdownTimeout), SIGHUP
-reopens the log file.
+libmilter blocks them in its threads): SIGTERM and SIGINT defer new
+messages (4xx) and let the messages in flight finish (ShutdownTimeout)
+before the process leaves; SIGHUP reopens the log file.
 """
 
 from __future__ import annotations
@@ -235,13 +235,11 @@ def _serve(milter, service, settings, log: ServiceLog) -> int:
             why = "libmilter stopped"
     sd_notify("STOPPING=1")
     log.info(f"{why}: no new connections; finishing the messages in flight")
-    # New messages get a 4xx from now on; libmilter's own stop takes up to
-    # its 5 s poll to act, so it runs aside while the messages in flight
-    # finish. Connections still open when we leave are closed with the
+    # New messages get a 4xx from now on, while those in flight finish.
+    # libmilter's own stop (smfi_stop) is not used: it abandons the sessions
+    # in flight. Connections still open when we leave are closed with the
     # process, and the MTA applies milter_default_action (tempfail) to them.
     service.stop_accepting()
-    if worker.is_alive():
-        threading.Thread(target=milter.stop, name="libmilter-stop", daemon=True).start()
     left = service.wait_idle(settings.shutdown_timeout)
     if left:
         log.warning(f"{left} message(s) still in flight after {settings.shutdown_timeout:g} s:"

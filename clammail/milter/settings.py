@@ -126,6 +126,9 @@ class MilterSettings:
             )
         except ValueError as exc:
             raise fail(str(exc)) from None
+        for name in ("LogInfected", "LogClean"):
+            if str(config[name]).lower() not in ("off", "basic", "full"):
+                raise fail(f"Invalid setting {config[name]} for option {name}")
         allow_file = config["Whitelist"] or config["AllowList"]
         try:
             skip = SkipRules(
