@@ -16,7 +16,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("clammail.clamd.daemon", "run the clamd-compatible scan daemon"),
     "dscan": ("clammail.clamd.dscan", "scan through a daemon like clamdscan"),
     "milter": ("clammail.milter", "run the milter for Postfix and Sendmail"),
-    "proxy": ("clammail.proxy", "run the SMTP content-filter proxy"),
     "sigtool": ("clammail.sigtool", "inspect and build signature databases"),
     "config": ("clammail.config.command", "check and show configuration"),
 }
