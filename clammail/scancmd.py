@@ -125,12 +125,9 @@ class Progress:
 
 def default_databases() -> list[str]:
     """clamscan reads /var/lib/clamav; without databases there, the bundled set."""
-    try:
-        if any(not f.startswith(".") for f in os.listdir(SYSTEM_DATABASE)):
-            return [SYSTEM_DATABASE]
-    except OSError:
-        pass
-    return [BUNDLED_DATABASE]
+    from clammail.signatures.loader import holds_databases
+
+    return [SYSTEM_DATABASE if holds_databases(SYSTEM_DATABASE) else BUNDLED_DATABASE]
 
 
 def main(argv: list[str]) -> int:

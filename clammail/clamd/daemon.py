@@ -122,7 +122,7 @@ def bind_tcp_listeners(config: Config, log: ServiceLog) -> list[socket.socket]:
 
 class Daemon:
     def __init__(self, config: Config, log: ServiceLog, database_paths: list[str] | None = None,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, fallback_datadir: str | None = None):
         self.config = config
         self.log = log
         # The compiled-database cache (clammail.signatures.dbcache): a restart
@@ -131,6 +131,10 @@ class Daemon:
         # Absolute: a daemon changes to / when it detaches, and reloads later.
         self.database_paths = [os.path.abspath(p) for p in
                                (database_paths or [config["DatabaseDirectory"]])]
+        # --fallback-datadir: loaded while the configured directory holds no
+        # database (a fresh install before freshclam's first download);
+        # SelfCheck watches the configured one and switches when it fills.
+        self.fallback_datadir = fallback_datadir and os.path.abspath(fallback_datadir)
         self.walk_options = pathscan.WalkOptions.from_config(config)
         self.pool: WorkerPool | None = None
         self.database = None
@@ -159,11 +163,19 @@ class Daemon:
             include_pua=tuple(self.config["IncludePUA"] or ()),
         )
         stamp = self._stat_database()
-        database = load_database(self.database_paths, options, cache_dir=self.cache_dir)
+        database = load_database(self.paths_to_load(), options, cache_dir=self.cache_dir)
         if database.info.signatures == 0:
             raise ValueError("No signatures loaded (the database is empty)")
         engine = Engine(database, ScanOptions.from_mapping(self.config.engine_options()))
         return database, engine, stamp
+
+    def paths_to_load(self) -> list[str]:
+        from clammail.signatures.loader import holds_databases
+
+        if self.fallback_datadir and not any(
+                os.path.isfile(p) or holds_databases(p) for p in self.database_paths):
+            return [self.fallback_datadir]
+        return self.database_paths
 
     def _stat_database(self) -> dict[str, tuple]:
         stamp = {}
@@ -296,7 +308,7 @@ class Daemon:
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_again = True
             return
-        self.log.info(f"Reading databases from {', '.join(self.database_paths)} ({why})")
+        self.log.info(f"Reading databases from {', '.join(self.paths_to_load())} ({why})")
         self._reload_task = asyncio.get_running_loop().create_task(self._reload())
 
     async def _reload(self) -> None:
@@ -380,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", "--foreground", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--datadir", default=None, metavar="DIRECTORY")
+    p.add_argument("--fallback-datadir", default=None, metavar="DIRECTORY")
     p.add_argument("-p", "--pid", default=None, metavar="FILE")
     p.add_argument("--fail-if-cvd-older-than", default=None, metavar="DAYS")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, metavar="DIRECTORY")
@@ -397,6 +410,8 @@ HELP = """\
     --config-file=FILE       -c FILE        Read configuration from FILE
                                             (clamd.conf syntax, or YAML: .yaml/.yml)
     --datadir=DIRECTORY                     Load signatures from DIRECTORY
+    --fallback-datadir=DIRECTORY            Load DIRECTORY while the configured one
+                                            holds no database (SelfCheck switches)
     --pid=FILE               -p FILE        Write the daemon's pid to FILE
     --cache-dir=DIRECTORY                   Keep the compiled database there
                                             (default {cache_dir})
@@ -446,18 +461,20 @@ def main(argv: list[str]) -> int:
     if args.foreground:
         config.values["Foreground"] = True
     try:
-        return run(config, debug=args.debug, cache_dir=args.cache_dir)
+        return run(config, debug=args.debug, cache_dir=args.cache_dir,
+                   fallback_datadir=args.fallback_datadir)
     except StartError as exc:
         if not exc.shown:
             sys.stderr.write(f"ERROR: {exc}\n")
         return 1
 
 
-def run(config: Config, debug: bool = False, cache_dir: str | None = None) -> int:
+def run(config: Config, debug: bool = False, cache_dir: str | None = None,
+        fallback_datadir: str | None = None) -> int:
     foreground = bool(config["Foreground"])
     log = ServiceLog(config, foreground, debug)
     try:
-        return _run(config, log, foreground, cache_dir)
+        return _run(config, log, foreground, cache_dir, fallback_datadir)
     except StartError as exc:
         # As clamd: the reason goes to the log (and with it to stderr in the foreground).
         log.error(str(exc))
@@ -466,7 +483,8 @@ def run(config: Config, debug: bool = False, cache_dir: str | None = None) -> in
         raise
 
 
-def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | None = None) -> int:
+def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | None = None,
+         fallback_datadir: str | None = None) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
@@ -491,9 +509,9 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
     drop_privileges(config["User"], log, own_files=(config["LogFile"], config["PidFile"]),
                     own_dirs=(os.path.dirname(config["PidFile"] or ""),
                               os.path.dirname(socket_path or "")))
-    daemon = Daemon(config, log, cache_dir=cache_dir)
+    daemon = Daemon(config, log, cache_dir=cache_dir, fallback_datadir=fallback_datadir)
     daemon.socket_path = socket_path
-    log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
+    log.info(f"Reading databases from {', '.join(daemon.paths_to_load())}")
     try:
         database, engine, stamp = daemon.load_engine()
     except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised

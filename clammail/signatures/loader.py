@@ -126,6 +126,15 @@ def is_database_file(name: str) -> bool:
     return name.lower().endswith(DATABASE_EXTENSIONS)
 
 
+def holds_databases(directory: str) -> bool:
+    """Does `directory` hold a database file? (freshclam's first run leaves
+    only freshclam.dat behind when it cannot download.)"""
+    try:
+        return any(is_database_file(name) for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
 @dataclass
 class _Source:
     """One database file's bytes: a plain file or a container member."""
