@@ -11,10 +11,12 @@ STAMPS := .stamps
 
 .PHONY: run test deps lint bench clean
 
-# The daemon in the foreground on the bundled configuration and database:
-# /run/clammail/clamd.ctl and 127.0.0.1:3310 (Ctrl-C stops it).
+# The appliance in the foreground on the bundled configuration and database:
+# the daemon (/run/clammail/clamd.ctl, 127.0.0.1:3310), the milter
+# (127.0.0.1:8891) and the proxy (127.0.0.1:10025), one process each
+# (clammail/supervisor.py; Ctrl-C stops them all).
 run: deps
-	$(BIN)/clammail daemon --foreground -c config/clamd.conf --datadir clammail/data
+	$(BIN)/clammail run -c config/clammail.yaml --datadir clammail/data
 
 test: deps
 	$(BIN)/python -m pytest -q

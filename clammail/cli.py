@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "milter": ("clammail.milter", "run the milter for Postfix and Sendmail"),
     "sigtool": ("clammail.sigtool", "inspect and build signature databases"),
     "config": ("clammail.config.command", "check and show configuration"),
+    "run": ("clammail.supervisor", "run the daemon, milter and proxy in the foreground"),
 }
 
 USAGE = "usage: clammail <command> [options]\n\ncommands:\n" + "".join(
