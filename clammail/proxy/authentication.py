@@ -44,7 +44,7 @@ class Resolver:
 
 @dataclass(frozen=True)
 class DkimResult:
-    result: str  # pass, fail, neutral (RFC 8601 names); "none" when unsigned
+    result: str  # pass, fail, permerror, temperror (RFC 8601); "none" when unsigned
     domain: str = ""
     selector: str = ""
     b: str = ""  # the start of the signature, telling several apart
@@ -76,26 +76,36 @@ def field_name(field: bytes) -> str:
     return field.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
 
 
+def _tags(field: bytes) -> dict[str, str]:
+    """The tag=value list of a DKIM-Signature field, whitespace removed."""
+    value = field.split(b":", 1)[1] if b":" in field else b""
+    tags = {}
+    for item in value.split(b";"):
+        name, sep, text = item.partition(b"=")
+        if sep:
+            tags[name.strip().decode("ascii", "replace")] = \
+                re.sub(rb"\s+", b"", text).decode("ascii", "replace")
+    return tags
+
+
 def verify_dkim(message: bytes, resolver: Resolver) -> list[DkimResult]:
+    """Each DKIM signature's result, in RFC 8601's words (pass, fail, permerror, temperror)."""
     head, _ = split_header(message)
-    count = sum(1 for f in header_fields(head) if field_name(f) == "dkim-signature")
-    if count == 0:
+    signatures = [_tags(f) for f in header_fields(head) if field_name(f) == "dkim-signature"]
+    if not signatures:
         return [DkimResult("none")]
     results = []
-    for index in range(count):
-        checker = dkim.DKIM(message)
+    for index, tags in enumerate(signatures):
         try:
-            ok = checker.verify(idx=index, dnsfunc=resolver)
+            result = "pass" if dkim.DKIM(message).verify(idx=index, dnsfunc=resolver) else "fail"
+        except dkim.ValidationError:
+            result = "fail"  # e.g. the body hash does not match: the message was changed
         except dkim.DKIMException:
-            ok = None
-        except Exception:  # noqa: BLE001 - a malformed signature is a failed one, not a crash
-            ok = None
-        domain = (getattr(checker, "domain", b"") or b"").decode("ascii", "replace")
-        selector = (getattr(checker, "selector", b"") or b"").decode("ascii", "replace")
-        signature = getattr(checker, "signature_fields", {}) or {}
-        b_value = (signature.get(b"b", b"") or b"")[:8].decode("ascii", "replace")
-        results.append(DkimResult("pass" if ok else "fail" if ok is False else "neutral",
-                                  domain, selector, b_value))
+            result = "permerror"  # a malformed signature or key, or no key published
+        except Exception:  # noqa: BLE001 - a DNS failure: try again later
+            result = "temperror"
+        results.append(DkimResult(result, tags.get("d", ""), tags.get("s", ""),
+                                  tags.get("b", "")[:8]))
     return results
 
 
@@ -123,13 +133,17 @@ def _claims_our_id(field: bytes, authserv_id: str) -> bool:
     return bool(first) and first[0].decode("ascii", "replace").lower() == authserv_id.lower()
 
 
-def add_authentication_results(message: bytes, authserv_id: str, resolver: Resolver) -> bytes:
-    """The message with our Authentication-Results on top (and forged ones of our id removed)."""
-    results = verify_dkim(message, resolver)
+def results_header(message: bytes, authserv_id: str, resolver: Resolver) -> bytes:
+    """Our Authentication-Results field for the message as it arrived."""
+    return authentication_results(authserv_id, verify_dkim(message, resolver))
+
+
+def with_results(message: bytes, results: bytes, authserv_id: str) -> bytes:
+    """The message with `results` on top, and forged results of our authserv-id removed."""
     head, body = split_header(message)
     kept = [f for f in header_fields(head)
             if not (field_name(f) == "authentication-results" and _claims_our_id(f, authserv_id))]
-    return authentication_results(authserv_id, results) + b"".join(kept).rstrip(b"\r\n") + body
+    return results + b"".join(kept).rstrip(b"\r\n") + body
 
 
 def arc_seal(message: bytes, domain: str, selector: str, key: bytes, authserv_id: str) -> bytes:

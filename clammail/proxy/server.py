@@ -260,7 +260,8 @@ class ProxyHandler:
         action = decision.action
         if decision.outcome is Outcome.FAILED:
             if action is Action.ACCEPT:  # OnFail Accept: the administrator's choice
-                return await self._deliver(session, envelope, content, decision, []), "unscanned"
+                return await self._deliver(session, envelope, content, decision, [], None), \
+                    "unscanned"
             await self._reset(session)
             if action is Action.REJECT:
                 return "554 5.7.0 Virus scan failed", ""
@@ -280,6 +281,10 @@ class ProxyHandler:
             return "250 2.0.0 Ok: discarded", "discarded"
         if action is Action.QUARANTINE:
             return await self._quarantine(session, envelope, content, decision, result)
+        results = None
+        if self.settings.dkim_verify:  # what arrived, before anything is changed
+            results = await asyncio.to_thread(authentication.results_header, content,
+                                              self.settings.authserv_id, self.resolver)
         stripped: list[str] = []
         if action is Action.STRIP:
             content, stripped = await edit.strip_infected(content, self._scan_part)
@@ -289,7 +294,7 @@ class ProxyHandler:
                 await self._reset(session)
                 return (f"554 5.7.1 Message refused: virus found ({decision.signature})",
                         "nothing to strip")
-        return await self._deliver(session, envelope, content, decision, stripped), \
+        return await self._deliver(session, envelope, content, decision, stripped, results), \
             ("stripped " + ",".join(stripped)) if stripped else ""
 
     async def _scan_part(self, data: bytes) -> str | None:
@@ -297,15 +302,14 @@ class ProxyHandler:
         return result.signature if result.infected else None
 
     async def _deliver(self, session, envelope, content: bytes, decision: Decision,
-                       stripped: list[str]) -> str:
+                       stripped: list[str], results: bytes | None) -> str:
         settings = self.settings
         changed = bool(stripped)
         if settings.subject_tag and decision.outcome is Outcome.INFECTED:
             content = edit.tag_subject(content, settings.subject_tag)
             changed = True
-        if settings.dkim_verify:
-            content = await asyncio.to_thread(authentication.add_authentication_results,
-                                              content, settings.authserv_id, self.resolver)
+        if results is not None:
+            content = authentication.with_results(content, results, settings.authserv_id)
         if decision.status_header is not None and decision.header_mode is not HeaderMode.NO:
             remove = (SCANNED_HEADER, STATUS_HEADER) \
                 if decision.header_mode is HeaderMode.REPLACE else ()
