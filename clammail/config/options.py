@@ -336,7 +336,6 @@ PROXY_OPTIONS = _opts(*(
         Option("ARCDomain", S, None),
         Option("DKIMSign", S, None, multiple=True),
         Option("DNSRecordsFile", S, None),
-        Option("TemporaryDirectory", S, None),
         Option("MetricsListen", S, None),
         Option("LogMessageSummary", B, True),
         Option("ShutdownTimeout", N, 30),

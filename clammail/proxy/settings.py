@@ -48,7 +48,6 @@ class ProxySettings:
     arc_key: DkimKey | None
     dkim_sign: tuple[DkimKey, ...]
     dns_records_file: str | None
-    temporary_directory: str | None
     metrics_listen: str | None
     summary: bool
     shutdown_timeout: float
@@ -141,7 +140,6 @@ class ProxySettings:
             arc_key=arc_key,
             dkim_sign=tuple(signing),
             dns_records_file=config["DNSRecordsFile"],
-            temporary_directory=config["TemporaryDirectory"],
             metrics_listen=config["MetricsListen"],
             summary=bool(config["LogMessageSummary"]),
             shutdown_timeout=float(config["ShutdownTimeout"]),
