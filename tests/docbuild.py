@@ -261,8 +261,8 @@ def clammail_scan(databases, paths, options=None, allmatch=False) -> dict[str, l
     from dataclasses import dataclass
 
     from clammail.engine import Engine, ScanOptions
-    from clammail.engine.match.api import BodyPattern
     from clammail.signatures.loader import load_database
+    from clammail.signatures.patterns import BodyPattern
 
     @dataclass(frozen=True)
     class _Sig:

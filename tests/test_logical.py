@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from conftest import clamscan_results, need_unit_data
 
-from clammail.engine.match.api import OffsetKind, PatternMatch
+from clammail.engine.match.api import PatternMatch
 from clammail.signatures.common import LoadOptions, SignatureError
 from clammail.signatures.database import Database
 from clammail.signatures.lexpr import parse_expression
 from clammail.signatures.logical import load_ldb
+from clammail.signatures.patterns import OffsetKind
 
 PREFIX = b"\0" * 64
 

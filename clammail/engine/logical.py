@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from clammail.engine.filetypes import RAW_TARGET, FileType
-from clammail.engine.match.api import Offset, OffsetKind
 from clammail.engine.objectinfo import ObjectInfo
 from clammail.signatures.logical import BodySubsig, LogicalSignature, PcreSubsig, TargetDescription
+from clammail.signatures.patterns import Offset, OffsetKind
 
 Report = Callable[[str], None]
 

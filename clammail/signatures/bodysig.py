@@ -3,8 +3,8 @@
 Loading follows clamd 1.4's rules line by line: which lines are skipped
 (comments, engine levels that exclude us, target numbers past 14), which are
 errors (and with what reason), which load but can never match (`{5-3}`,
-`$1$` offsets, ...). The hex syntax itself is compiled by
-`clammail.engine.match.compile`, which the matcher shares.
+`$1$` offsets, ...). The hex syntax itself is parsed by `hexsig`, and each
+pattern's anchor literals for the matcher are chosen by `anchors`.
 `parse_offset` and `parse_body_pattern` are shared with the .ldb loader,
 whose subsignatures use the same hex syntax and offsets.
 """
@@ -15,10 +15,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clammail.engine.match.api import BodyPattern, Offset, PatternTable
-from clammail.engine.match.compile import hexsig_anchors
-from clammail.engine.match.compile import parse_offset as _parse_offset
+from clammail.signatures.anchors import hexsig_anchors
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
+from clammail.signatures.hexsig import parse_offset as _parse_offset
+from clammail.signatures.patterns import BodyPattern, Offset, PatternTable
 
 # clamd splits a line into at most this many fields: Name:Target:Offset:HexSig:Min:Max
 _MAX_FIELDS = 6

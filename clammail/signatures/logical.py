@@ -19,8 +19,10 @@ import logging
 from dataclasses import dataclass, field
 
 from clammail.engine.filetypes import FileType
+from clammail.signatures.bodysig import parse_body_pattern, parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name, flevel_applies
 from clammail.signatures.lexpr import Expression, parse_expression
+from clammail.signatures.patterns import BodyPattern, Offset
 from clammail.signatures.pcre import CompiledRegex, UnsupportedRegex, compile_pcre
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class TargetDescription:
 class BodySubsig:
     """A hex body pattern (its BodyPattern goes to the shared BodyMatcher)."""
 
-    pattern: object  # clammail.engine.match.api.BodyPattern
+    pattern: BodyPattern
     partial: bool  # split by `*` or `{n-m}`: libclamav counts each completed match
 
 
@@ -62,7 +64,7 @@ class BodySubsig:
 class PcreSubsig:
     trigger: Expression
     regex: CompiledRegex
-    offset: object  # clammail.engine.match.api.Offset
+    offset: Offset
 
 
 @dataclass(frozen=True)
@@ -358,39 +360,10 @@ def parse_pcre_subsig(text: str, index: int) -> PcreSubsig:
 # -- the hex-pattern language belongs to clammail.signatures.bodysig ------------
 
 
-def body_pattern(hexsig: str, offset: str, target: int, **modifiers):
-    try:
-        from clammail.signatures.bodysig import parse_body_pattern
-    except ImportError:  # until the body-signature module lands
-        from clammail.engine.match.api import BodyPattern
-
-        _check_literal_hex(hexsig)
-        return BodyPattern(hexsig.lower(), parse_offset_text(offset), target, **modifiers)
+def body_pattern(hexsig: str, offset: str, target: int, **modifiers) -> BodyPattern:
+    """A subsignature's hex pattern, checked as clamd loads it."""
     return parse_body_pattern(hexsig, offset, target, **modifiers)
 
 
-def parse_offset_text(text: str):
-    try:
-        from clammail.signatures.bodysig import parse_offset
-    except ImportError:  # until the body-signature module lands: `*`, `n`, `EOF-n` (`,m`)
-        from clammail.engine.match.api import ANY_OFFSET, Offset, OffsetKind
-
-        if text == "*":
-            return ANY_OFFSET
-        base, _, shift = text.partition(",")
-        kind = OffsetKind.ABSOLUTE
-        if base.startswith("EOF-"):
-            kind, base = OffsetKind.EOF_MINUS, base[4:]
-        if not base.isdigit() or (shift and not shift.isdigit()):
-            raise SignatureError(f"invalid offset {text!r}") from None
-        return Offset(kind, int(base), max_shift=int(shift) if shift else None)
+def parse_offset_text(text: str) -> Offset:
     return parse_offset(text)
-
-
-def _check_literal_hex(hexsig: str) -> None:
-    if len(hexsig) % 2 or len(hexsig) < 4:
-        raise SignatureError(f"malformed or too short hex signature {hexsig!r}")
-    try:
-        bytes.fromhex(hexsig)
-    except ValueError:
-        raise SignatureError(f"malformed hex signature {hexsig!r}") from None

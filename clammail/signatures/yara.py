@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
 from clammail.signatures.logical import BodySubsig, PcreSubsig, body_pattern
+from clammail.signatures.patterns import ANY_OFFSET
 from clammail.signatures.pcre import UnsupportedRegex, compile_pcre
 
 log = logging.getLogger(__name__)
@@ -610,8 +611,6 @@ def _regex_subsig(expression: str, modifiers: set[str]):
         regex = compile_pcre(expression, "")
     except UnsupportedRegex as exc:
         raise _SkipRuleDeferred(f"regex uses {exc}") from None
-    from clammail.engine.match.api import ANY_OFFSET
-
     return PcreSubsig(None, regex, ANY_OFFSET)
 
 
