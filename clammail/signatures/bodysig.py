@@ -106,19 +106,18 @@ def parse_offset(text: str) -> Offset:
 
 def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0, *,
                        nocase: bool = False, wide: bool = False, ascii: bool = True,
-                       fullword: bool = False, ldb: bool | None = None,
+                       fullword: bool = False, logical: bool = False,
                        max_matches: int = 1) -> BodyPattern:
     """Check a hex signature as clamd would load it and return its `BodyPattern`.
 
-    Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `ldb` marks a
-    logical subsignature (always clamd's Aho-Corasick matcher); by default any
-    modifier implies it. Raises SignatureError without a location.
+    Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `logical`
+    marks a subsignature of an .ldb signature or YARA rule (always clamd's
+    Aho-Corasick matcher). Raises SignatureError without a location.
     """
     parsed = offset if isinstance(offset, Offset) else _parse_offset(offset)
     anchors = hexsig_anchors(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
-                             fullword=fullword,
-                             ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
-    return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
+                             fullword=fullword, ldb=logical)
+    return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword, logical,
                        max_matches=max_matches, anchors=anchors)
 
 
@@ -232,7 +231,7 @@ def _parse_line(line: str, official: bool, options: LoadOptions) -> BodySignatur
     target = 0 if target_text == "*" else _c_atoi(target_text)
     if not 0 <= target < _TARGET_COUNT:
         return None  # clamd: "Not supported target type", skipped
-    pattern = parse_body_pattern(hexsig, offset_text, target, ldb=False,
+    pattern = parse_body_pattern(hexsig, offset_text, target,
                                  max_matches=REPORTED_OCCURRENCES)
     return BodySignature(display_name(_virus_name(name), official), pattern,
                          min_level, max_level)

@@ -292,14 +292,10 @@ def _wide_text(hexsig: str) -> str:
 
 
 def parse_pattern(pattern: BodyPattern) -> Plan:
-    """Compile a `BodyPattern` (already validated or not); raises SignatureError."""
+    """Parse a `BodyPattern` (already validated or not); raises SignatureError."""
     return parse_hexsig(pattern.hexsig, pattern.offset, pattern.target,
-                          nocase=pattern.nocase, wide=pattern.wide, ascii=pattern.ascii,
-                          fullword=pattern.fullword, ldb=_has_modifiers(pattern))
-
-
-def _has_modifiers(pattern: BodyPattern) -> bool:
-    return pattern.nocase or pattern.wide or pattern.fullword
+                        nocase=pattern.nocase, wide=pattern.wide, ascii=pattern.ascii,
+                        fullword=pattern.fullword, ldb=pattern.logical)
 
 
 def parse_hexsig(hexsig: str, offset: Offset, target: int, *, nocase: bool = False,

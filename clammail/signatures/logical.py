@@ -9,13 +9,15 @@ subsignature is a body pattern (`[offset:]hex[::modifiers]`) or a PCRE
 What ClamAV skips silently, we skip: an engine range that excludes our
 FLEVEL, an unknown TDB attribute or file-type name, a target number past 14.
 What ClamAV refuses (and so fails the whole database), we refuse with
-`SignatureError` naming the line. Decisions where we cannot do what ClamAV
-does are listed in `_SKIPPED_KINDS`.
+`SignatureError` naming the line. What ClamAV loads and we cannot evaluate
+is loaded as `unsupported` (`_UNSUPPORTED_KINDS`, PCREs Python's re cannot
+run): counted as clamd counts it, reported in a warning, never matching.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clammail.engine.filetypes import FileType
@@ -35,7 +37,12 @@ TARGET_COUNT = 15  # CLI_MTARGETS: Target numbers 0..14
 
 
 class SkipSignature(Exception):
-    """A well-formed signature this engine does not load (libclamav's CL_BREAK)."""
+    """A well-formed signature clamd does not load either (libclamav's CL_BREAK)."""
+
+
+class UnsupportedSubsig(Exception):
+    """A subsignature clamd loads and clammail cannot evaluate: its signature is
+    loaded and counted as clamd counts it, but never matches (with a warning)."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +84,24 @@ class LogicalSignature:
     line: int | None = None
     # Per subsignature: how many matches the expression (or a trigger) needs to see.
     needed: dict = field(default_factory=dict, compare=False)
+    # Why clammail loads but cannot evaluate it (it never matches); None normally.
+    unsupported: str | None = None
 
     @property
     def target(self) -> int:
         return self.tdb.target
 
 
-def load_ldb(text: str, path: str, official: bool, options: LoadOptions) -> list[LogicalSignature]:
-    """Every loadable logical signature of an .ldb/.ldu file's text."""
+def load_ldb(text: str, path: str, official: bool, options: LoadOptions,
+             warn: Callable[[str], None] | None = None) -> list[LogicalSignature]:
+    """Every logical signature of an .ldb/.ldu file's text that clamd loads.
+
+    Those clammail cannot evaluate are loaded as `unsupported` (counted as
+    clamd counts them, never matching) and reported to `warn` once each.
+    """
+    if warn is None:
+        def warn(message: str) -> None:
+            log.warning("%s", message)
     signatures = []
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -96,11 +113,16 @@ def load_ldb(text: str, path: str, official: bool, options: LoadOptions) -> list
             continue
         line = raw.rstrip("\r\n")
         try:
-            signatures.append(parse_ldb_line(line, official, options))
+            signature = parse_ldb_line(line, official, options)
         except SkipSignature as why:
             log.debug("%s:%d: signature skipped: %s", path, number, why)
+            continue
         except SignatureError as exc:
             raise exc.located(path, number) from None
+        if signature.unsupported:
+            warn(f"{path}:{number}: {signature.name} loaded but never matches: "
+                 f"{signature.unsupported}")
+        signatures.append(signature)
     for sig in signatures:
         object.__setattr__(sig, "path", path)
     return signatures
@@ -127,11 +149,18 @@ def parse_ldb_line(line: str, official: bool, options: LoadOptions | None = None
     if not name:
         raise SignatureError("empty signature name")
     subsigs = []
+    unsupported = None
     for index, text in enumerate(tokens[3:]):
         try:
             subsigs.append(parse_subsig(text, index, tdb.target))
+        except UnsupportedSubsig as why:
+            unsupported = unsupported or f"subsignature {index}: {why}"
+            subsigs.append(None)
         except SignatureError as exc:
             raise SignatureError(f"subsignature {index} of {name}: {exc.reason}") from None
+    if unsupported:
+        return LogicalSignature(display_name(name_prefix + name, official), tdb, expression, (),
+                                unsupported=unsupported)
     needed = expression.needed_counts()
     for sub in subsigs:
         if isinstance(sub, PcreSubsig):
@@ -294,8 +323,8 @@ def parse_tdb(text: str, flevel: int) -> TargetDescription:
 # -- subsignatures -------------------------------------------------------------
 
 # Subsignature kinds libclamav 1.4 loads that we cannot evaluate: the whole
-# signature is skipped (with a debug line) instead of matching wrongly.
-_SKIPPED_KINDS = {
+# signature is loaded as unsupported (it never matches) instead of matching wrongly.
+_UNSUPPORTED_KINDS = {
     "macro": "macro subsignatures (${min-max}group$) need .ndb macro groups",
     "bytecompare": "byte-compare subsignatures are not implemented",
     "fuzzy": "fuzzy image-hash subsignatures are not implemented",
@@ -306,14 +335,14 @@ def parse_subsig(text: str, index: int, target: int):
     if text.startswith("$"):
         if not text.endswith("$") or len(text) < 2:
             raise SignatureError("macro subsignature is missing the '$' terminator")
-        raise SkipSignature(_SKIPPED_KINDS["macro"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["macro"])
     if "/" in text:
         return parse_pcre_subsig(text, index)
     paren, first_hash, last_hash = text.find("("), text.find("#"), text.rfind("#")
     if paren >= 0 and first_hash >= 0 and first_hash != last_hash:
-        raise SkipSignature(_SKIPPED_KINDS["bytecompare"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["bytecompare"])
     if text.startswith("fuzzy_img#"):
-        raise SkipSignature(_SKIPPED_KINDS["fuzzy"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["fuzzy"])
     parts = ldb_tokenize(text, ":", 5, skip=0)
     offset = parts[0] if len(parts) % 2 == 0 else "*"
     hexsig = parts[0] if len(parts) % 2 else parts[1]
@@ -353,7 +382,7 @@ def parse_pcre_subsig(text: str, index: int) -> PcreSubsig:
     try:
         regex = compile_pcre(expression, flags)
     except UnsupportedRegex as exc:
-        raise SkipSignature(f"PCRE /{expression}/ uses {exc}, which Python's re cannot run") from None
+        raise UnsupportedSubsig(f"PCRE /{expression}/ uses {exc}, which Python's re cannot run") from None
     return PcreSubsig(trigger, regex, offset)
 
 
@@ -361,8 +390,9 @@ def parse_pcre_subsig(text: str, index: int) -> PcreSubsig:
 
 
 def body_pattern(hexsig: str, offset: str, target: int, **modifiers) -> BodyPattern:
-    """A subsignature's hex pattern, checked as clamd loads it."""
-    return parse_body_pattern(hexsig, offset, target, **modifiers)
+    """A subsignature's hex pattern, checked as clamd loads it (in its Aho-Corasick
+    matcher: two static bytes are enough)."""
+    return parse_body_pattern(hexsig, offset, target, logical=True, **modifiers)
 
 
 def parse_offset_text(text: str) -> Offset:

@@ -55,6 +55,10 @@ class BodyPattern:
     wide: bool = False
     ascii: bool = True  # with wide: match the ASCII form too (::wa)
     fullword: bool = False
+    # A subsignature of an .ldb signature or a YARA rule: clamd gives every one
+    # to its Aho-Corasick matcher (two static bytes are enough there), never to
+    # Boyer-Moore (three at least), whatever its shape.
+    logical: bool = False
     # How many matches the user needs to see (an .ldb count such as 0>2 needs 3).
     max_matches: int = 1
     # Filled in by `clammail.signatures.bodysig.parse_body_pattern`: the anchor
@@ -66,7 +70,8 @@ class BodyPattern:
         # Positional, not dataclasses' generic state: the compiled-database
         # cache holds 100 000 of these, and this unpickles several times faster.
         return BodyPattern, (self.hexsig, self.offset, self.target, self.nocase, self.wide,
-                             self.ascii, self.fullword, self.max_matches, self.anchors)
+                             self.ascii, self.fullword, self.logical, self.max_matches,
+                             self.anchors)
 
 
 class PatternTable(Sequence):
@@ -91,7 +96,8 @@ class PatternTable(Sequence):
         return cls((
             [p.hexsig for p in patterns], [p.offset for p in patterns],
             [p.target for p in patterns],
-            [p.nocase | p.wide << 1 | p.ascii << 2 | p.fullword << 3 for p in patterns],
+            [p.nocase | p.wide << 1 | p.ascii << 2 | p.fullword << 3 | p.logical << 4
+             for p in patterns],
             [p.max_matches for p in patterns], [p.anchors for p in patterns]))
 
     def __len__(self) -> int:
@@ -104,7 +110,8 @@ class PatternTable(Sequence):
         if made is None:
             hexsig, offset, target, flags, max_matches, anchors = (c[index] for c in self._columns)
             made = BodyPattern(hexsig, offset, target, bool(flags & 1), bool(flags & 2),
-                               bool(flags & 4), bool(flags & 8), max_matches, anchors)
+                               bool(flags & 4), bool(flags & 8), bool(flags & 16), max_matches,
+                               anchors)
             self._made[index if index >= 0 else index + len(self)] = made
         return made
 
