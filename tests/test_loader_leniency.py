@@ -175,6 +175,9 @@ CASES = [
          + "rule H {\r\n strings:\r\n  $a = { 68 65\r\n 6C 6C }\r\n condition:\r\n  $a\r\n}\r\n"
          + _rule("After", '$a = "world"', "$a").replace("\n", "\r\n"), count=2),
     _yar("yara-comments-only", "// nothing here\n/* at all */\n", count=0),
+    _yar("yara-empty-file", "", count=0),
+    _ldb("ldb-empty-file", count=None),
+    _ndb("ndb-empty-file", count=None),
 ]
 
 

@@ -218,6 +218,8 @@ def load_yara(text: str, path: str, official: bool, options: LoadOptions,
             log.warning("%s", message)
     declared = _Parser(tokenize(text), path).declared_rules(
         lambda where, why: warn(f"{path}: {where}: YARA rule skipped: {why}"))
+    if not declared:
+        warn(f"{path}: empty database file")  # a warning only, in clamd too
     rules: list[YaraRule] = []
     fatal = None
     for rule in declared:
