@@ -298,3 +298,61 @@ def test_daemon_starts_on_a_directory_with_skipped_rules(tmp_path):
     assert f"Loaded {known.group(1)} signatures" in clammail_log
     assert "skipping YARA.MAL_Wallet_10" in clamd_stderr
     assert "YARA rule MAL_Wallet_10 skipped" in clammail_log
+
+
+# -- random YARA files from constructs ClamAV's YARA does and does not know -------------
+
+_FUZZ_STRINGS = [
+    '"hello"', '"he"', '"h"', '"world" wide', '"HELLO" nocase', '"abc" fullword',
+    '"hello" ascii wide', "{ 68 65 6C }", "{ 68 [1-3] 6C 6C }", "{ 68 65 [2] 6F }",
+    "{ 01 F7 ?? 65 }", "{ ?? 68 }", "{ 68 ( 65 | 66 ) 6C }", "/hel+o/", "/wor.d/i",
+    "/ab/ wide", '"hello" xor', "{ 68 65 }", "{ 6? 65 6C }", '"x\\ty"', "{ 68 ~65 }",
+    '"hello" private',
+]
+_FUZZ_CONDITIONS = [
+    "$a", "$a and $b", "any of them", "all of them", "#a > 0", "@a[1] > 0", "$a at 4",
+    "$a in (0..100)", "pe.is_pe", "$a and pe.is_pe", "filesize < 1MB", "uint16(0) == 0xf701",
+    "uint16be(0) == 1", "not $a", "$a or $b", "1 of ($a, $b)",
+    "for any i in (1..#a) : (@a[i] > 2)", "for all of them : ($ in (0..200))",
+    "$a and math.entropy(0, filesize) > 1", "entrypoint == 0 and $a", "$a and -1 < 0",
+    "$a and $a*", "$c", "$a and R0", "$a and R1", "R2 or $a", "#a == 2 and $b", "true",
+    "filesize > 0 and uint8(0) == 1",
+]
+# Without an "MZ" inside: clamscan then reports a regex-only rule once where
+# clammail reports it twice (an embedded-executable scan difference, not a load one).
+_FUZZ_PROBES = {
+    "a.bin": b"\x01\xf7hello world\x00\x00ABCDEFGH abc hello tail GH",
+    "b.bin": b"\x01\xf7" + "hello wide WORLD".encode("utf-16-le") + b"\x00\x00 abcd",
+}
+
+
+def _fuzz_rules(rng: random.Random) -> str:
+    text = []
+    for n in range(rng.randint(2, 6)):
+        strings = [f"${'ab'[i]} = {rng.choice(_FUZZ_STRINGS)}"
+                   for i in range(rng.choice([0, 1, 1, 2, 2, 2]))]
+        prefix = rng.choice(["", "", "", "private ", "global "])
+        if rng.random() < 0.1:
+            text.append('import "pe"\n')
+        text.append(_rule(f"R{n}", "\n    ".join(strings), rng.choice(_FUZZ_CONDITIONS), prefix))
+    return "".join(text)
+
+
+def test_random_yara_files_load_and_match_like_clamscan(tmp_path):
+    probes = []
+    for name, data in _FUZZ_PROBES.items():
+        probes.append(tmp_path / name)
+        probes[-1].write_bytes(data)
+    differences = {}
+    outcomes = set()
+    for seed in range(150):
+        db = tmp_path / f"fuzz{seed}.yar"
+        db.write_text(_fuzz_rules(random.Random(seed)))
+        theirs = _clamscan(db, probes)
+        outcomes.add("refused" if theirs[0] is None else "found" if any(theirs[1].values())
+                     else "loaded")
+        ours = _clammail(db, probes)
+        if ours != theirs:
+            differences[seed] = (theirs, ours)
+    assert outcomes == {"refused", "found", "loaded"}
+    assert not differences, differences

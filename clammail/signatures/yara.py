@@ -499,6 +499,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "number" and self.peek(1).text == "of":
             self.take()
+            self.emitted += 1  # the quantifier is pushed before the set is read
             self.expect("of")
             return Node("of", (Node("int", value=_number(tok.text)),), self.string_set())
         if tok.kind == "number":
@@ -531,27 +532,29 @@ class _Parser:
             sigil = tok.text[0]
             if tok.text.endswith("*"):
                 raise YaraSyntaxError(f"line {tok.line}: wildcard string identifier out of a set")
-            index = self.string_ref(tok)
+            # The string is looked up where ClamAV's grammar reduces it: after the
+            # operands of `@a[i]`, `$a at n` and `$a in (..)` (already compiled then).
             if sigil == "#":
-                return Node("count", value=index)
+                return Node("count", value=self.string_ref(tok))
             if sigil == "@":
                 position = Node("int", value=1)
                 if self.accept("["):
                     position = self.expression()
                     self.expect("]")
-                return Node("offset", (position,), index)
+                return Node("offset", (position,), self.string_ref(tok))
             if sigil == "!":
                 raise YaraSyntaxError(f"line {tok.line}: match lengths (!) are not supported")
             if self.accept("at"):
-                return Node("at", (self.term(),), index)
+                where = self.term()
+                return Node("at", (where,), self.string_ref(tok))
             if self.accept("in"):
                 self.expect("(")
                 low = self.expression()
                 self.expect("..")
                 high = self.expression()
                 self.expect(")")
-                return Node("in", (low, high), index)
-            return Node("found", value=index)
+                return Node("in", (low, high), self.string_ref(tok))
+            return Node("found", value=self.string_ref(tok))
         if tok.kind == "ident":
             if tok.text in self.loop_vars:
                 self.take()
@@ -567,6 +570,8 @@ class _Parser:
 
     def string_set(self) -> tuple[int, ...]:
         if self.accept("them"):
+            if not self.strings:
+                raise YaraSyntaxError(f"line {self.peek().line}: undefined string \"$*\"")
             members = tuple(range(len(self.strings_list())))
             self.used.update(members)
             return members
@@ -645,6 +650,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "number":
             self.take()
+            self.emitted += 1
             return Node("int", value=_number(tok.text))
         return self.primary()
 
