@@ -89,6 +89,17 @@ CASES = [
     _ldb("ldb-alternative-plus-1-byte", "L;Target:0;0;(01|02)f7", count=None),
     _ldb("ldb-2-bytes-then-alternative", "L;Target:0;0;01f7(68|69)", count=1),
     _ldb("ldb-anchored-byte", "L;Target:0;0;01[1-2]6865", count=1),
+    # clamd's prefilter needs two classes before a special other than (aa|bb)
+    _ldb("ldb-prefilter-line-marker", "L;Target:0;0;68(L)6c6c", count=None),
+    _ldb("ldb-prefilter-word-marker-in-part", "L;Target:0;0;0102*68(W)6c6c", count=None),
+    _ldb("ldb-prefilter-fixed-alternative", "L;Target:0;0;aa(bbcc|ddee)ff00", count=None),
+    _ldb("ldb-prefilter-wildcard-then-alternative", "L;Target:0;0;??(6865|6869)6c6c",
+         count=None),
+    _ldb("ldb-prefilter-passes", "A;Target:0;0;6865(L)6c6c", "B;Target:0;0;(6865|6869)6c6c",
+         "C;Target:0;0;68!(65)6c6c", "D;Target:0;0;aa??(L)eeff", "E;Target:0;0;68(B)6800::w",
+         count=5),
+    _ldb("ldb-no-prefilter-elf-ole2-html", "A;Target:6;0;68(L)6c6c", "B;Target:2;0;68(W)6c6c",
+         "C;Target:3;0;aa(bbcc|ddee)ff00", count=3),
     _ldb("ldb-macro-subsignature", "L;Target:0;0&1;68656c6c6f;${1-2}0$", count=1),
     _ldb("ldb-byte-compare", "L;Engine:96-255,Target:0;0&1;6162;0(>>1#ib2#>0)", count=1,
          unsupported="L.UNOFFICIAL"),
@@ -354,5 +365,33 @@ def test_random_yara_files_load_and_match_like_clamscan(tmp_path):
         ours = _clammail(db, probes)
         if ours != theirs:
             differences[seed] = (theirs, ours)
+    assert outcomes == {"refused", "found", "loaded"}
+    assert not differences, differences
+
+
+# -- random logical subsignatures: offsets, wildcards, specials, modifiers, targets -----
+
+_SUBSIG_PIECES = ["01", "f7", "68", "65", "6c", "??", "6?", "?c", "*", "{2}", "{1-3}", "{-4}",
+                  "(68|69)", "(6865|6869)", "!(00)", "(B)", "[1-2]", "(L)", "aa", "00"]
+_SUBSIG_OFFSETS = ["", "0:", "2:", "EOF-4:", "0,8:", "*:", "EP+0:", "SE1:", "VI:"]
+_SUBSIG_MODIFIERS = ["", "", "::i", "::w", "::wa", "::f", "::a"]
+
+
+def test_random_logical_subsignatures_load_and_match_like_clamscan(tmp_path):
+    _, probes = _write(tmp_path, CASES[0])
+    differences = {}
+    outcomes = set()
+    for seed in range(300):
+        rng = random.Random(seed)
+        hexsig = "".join(rng.choice(_SUBSIG_PIECES) for _ in range(rng.randint(1, 4)))
+        line = (f"L{seed};Target:{rng.choice([0, 0, 0, 1, 6, 7])};0;"
+                f"{rng.choice(_SUBSIG_OFFSETS)}{hexsig}{rng.choice(_SUBSIG_MODIFIERS)}")
+        db = tmp_path / f"fuzz{seed}.ldb"
+        db.write_text(line + "\n")
+        theirs = _clamscan(db, probes)
+        outcomes.add("refused" if theirs[0] is None else "found" if any(theirs[1].values())
+                     else "loaded")
+        if _clammail(db, probes) != theirs:
+            differences[line] = theirs
     assert outcomes == {"refused", "found", "loaded"}
     assert not differences, differences

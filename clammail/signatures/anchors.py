@@ -19,6 +19,7 @@ from clammail.signatures.hexsig import (
     ALT_GENERIC,
     KIND_MASK,
     NOCASE,
+    PREFILTER_TARGETS,
     SPECIAL,
     WILDCARD_MASK,
     Part,
@@ -154,7 +155,8 @@ def hexsig_anchors(hexsig: str, offset: Offset, target: int, *, nocase: bool = F
     for piece, mindist, maxdist in pieces:
         fast = _plain_part_anchor(piece)
         if fast is None:
-            part = parse_part(piece, False, False, False, mindist, maxdist)
+            part = parse_part(piece, False, False, False, mindist, maxdist,
+                              target in PREFILTER_TARGETS)
             fast = part_literal(part), part.prefix_max + part.body_max
         literals.append(fast[0])
         longest = max(longest, fast[1])

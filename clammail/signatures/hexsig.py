@@ -63,6 +63,8 @@ BM_MIN_LENGTH = 3  # plain patterns of targets 0 and 1 go to ClamAV's Boyer-Moor
 
 # Target types whose objects have an executable layout (EP, sections, VI).
 EXE_TARGETS = frozenset({1, 6, 9})
+# Targets whose Aho-Corasick trie has clamd's prefilter (cli_mtargets' enable_prefiltering).
+PREFILTER_TARGETS = frozenset({0, 1, 4, 7})
 # Targets matched only by ClamAV's Aho-Corasick matcher; 0 and 1 also use Boyer-Moore.
 _BM_TARGETS = frozenset({0, 1})
 
@@ -319,7 +321,8 @@ def _parse_variant(text: str, offset: Offset, target: int, nocase: bool, wide: b
     text, boyer_moore, pieces = variant_pieces(text, offset, target, modified, ldb)
     if boyer_moore:
         return Variant((plain_part(text),), boyer_moore=True)
-    return Variant(tuple(parse_part(piece, nocase, wide, modified, mindist, maxdist)
+    prefiltered = target in PREFILTER_TARGETS
+    return Variant(tuple(parse_part(piece, nocase, wide, modified, mindist, maxdist, prefiltered)
                          for piece, mindist, maxdist in pieces))
 
 
@@ -493,7 +496,7 @@ def _nocase_elements(elements: list[int]) -> list[int]:
 
 
 def parse_part(text: str, nocase: bool, wide: bool, modified: bool,
-                  mindist: int, maxdist: int) -> Part:
+               mindist: int, maxdist: int, prefiltered: bool) -> Part:
     """One part, as cli_ac_addsig builds it."""
     if len(text) // 2 < AC_MINDEPTH:
         raise SignatureError("cli_ac_addsig: Signature is too short")
@@ -516,11 +519,31 @@ def parse_part(text: str, nocase: bool, wide: bool, modified: bool,
         depth += 1
     if depth < AC_MINDEPTH:
         raise SignatureError("cli_ac_addpatt: Signature is too short")
+    if specials and prefiltered:
+        _check_prefilter(elements, specials)
     prefix_specials = sum(1 for e in prefix if e & WILDCARD_MASK == SPECIAL) if specials else 0
     prefix_min, prefix_max = _lengths(prefix, specials[:prefix_specials])
     body_min, body_max = _lengths(body, specials[prefix_specials:])
     return Part(prefix, body, depth, tuple(specials), prefix_specials, boundary, left, right,
                 prefix_min, prefix_max, body_min, body_max, mindist, maxdist, wide)
+
+
+def _check_prefilter(elements: list[int], specials: list[Special]) -> None:
+    """clamd's prefilter (filtering.c, on by default) must get two bytes' worth of
+    classes from the start of a part before a special other than a one-byte
+    alternative stops it; else cli_ac_addsig fails and with it the database.
+
+    Measured with clamscan: `68(L)6c6c`, `aa(bbcc|ddee)ff00`, `??(aabb|ccdd)eeff`
+    fail; a special at the very start (`(aabb|ccdd)eeff`) or at the third
+    element (`6865(L)6c6c`) does not.
+    """
+    if len(elements) < 2 or elements[1] & KIND_MASK != SPECIAL:
+        return
+    first_special = elements[0] & KIND_MASK == SPECIAL
+    if first_special and specials[0].kind != ALT_CHAR:
+        return
+    if specials[1 if first_special else 0].kind != ALT_CHAR:
+        raise SignatureError("cli_ac_addsig: cannot use filter for trie")
 
 
 def _lengths(elements: tuple[int, ...], specials: list[Special]) -> tuple[int, int]:
