@@ -16,13 +16,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("clammail.clamd.daemon", "run the clamd-compatible scan daemon"),
     "dscan": ("clammail.clamd.dscan", "scan through a daemon like clamdscan"),
     "milter": ("clammail.milter", "run the milter for Postfix and Sendmail"),
+    "proxy": ("clammail.proxy", "run the SMTP content-filter proxy"),
+    "quarantine": ("clammail.proxy.quarantine_cmd", "list, show, release, delete quarantined mail"),
     "sigtool": ("clammail.sigtool", "inspect and build signature databases"),
     "config": ("clammail.config.command", "check and show configuration"),
     "run": ("clammail.supervisor", "run the daemon, milter and proxy in the foreground"),
 }
 
 USAGE = "usage: clammail <command> [options]\n\ncommands:\n" + "".join(
-    f"  {name:<8} {text}\n" for name, (_, text) in COMMANDS.items()
+    f"  {name:<10} {text}\n" for name, (_, text) in COMMANDS.items()
 )
 
 

@@ -170,3 +170,9 @@ MESSAGES: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {
                                ("application/zip", "b.zip", zipped("b.txt", b"harmless"))]),
     "headers-only": (headers("no body"), b""),
 }
+
+
+def raw_message(name: str) -> bytes:
+    """A message of MESSAGES as the bytes an SMTP client sends."""
+    fields, body = MESSAGES[name]
+    return b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n" + body

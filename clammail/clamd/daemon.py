@@ -517,6 +517,8 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
     except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
         _cleanup(config, socket_path)
         raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
+    for warning in database.info.warnings:  # skipped files and rules, as clamd warns
+        log.warning(warning)
     log.info(f"Loaded {database.info.signatures} signatures.")
     if not foreground:
         daemonize()

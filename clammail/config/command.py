@@ -45,11 +45,16 @@ def _listing(title: str, config: Config, show_all: bool) -> list[str]:
     return out
 
 
-def _check_milter(config: Config) -> None:
-    """What clamav-milter checks at start-up beyond the syntax (sockets, RejectMsg, lists)."""
-    from clammail.milter.settings import MilterSettings
+def _check(name: str, config: Config) -> None:
+    """What the milter and the proxy check at start-up beyond the syntax."""
+    if name == "milter":
+        from clammail.milter.settings import MilterSettings
 
-    MilterSettings.from_config(config)
+        MilterSettings.from_config(config)
+    elif name == "proxy":
+        from clammail.proxy.settings import ProxySettings
+
+        ProxySettings.from_config(config)
 
 
 def _sections(path: str, milter: bool) -> list[tuple[str, Config]]:
@@ -76,8 +81,7 @@ def main(argv: list[str]) -> int:
     try:
         sections = _sections(path, args.milter)
         for name, config in sections:
-            if name == "milter":
-                _check_milter(config)
+            _check(name, config)
     except ConfigError as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         sys.stderr.write(f"ERROR: Can't open/parse the config file {path}\n")

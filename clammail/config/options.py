@@ -300,6 +300,60 @@ MILTER_OPTIONS = _opts(*(
 ))
 
 
+# The SMTP content-filter proxy: the YAML file's `proxy` section. Names follow
+# clamav-milter's where the meaning is the same (ClamdSocket, OnInfected,
+# RejectMsg, AddHeader ...); config/clammail.yaml documents every key.
+PROXY_OPTIONS = _opts(*(
+    Option(o.name, o.kind, o.default, o.multiple, o.applies, "proxy", o.pattern, o.deprecated)
+    for o in (
+        Option("Listen", S, "127.0.0.1:10025"),
+        Option("Hostname", S, None),
+        Option("MaxConnections", N, 100),
+        Option("MaxMessageSize", Z, 25 * MB),
+        Option("ClientTimeout", N, 300),
+        Option("NextHop", S, "127.0.0.1:10026"),
+        Option("NextHopStartTLS", S, "No", pattern=r"^(No|Yes|Required)$"),
+        Option("NextHopTLSVerify", B, False),
+        Option("NextHopUser", S, None),
+        Option("NextHopPassword", S, None),
+        Option("NextHopTimeout", N, 300),
+        Option("ClamdSocket", S, None, multiple=True),
+        Option("ReadTimeout", N, 120),
+        Option("ClamdProbeInterval", N, 10),
+        Option("OnClean", S, "Accept", pattern=_ACTION),
+        Option("OnInfected", S, "Reject",
+               pattern=r"^(Accept|Reject|Defer|Blackhole|Quarantine|Strip)$"),
+        Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
+        Option("RejectMsg", S, None),
+        Option("AddHeader", S, "Replace", pattern=r"^(No|Replace|Yes|Add)$"),
+        Option("ReportHostname", S, None),
+        Option("SubjectTag", S, None),
+        Option("QuarantineDirectory", S, "/var/lib/clammail/quarantine"),
+        Option("DKIMVerify", B, True),
+        Option("AuthservID", S, None),
+        Option("ARCSealKey", S, None),
+        Option("ARCSelector", S, None),
+        Option("ARCDomain", S, None),
+        Option("DKIMSign", S, None, multiple=True),
+        Option("DNSRecordsFile", S, None),
+        Option("MetricsListen", S, None),
+        Option("LogMessageSummary", B, True),
+        Option("ShutdownTimeout", N, 30),
+        Option("User", S, None),
+        Option("PidFile", S, None),
+        Option("Foreground", B, False),
+        Option("LogFile", S, None),
+        Option("LogFileUnlock", B, False),
+        Option("LogFileMaxSize", Z, 1048576),
+        Option("LogTime", B, False),
+        Option("LogSyslog", B, False),
+        Option("LogFacility", S, "LOG_LOCAL6"),
+        Option("LogVerbose", B, False),
+        Option("LogRotate", B, False),
+    )
+))
+
+
 @dataclass(frozen=True)
 class OptionTable:
     """The options one configuration file may hold, and their old names."""
@@ -315,3 +369,4 @@ class OptionTable:
 
 CLAMD_TABLE = OptionTable("clamd.conf", CLAMD_OPTIONS, RENAMED_TO)
 MILTER_TABLE = OptionTable("clamav-milter.conf", MILTER_OPTIONS, {})
+PROXY_TABLE = OptionTable("the proxy section", PROXY_OPTIONS, {})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import yaml
 
 from clammail.config.clamdconf import Config, ConfigError, set_option
-from clammail.config.options import CLAMD_TABLE, MILTER_TABLE, OptionTable
+from clammail.config.options import CLAMD_TABLE, MILTER_TABLE, PROXY_TABLE, OptionTable
 
 SECTIONS = ("daemon", "milter", "proxy")
 
@@ -66,11 +66,13 @@ def load_yaml(path: str) -> dict:
     return data
 
 
-SECTION_TABLES: dict[str, OptionTable] = {"daemon": CLAMD_TABLE, "milter": MILTER_TABLE}
+SECTION_TABLES: dict[str, OptionTable] = {
+    "daemon": CLAMD_TABLE, "milter": MILTER_TABLE, "proxy": PROXY_TABLE,
+}
 
 
 def read_yaml_config(path: str, section: str = "daemon") -> Config:
-    """A section (daemon, milter) as a Config, with its table's defaults for what it does not set."""
+    """A section (daemon, milter, proxy) as a Config, with its table's defaults for the rest."""
     data = load_yaml(path)
     body = data.get(section) or {}
     if not isinstance(body, dict):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from clammail.clamd.client import Address, Clamd, ClamdError
+from clammail.clamd.client import Address, AsyncClamd, Clamd, ClamdError
 
 
 class Backend:
@@ -24,7 +24,8 @@ class Backend:
 
     def __init__(self, address: Address, timeout: float):
         self.address = address
-        self.client = Clamd(address, timeout=timeout)
+        self.client = Clamd(address, timeout=timeout)  # for threads (the milter)
+        self.async_client = AsyncClamd(address, timeout=timeout)  # for asyncio (the proxy)
         self.up = True  # until it fails: the first message finds out
         self.down_since: float | None = None
         self.last_error = ""

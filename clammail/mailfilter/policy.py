@@ -31,6 +31,7 @@ class Action(enum.Enum):
     DEFER = "Defer"  # 4xx: the sender keeps the message and retries
     DISCARD = "Blackhole"  # accepted, then dropped
     QUARANTINE = "Quarantine"  # accepted and held (the MTA's hold queue, or the proxy's store)
+    STRIP = "Strip"  # the proxy only: infected parts replaced by a notice, the rest delivered
 
     @classmethod
     def named(cls, name: str) -> Action:

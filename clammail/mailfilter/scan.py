@@ -1,4 +1,4 @@
-"""One message scanned while it arrives, by the first backend that gives a verdict.
+"""One message scanned by the first backend that gives a verdict.
 
 The milter hands over the message piece by piece (a header, a body chunk);
 each piece goes to a backend at once with INSTREAM, so the verdict is ready
@@ -9,6 +9,10 @@ TemporaryDirectory: memory per message is bounded whatever its size.
 
 Only the first `limit` bytes are scanned (clamav-milter's MaxFileSize: it
 sends no more and scans what it sent); the rest is counted, not kept.
+
+The proxy has a whole message in memory when it scans (an SMTP DATA
+phase is received before it is answered): `scan_bytes` sends it to each
+backend in turn, asynchronously, with the same failover rules.
 """
 
 from __future__ import annotations
@@ -175,3 +179,32 @@ class MessageScan:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+async def scan_bytes(pool: BackendPool, data: bytes | memoryview, limit: int) -> ScanResult:
+    """Scan a message held in memory (its first `limit` bytes) with failover, in asyncio."""
+    started = time.monotonic()
+    view = memoryview(data)[:limit]
+    failure = ""
+    failovers = 0
+    error_backend: Address | None = None
+    for backend in pool.candidates():
+        try:
+            verdict = await backend.async_client.instream(
+                view[start:start + REPLAY_PIECE] for start in range(0, len(view), REPLAY_PIECE))
+        except ClamdError as exc:
+            failure = str(exc)
+            failovers += 1
+            pool.failed(backend, failure)
+            continue
+        pool.answered(backend)
+        if verdict.status is Status.ERROR:
+            failure = f"{backend.address}: {verdict.text}"
+            error_backend = backend.address
+            continue
+        return ScanResult(verdict, backend.address, "", len(data), len(view), failovers,
+                          time.monotonic() - started)
+    if not failure:
+        failure = "no backend could be reached"
+    return ScanResult(None, error_backend, failure, len(data), len(view), failovers,
+                      time.monotonic() - started)

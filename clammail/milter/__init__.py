@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import signal
 import sys
 import threading
@@ -149,19 +150,10 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
         os.umask(saved_umask)
     if settings.socket_path:
         try:
-            set_socket_access(settings.socket_path, config["MilterSocketGroup"],
-                              config["MilterSocketMode"], default_mode=0o777 & ~saved_umask,
-                              mode_option="MilterSocketMode")
-            if config["User"] and os.geteuid() == 0:
-                import pwd
-
-                os.chown(settings.socket_path, pwd.getpwnam(config["User"]).pw_uid, -1)
-        except (StartError, KeyError, OSError) as exc:
+            _give_socket(settings.socket_path, config, saved_umask)
+        except StartError:
             remove_file(settings.socket_path)
-            if isinstance(exc, StartError):
-                raise
-            raise StartError(f"Failed to change socket ownership to user {config['User']}") \
-                from None
+            raise
     log.info(f"Milter socket {settings.socket}")
     if not foreground:
         daemonize()
@@ -175,6 +167,18 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
         log.info(f"Metrics on http://{settings.metrics_listen}/metrics")
     service.pool.start_probing()
     return _serve(milter, service, settings, log)
+
+
+def _give_socket(path: str, config, umask: int) -> None:
+    """The unix socket's group, mode and owner, as clamav-milter sets them."""
+    set_socket_access(path, config["MilterSocketGroup"], config["MilterSocketMode"],
+                      default_mode=0o777 & ~umask, mode_option="MilterSocketMode")
+    user = config["User"]
+    if user and os.geteuid() == 0:
+        try:
+            os.chown(path, pwd.getpwnam(user).pw_uid, -1)
+        except (KeyError, OSError):
+            raise StartError(f"Failed to change socket ownership to user {user}") from None
 
 
 def _register(milter, factory) -> None:
