@@ -84,13 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def proxy_available() -> bool:
-    """Is `clammail proxy` a command of this build (listed by `clammail --help`)?"""
-    from clammail.cli import COMMANDS
-
-    return "proxy" in COMMANDS
-
-
 def plan(args: argparse.Namespace) -> list[Part]:
     clammail = [sys.executable, "-m", "clammail"]
     daemon = clammail + ["daemon", "-c", args.config_file, "--foreground"]
@@ -98,15 +91,13 @@ def plan(args: argparse.Namespace) -> list[Part]:
         daemon += ["--datadir", args.datadir]
     if args.fallback_datadir:
         daemon += ["--fallback-datadir", args.fallback_datadir]
-    parts = [
+    return [
         Part("daemon", "clamd protocol", daemon),
         Part("milter", "milter protocol", clammail + ["milter", "-c", args.config_file,
                                                       "--foreground"]),
+        Part("proxy", "SMTP", clammail + ["proxy", "--config", args.config_file,
+                                          "--foreground"]),
     ]
-    if proxy_available():
-        parts.append(Part("proxy", "SMTP", clammail + ["proxy", "--config", args.config_file,
-                                                       "--foreground"]))
-    return parts
 
 
 class Supervisor:
@@ -271,8 +262,6 @@ class Supervisor:
             if part.name == "proxy":
                 line += f"; passes mail on to {self._next_hop()}"
             self.say(line)
-        if not proxy_available():
-            self.say("proxy  not started: this build has no `clammail proxy` command yet")
         milter = self.parts[1].listening
         if milter:
             kind, address = milter[0]

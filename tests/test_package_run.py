@@ -30,6 +30,7 @@ class Run:
     def __init__(self, root: Path):
         self.root = root
         self.clamd_port, self.milter_port = free_port(), free_port()
+        self.proxy_port, self.next_hop_port = free_port(), free_port()
         self.unix = str(root / "clamd.ctl")
         config = root / "clammail.yaml"
         config.write_text(
@@ -43,7 +44,12 @@ class Run:
             f"  ClamdSocket: [unix:{self.unix}]\n"
             "  OnInfected: Reject\n"
             f"  LogFile: {root / 'milter.log'}\n"
-            "proxy: {}\n")
+            "proxy:\n"
+            f"  Listen: 127.0.0.1:{self.proxy_port}\n"
+            f"  NextHop: 127.0.0.1:{self.next_hop_port}\n"
+            f"  ClamdSocket: [unix:{self.unix}]\n"
+            f"  QuarantineDirectory: {root / 'quarantine'}\n"
+            f"  LogFile: {root / 'proxy.log'}\n")
         self.output = root / "output.txt"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clammail", "run", "-c", str(config),
@@ -110,9 +116,9 @@ def test_every_part_listens_scans_and_stops_on_sigterm(run):
     assert milter_line.endswith(f"listens on 127.0.0.1:{run.milter_port}")
     assert f"    smtpd_milters = inet:127.0.0.1:{run.milter_port}\n" \
            "    non_smtpd_milters = $smtpd_milters\n" in text
-    from clammail.cli import COMMANDS
-    if "proxy" not in COMMANDS:
-        assert "proxy  not started: this build has no `clammail proxy` command yet" in text
+    proxy_line = next(line for line in text.splitlines() if "run: proxy" in line)
+    assert proxy_line.endswith(f"listens on 127.0.0.1:{run.proxy_port}; "
+                               f"passes mail on to 127.0.0.1:{run.next_hop_port}")
 
     frame = len(EICAR).to_bytes(4, "big") + EICAR + b"\0\0\0\0"
     assert exchange(("unix", run.unix), b"zINSTREAM\0" + frame) == \
@@ -127,8 +133,9 @@ def test_every_part_listens_scans_and_stops_on_sigterm(run):
     run.proc.send_signal(signal.SIGTERM)
     assert run.proc.wait(timeout=90) == 0
     text = run.text()
-    # The milter stops first, the daemon after it.
+    # The milter and the proxy stop first, the daemon after them.
     assert text.index("milter | --- Stopped") < text.index("daemon | --- Stopped")
+    assert text.index("proxy  | ") < text.index("daemon | --- Stopped")
     assert text.rstrip().endswith("clammail run: stopped")
     assert not any(_alive(pid) for pid in pids.values())
     assert not os.path.exists(run.unix)
