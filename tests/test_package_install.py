@@ -26,6 +26,7 @@ import os
 import pwd
 import shlex
 import shutil
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -371,6 +372,40 @@ def test_mail_through_the_installed_milter(installation):
     assert ("X-Virus-Status", "Clean") in headers
     assert infected.action == "replycode"
     assert infected.reply.startswith("550 5.7.1 Message refused: it contains Eicar-Test-Signature")
+
+
+class Sink:
+    """The proxy's next hop: takes every message (aiosmtpd handler)."""
+
+    def __init__(self):
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.original_content)
+        return "250 2.0.0 Ok: queued"
+
+
+def test_mail_through_the_installed_proxy(installation):
+    """A clean message reaches the next hop on 127.0.0.1:10026; an infected one is refused."""
+    from aiosmtpd.controller import Controller
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=10026)
+    controller.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", 10025, timeout=120) as smtp:
+            clean = b"From: sender@example.org\r\nSubject: clean\r\n\r\nHello.\r\n"
+            smtp.sendmail("sender@example.org", ["rcpt@example.com"], clean)
+            headers, body = mime([("application/octet-stream", "eicar.com", EICAR)])
+            infected = b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n" + body
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                smtp.sendmail("sender@example.org", ["rcpt@example.com"], infected)
+    finally:
+        controller.stop()
+    assert len(sink.messages) == 1 and b"Subject: clean" in sink.messages[0]
+    assert b"X-Virus-Status: Clean" in sink.messages[0]
+    assert refused.value.smtp_code == 550
+    assert b"Message refused: it contains Eicar-Test-Signature" in refused.value.smtp_error
 
 
 def test_logrotate_reopens_the_logs(installation, tmp_path):
