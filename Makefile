@@ -31,24 +31,24 @@ bench: deps
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
-# The Debian package, built with dpkg-buildpackage from a copy of the tree
-# (what git tracks, plus new files it does not ignore) with
-# packaging/debian as its debian/ directory, then checked by lintian. The
-# version is pyproject's plus the number of commits, so each commit's
-# build upgrades the one before. The .deb lands in build/deb/.
+# The Debian package (packaging/build-deb: dpkg-buildpackage on a copy of
+# the tree with packaging/debian as debian/, then lintian). The version is
+# pyproject's plus the number of commits, so each commit's build upgrades
+# the one before. The .deb lands in build/deb/.
 DEB_DIR := build/deb
-# Debian's own python3 and tools, whatever else is first on PATH.
-DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
-DEB_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)+git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+PROJECT_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DEB_VERSION = $(PROJECT_VERSION)+git$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 deb: $(STAMPS)/apt
-	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/clammail
-	git ls-files -co --exclude-standard -z | \
-		tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_DIR)/clammail
-	cp -r packaging/debian $(DEB_DIR)/clammail/debian
-	sed -i '1s/(.*)/($(DEB_VERSION))/' $(DEB_DIR)/clammail/debian/changelog
-	cd $(DEB_DIR)/clammail && env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b --no-sign
-	env PATH=$(DEB_PATH) lintian --fail-on error --info $(DEB_DIR)/clammail_$(DEB_VERSION)_all.deb
-	@echo "built $(DEB_DIR)/clammail_$(DEB_VERSION)_all.deb"
+	packaging/build-deb . $(DEB_DIR) "$(DEB_VERSION)"
+
+# piuparts in a clean Debian 12 chroot (packaging/piuparts): install and
+# purge, and an upgrade from the build of PREVIOUS (default: the commit
+# before). It debootstraps a chroot from the Debian mirror on its first run
+# and installs the dependencies into it every run: minutes, so it is not
+# part of `make test`.
+PREVIOUS ?= HEAD~1
+piuparts: deb
+	packaging/piuparts $(DEB_DIR)/clammail_$(DEB_VERSION)_all.deb $(PREVIOUS) build/piuparts
 
 # Debian packages: installed only when one of the list is missing.
 $(STAMPS)/apt: $(APT_LIST)
