@@ -15,7 +15,7 @@ import re
 from collections.abc import Generator, Iterator
 from unittest import mock
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.unpack import mail, mime_message
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.embedded import (

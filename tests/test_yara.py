@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import clamscan_results, need_unit_data
-from test_logical import body_matcher, compare, write_files  # noqa: F401  (fixture)
+from test_logical import compare, write_files
 
 from clammail.signatures.common import LoadOptions, SignatureError
 from clammail.signatures.yara import load_yara

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from clammail.engine.filetypes import RAW_TARGET, FileType
 from clammail.engine.match.api import Offset, OffsetKind
 from clammail.engine.objectinfo import ObjectInfo
+from clammail.formats.filetypes import RAW_TARGET, FileType
 from clammail.signatures.logical import BodySubsig, LogicalSignature, PcreSubsig, TargetDescription
 
 Report = Callable[[str], None]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.signatures.common import LoadOptions, SignatureError, display_name, flevel_applies
 from clammail.signatures.lexpr import Expression, parse_expression
 from clammail.signatures.pcre import CompiledRegex, UnsupportedRegex, compile_pcre

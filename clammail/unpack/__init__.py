@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from clammail.engine.filetypes import FileType as T
+from clammail.formats.filetypes import FileType as T
 from clammail.unpack.base import Unpacker
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
+from clammail.formats.zip import find_central_directory
 from clammail.unpack import archive_streams as streams
 from clammail.unpack import archive_zip as zipfmt
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
@@ -113,7 +114,7 @@ def _extras(ctx: UnpackContext) -> bool:
 # -- zip ------------------------------------------------------------------
 
 def _zip(data, ctx: UnpackContext) -> Iterator[Extracted]:
-    coff = zipfmt.find_central_directory(data, ctx.check)
+    coff = find_central_directory(data, ctx.check)
     if coff is None:
         ctx.debug("zip: no central directory, nothing extracted (as ClamAV)")
         return

@@ -44,7 +44,7 @@ import re
 import struct
 from collections.abc import Iterator
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
 # The type-1 magics, each searched for alone: a literal search runs at C

@@ -48,7 +48,7 @@ import mmap
 import re
 from collections.abc import Generator, Iterator
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.mime_message import (
     MARKER_FIRST,
