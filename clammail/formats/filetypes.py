@@ -230,6 +230,7 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    (0, bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3"), FileType.ONENOTE),
     # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
