@@ -346,25 +346,124 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
     if head.startswith(_MAIL_AT_START):
         return FileType.MAIL
     ftype = text_type(head)
-    if ftype in TEXT_TYPES:
-        # When several of these match, the larger CL_TYPE_* wins in libclamav:
-        # MHTML over MAIL over HTML.
-        window = bytes(data[:3072])
-        # (The literal test first: the regex alone costs ~30 us per object.)
-        if b"ersion: " in window and _MHTML_PAIR.search(window):
-            return FileType.MHTML
-        if _MAIL_PAIRS.search(window):
-            return FileType.MAIL
-        if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
-            return FileType.HTML
     if ftype is FileType.BINARY_DATA:
-        # ClamAV's type-1 pattern "1:8,12:19040010": a Symbian installer's
-        # third UID anywhere from offset 8 to 20.
-        if _SIS_UID in head[8:24]:
-            return FileType.SIS
-        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
-        return _tar_type(head) or ftype
-    return ftype
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum,
+        # checked before the type-1 signatures (ClamAV's is_tar).
+        tar = _tar_type(head)
+        if tar is not None:
+            return tar
+    if ftype is FileType.BINARY_DATA or _TYPE1_HINT.search(head):
+        found = _type1_in_head(head)
+    else:
+        # Text holds none of the other signatures: only the markup ones can
+        # match, and of those the larger CL_TYPE_* wins: MHTML over MAIL over HTML.
+        found = _markup_type(head)
+    if found is not None:
+        # A self-extractor's magic found after the markup hides it: ClamAV
+        # drops SFX types from typing and the object keeps its text type.
+        return ftype if found in _SFX_ARCHIVES else found
+    if ftype is FileType.TEXT_ASCII:
+        # Mail headers further in are found by the raw scan of ASCII text,
+        # which then parses it as mail: clammail types it so here. (MIME
+        # headers anywhere in other text and in binary data: see
+        # clammail.unpack.embedded.)
+        found = _markup_type(bytes(data[:3072]), html=False)
+    return found or ftype
+
+
+def _markup_type(window: bytes, html: bool = True) -> FileType | None:
+    # (The literal test first: the regex alone costs ~30 us per object.)
+    if b"ersion: " in window and _MHTML_PAIR.search(window):
+        return FileType.MHTML
+    if _MAIL_PAIRS.search(window):
+        return FileType.MAIL
+    if html and (window.startswith(_HTML_ASP) or _HTML_TAGS.search(window)):
+        return FileType.HTML
+    return None
+
+
+# -- type-1 signatures in the typing window --------------------------------
+# libclamav matches its "type-1" file-type signatures over the first
+# kilobyte of text and binary data (cli_determine_fmap_type). Each match, in
+# the order the matcher reports them (where its last part starts), replaces
+# the type found so far when its CL_TYPE_* number is larger, or when it is
+# CL_TYPE_MSEXE or a type from CL_TYPE_SFX on, whatever came before. The
+# self-extractor types that may end up on top are then thrown away, which
+# leaves the object its text or binary type: an HTML file whose script holds
+# "PK\x03\x04" is UTF-16 text to ClamAV, not HTML.
+
+# The types that take part, in libclamav's enum order (cli_file_t).
+_CLAMAV_ORDER = {t: n for n, t in enumerate((
+    FileType.MSEXE, FileType.SIS, FileType.PDF, FileType.MBR, FileType.HTML, FileType.MAIL,
+    # CL_TYPE_SFX and every type after it replace whatever was found before.
+    FileType.ZIPSFX, FileType.RARSFX, FileType.SEVENZIPSFX, FileType.CABSFX, FileType.ARJSFX,
+    FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_MSI, FileType.XDP, FileType.MHTML,
+))}
+_FIRST_SFX = _CLAMAV_ORDER[FileType.ZIPSFX]
+_SFX_ARCHIVES = frozenset(
+    {FileType.ZIPSFX, FileType.RARSFX, FileType.SEVENZIPSFX, FileType.CABSFX, FileType.ARJSFX})
+_MARKUP_TYPES = frozenset({FileType.HTML, FileType.MAIL, FileType.MHTML})
+# Literals one of which every signature below holds: a head without any of
+# them (nearly every text) costs one search.
+_TYPE1_HINT = re.compile(
+    rb"PK\x03\x04|Rar!\x1a\x07\x00|MSCF\x00{4}|7z\xbc\xaf\x27\x1c|\x60\xea"
+    rb"|\xef\xbe\xad\xdeNullsoftInst|AU3!EA0|InstallShield\x00|PE\x00\x00|<xdp:xdp|%[Pp][Dd][Ff]-"
+    rb"|\x19\x04\x00\x10|\x55\xaa"
+)
+# (type, pattern): a match is reported where its last part starts, the
+# groups named late* (the parts after a gap), else where it starts.
+_TYPE1_SIGNATURES: list[tuple[FileType, re.Pattern]] = [
+    (FileType.ZIPSFX, re.compile(rb"PK\x03\x04")),
+    (FileType.RARSFX, re.compile(rb"Rar!\x1a\x07\x00")),
+    (FileType.CABSFX, re.compile(rb"MSCF\x00{4}")),
+    (FileType.SEVENZIPSFX, re.compile(rb"7z\xbc\xaf\x27\x1c")),
+    (FileType.ARJSFX, re.compile(rb"(?=\x60\xea.{7}[\x00-\x02]\x02)", re.DOTALL)),
+    (FileType.NULSFT, re.compile(rb"\xef\xbe\xad\xdeNullsoftInst")),
+    (FileType.AUTOIT, re.compile(
+        rb"\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0[56]")),
+    (FileType.ISHIELD_MSI, re.compile(
+        rb"InstallShield\x00.{292}\x06\x00{7}.{8}\x00{4}\x01", re.DOTALL)),
+    (FileType.XDP, re.compile(rb"<xdp:xdp")),
+    (FileType.PDF, re.compile(rb"%(?:PDF|pdf)-.\.")),
+    (FileType.HTML, re.compile(
+        rb"^<%@ LANGUAGE =|<(?:A |a ).*?(?P<late>[hH][rR](?:EF|ef))"
+        rb"|<(?:HEAD>|HTML>|Head>|Html>|IFRAME|IMG|Img|OBJECT|Object|SCRIPT|Script|TABLE"
+        rb"|head>|html>|iframe|img|object|script|table)", re.DOTALL)),
+    (FileType.MAIL, re.compile(
+        rb"\n(?:[Ff]rom: .{0,1024}?(?P<late>\n(?:[Mm][Ii][Mm][Ee]-[Vv]ersion: |[Cc]ontent-[Tt]ype: ))"
+        rb"|[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,2048}?(?P<late2>\n[Cc]ontent-[Tt]ype: )"
+        rb"|[Mm]essage-[Ii]d: .{0,1024}?(?P<late3>\n[Cc]ontent-[Tt]ype: )"
+        rb"|[Rr]eceived: .{0,2048}?(?P<late4>\n[Cc]ontent-[Tt]ype: ))"
+        rb"|Delivered-To:.{0,256}?(?P<late5>Received:)", re.DOTALL)),
+    (FileType.MHTML, re.compile(
+        rb"(?:^|\n)[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,1024}?(?P<late>\n[Cc]ontent-[Tt]ype: )",
+        re.DOTALL)),
+]
+
+
+def _type1_in_head(head: bytes) -> FileType | None:
+    """The type libclamav's type-1 signatures give the typing window, or None."""
+    reports: list[tuple[int, FileType]] = []
+    for ftype, pattern in _TYPE1_SIGNATURES:
+        for match in pattern.finditer(head):
+            late = [match.start(g) for g in match.groupdict() if match.start(g) >= 0]
+            reports.append((late[0] if late else match.start(), ftype))
+    # MZ, 60 to 300 bytes, PE\0\0: reported where PE\0\0 starts.
+    pe = head.find(b"PE\0\0", 62)
+    while pe >= 0:
+        if head.find(b"MZ", max(0, pe - 302), pe - 60) >= 0:
+            reports.append((pe, FileType.MSEXE))
+        pe = head.find(b"PE\0\0", pe + 1)
+    if head[510:512] == b"\x55\xaa":
+        reports.append((510, FileType.MBR))
+    if _SIS_UID in head[8:24]:
+        reports.append((head.index(_SIS_UID, 8), FileType.SIS))
+    found, rank = None, -1
+    for _at, ftype in sorted(reports, key=lambda r: r[0]):
+        n = _CLAMAV_ORDER[ftype]
+        if n > rank or n >= _FIRST_SFX or ftype is FileType.MSEXE:
+            found, rank = ftype, n
+    return found
 
 
 def contains_html(data: bytes | memoryview) -> bool:
