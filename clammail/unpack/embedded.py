@@ -281,4 +281,4 @@ def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracte
         yield from arj_members(memoryview(data)[offset:], ctx)
     else:
         ftype = _CONTAINER[kind]
-        yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)
+        yield from archive.archive_members(memoryview(data)[offset:], ftype, ctx)
