@@ -38,9 +38,27 @@ UNIT_DATA = _find_unit_data()
 
 
 def need_unit_data() -> Path:
+    """ClamAV's unit-test signatures and samples; the test fails without them."""
     if UNIT_DATA is None:
-        pytest.skip("ClamAV's unit-test data (../shared/clamav-unit-data) is not here")
+        pytest.fail("ClamAV's unit-test data is missing: put it in ../shared/clamav-unit-data "
+                    "(beside the checkout) or name it in CLAMMAIL_UNIT_DATA")
     return UNIT_DATA
+
+
+# The fast multi-literal matcher backend the engine is expected to have: the
+# tests of that backend fail, not skip, where it cannot be imported (issue 10
+# makes it always available: point this at the backend that does so).
+FAST_MATCHER = "hyperscan"
+
+
+def need_fast_matcher() -> str:
+    """The fast matcher's backend name; the test fails when it is not importable."""
+    from clammail.engine.match import available_backends
+
+    if FAST_MATCHER not in available_backends():
+        pytest.fail(f"the fast matcher ({FAST_MATCHER}) cannot be imported: "
+                    f"`make test` installs it")
+    return FAST_MATCHER
 
 
 def need_program(name: str) -> str:

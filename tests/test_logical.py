@@ -35,7 +35,7 @@ def clammail_engine_results(ldb_files=(), yar_files=(), paths=(), options=None):
         logical += load_ldb(Path(path).read_text("latin-1"), str(path), False, LoadOptions())
     for path in yar_files:
         rules += load_yara(Path(path).read_text("latin-1"), str(path), False, LoadOptions())
-    database = Database(logical_signatures=logical, yara_rules=rules)
+    database = Database(logical_signatures=logical + rules)
     engine = Engine(database, ScanOptions.from_mapping({"DisableCache": True, **(options or {})}))
     return {str(p): engine.scan_file(str(p), allmatch=True).detections for p in paths}
 
