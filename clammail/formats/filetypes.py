@@ -410,32 +410,32 @@ _TYPE1_HINT = re.compile(
     rb"|\xef\xbe\xad\xdeNullsoftInst|AU3!EA0|InstallShield\x00|PE\x00\x00|<xdp:xdp|%[Pp][Dd][Ff]-"
     rb"|\x19\x04\x00\x10|\x55\xaa"
 )
-# (type, pattern): a match is reported where its last part starts, the
-# groups named late* (the parts after a gap), else where it starts.
-_TYPE1_SIGNATURES: list[tuple[FileType, re.Pattern]] = [
-    (FileType.ZIPSFX, re.compile(rb"PK\x03\x04")),
-    (FileType.RARSFX, re.compile(rb"Rar!\x1a\x07\x00")),
-    (FileType.CABSFX, re.compile(rb"MSCF\x00{4}")),
-    (FileType.SEVENZIPSFX, re.compile(rb"7z\xbc\xaf\x27\x1c")),
-    (FileType.ARJSFX, re.compile(rb"(?=\x60\xea.{7}[\x00-\x02]\x02)", re.DOTALL)),
-    (FileType.NULSFT, re.compile(rb"\xef\xbe\xad\xdeNullsoftInst")),
-    (FileType.AUTOIT, re.compile(
+# (type, a literal every match holds, pattern): a match is reported where its
+# last part starts (the groups named late*), else where it starts.
+_TYPE1_SIGNATURES: list[tuple[FileType, bytes, re.Pattern]] = [
+    (FileType.ZIPSFX, b"PK\x03\x04", re.compile(rb"PK\x03\x04")),
+    (FileType.RARSFX, b"Rar!", re.compile(rb"Rar!\x1a\x07\x00")),
+    (FileType.CABSFX, b"MSCF", re.compile(rb"MSCF\x00{4}")),
+    (FileType.SEVENZIPSFX, b"7z", re.compile(rb"7z\xbc\xaf\x27\x1c")),
+    (FileType.ARJSFX, b"\x60\xea", re.compile(rb"(?=\x60\xea.{7}[\x00-\x02]\x02)", re.DOTALL)),
+    (FileType.NULSFT, b"NullsoftInst", re.compile(rb"\xef\xbe\xad\xdeNullsoftInst")),
+    (FileType.AUTOIT, b"AU3!EA0", re.compile(
         rb"\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0[56]")),
-    (FileType.ISHIELD_MSI, re.compile(
+    (FileType.ISHIELD_MSI, b"InstallShield", re.compile(
         rb"InstallShield\x00.{292}\x06\x00{7}.{8}\x00{4}\x01", re.DOTALL)),
-    (FileType.XDP, re.compile(rb"<xdp:xdp")),
-    (FileType.PDF, re.compile(rb"%(?:PDF|pdf)-.\.")),
-    (FileType.HTML, re.compile(
+    (FileType.XDP, b"<xdp:xdp", re.compile(rb"<xdp:xdp")),
+    (FileType.PDF, b"%", re.compile(rb"%(?:PDF|pdf)-.\.")),
+    (FileType.HTML, b"<", re.compile(
         rb"^<%@ LANGUAGE =|<(?:A |a ).*?(?P<late>[hH][rR](?:EF|ef))"
         rb"|<(?:HEAD>|HTML>|Head>|Html>|IFRAME|IMG|Img|OBJECT|Object|SCRIPT|Script|TABLE"
         rb"|head>|html>|iframe|img|object|script|table)", re.DOTALL)),
-    (FileType.MAIL, re.compile(
+    (FileType.MAIL, b": ", re.compile(
         rb"\n(?:[Ff]rom: .{0,1024}?(?P<late>\n(?:[Mm][Ii][Mm][Ee]-[Vv]ersion: |[Cc]ontent-[Tt]ype: ))"
         rb"|[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,2048}?(?P<late2>\n[Cc]ontent-[Tt]ype: )"
         rb"|[Mm]essage-[Ii]d: .{0,1024}?(?P<late3>\n[Cc]ontent-[Tt]ype: )"
         rb"|[Rr]eceived: .{0,2048}?(?P<late4>\n[Cc]ontent-[Tt]ype: ))"
         rb"|Delivered-To:.{0,256}?(?P<late5>Received:)", re.DOTALL)),
-    (FileType.MHTML, re.compile(
+    (FileType.MHTML, b"ersion: ", re.compile(
         rb"(?:^|\n)[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,1024}?(?P<late>\n[Cc]ontent-[Tt]ype: )",
         re.DOTALL)),
 ]
@@ -444,7 +444,9 @@ _TYPE1_SIGNATURES: list[tuple[FileType, re.Pattern]] = [
 def _type1_in_head(head: bytes) -> FileType | None:
     """The type libclamav's type-1 signatures give the typing window, or None."""
     reports: list[tuple[int, FileType]] = []
-    for ftype, pattern in _TYPE1_SIGNATURES:
+    for ftype, literal, pattern in _TYPE1_SIGNATURES:
+        if literal not in head:
+            continue
         for match in pattern.finditer(head):
             late = [match.start(g) for g in match.groupdict() if match.start(g) >= 0]
             reports.append((late[0] if late else match.start(), ftype))
