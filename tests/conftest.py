@@ -37,6 +37,15 @@ def _find_unit_data() -> Path | None:
 UNIT_DATA = _find_unit_data()
 
 
+def shared_bench_script(name: str) -> Path:
+    """A script of ../shared/bench (the benchmark database and corpus builders)."""
+    for base in (REPO.parent / "shared", Path("/work/shared")):
+        if (base / "bench" / name).exists():
+            return base / "bench" / name
+    pytest.fail(f"../shared/bench/{name} is missing: the shared benchmark scripts sit "
+                "beside the checkout")
+
+
 def need_unit_data() -> Path:
     """ClamAV's unit-test signatures and samples; the test fails without them."""
     if UNIT_DATA is None:
