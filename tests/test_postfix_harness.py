@@ -22,6 +22,7 @@ from postfix_harness import (
     SYSTEM_CONFIG_DIR,
     PostfixConfig,
     PostfixError,
+    Reply,
     after_queue_filter,
     before_queue_proxy,
     free_port,
@@ -187,6 +188,21 @@ def test_before_queue_proxy_recipe(postfix_factory):
     assert result.accepted, result.transcript
     assert gateway.wait_delivered(1)[0].as_sent() == PLAIN_MESSAGE
     assert "proxy-accept: END-OF-MESSAGE: 250 2.0.0 Ok: queued as" in gateway.maillog()
+
+
+def test_milter_settings_reach_smtpd(postfix_factory):
+    # A milter nobody serves, with milter_default_action = tempfail: the
+    # client is told to come back later, and nothing is queued.
+    dead = free_port()
+    gateway = postfix_factory(PostfixConfig(main={
+        "smtpd_milters": f"inet:127.0.0.1:{dead}", "milter_default_action": "tempfail"}))
+
+    result = gateway.send(message("milter down"))
+
+    assert not result.accepted
+    assert result.reply_to("MAIL FROM") == Reply(451, "4.7.1 Service unavailable - try again later")
+    assert f"connect to Milter service inet:127.0.0.1:{dead}" in gateway.maillog()
+    assert gateway.queue() == [] and gateway.delivered() == []
 
 
 def test_sendmail_submission(postfix):
