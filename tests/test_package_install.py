@@ -7,7 +7,8 @@ the sockets its .socket unit describes passed by socket activation
 (LISTEN_FDS), each service telling its readiness with sd_notify -- because
 systemd is not PID 1 here. Then clamdscan talks to the installed daemon (its
 answers compared with Debian's clamd on the same database), mail goes
-through the installed milter and proxy, logrotate rotates the logs, an
+through a real Postfix (tests/postfix_harness.py) wired with the installed
+milter and with the installed proxy, logrotate rotates the logs, an
 upgrade keeps the administrator's configuration, and remove and purge leave
 nothing behind.
 
@@ -38,8 +39,8 @@ from pathlib import Path
 import pytest
 from clamd_harness import EICAR, make_root, start_daemon, wait_ready
 from conftest import need_program
-from milter_client import MilterClient
 from milter_harness import mime
+from postfix_harness import PostfixConfig, after_queue_filter, start_postfix
 
 from clammail.signatures.loader import holds_databases
 from clammail.supervisor import listening_sockets
@@ -357,21 +358,50 @@ def test_clamdscan_gets_clamds_answers_from_the_installed_daemon(installation):
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_mail_through_the_installed_milter(installation):
-    """A clean and an infected message, as Postfix hands them to the milter on 127.0.0.1:8891."""
-    hdrs, clean_body = mime([("text/plain", "", b"Hello.")])
-    infected_headers, infected_body = mime([("application/octet-stream", "eicar.com", EICAR)])
-    with MilterClient("inet:8891@127.0.0.1") as client:
-        client.connect()
-        clean = client.message("<sender@example.org>", ["<rcpt@example.com>"], hdrs, clean_body,
-                               eom_macros={"i": "4AbCdE"})
-        infected = client.message("<sender@example.org>", ["<rcpt@example.com>"],
-                                  infected_headers, infected_body, eom_macros={"i": "4AbCdF"})
-    assert clean.action == "accept"
-    headers = clean.added + [(n, v) for _, n, v in clean.inserted + clean.changed]
-    assert ("X-Virus-Status", "Clean") in headers
-    assert infected.action == "replycode"
-    assert infected.reply.startswith("550 5.7.1 Message refused: it contains Eicar-Test-Signature")
+def message(subject: str, attachment: bytes | None = None) -> bytes:
+    headers, body = mime([("text/plain", "", b"Hello.")] +
+                         ([("application/octet-stream", "eicar.com", attachment)]
+                          if attachment else []))
+    headers = [(n, v) for n, v in headers if n != b"Subject"] + [(b"Subject", subject.encode())]
+    return b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n" + body
+
+
+def test_mail_through_postfix_and_the_installed_milter(installation):
+    """Postfix wired with the two lines README.Debian gives: clean mail arrives, EICAR is refused."""
+    postfix = start_postfix(PostfixConfig(main={
+        "smtpd_milters": "inet:127.0.0.1:8891", "non_smtpd_milters": "$smtpd_milters",
+        "milter_default_action": "tempfail"}))
+    try:
+        clean = postfix.send(message("clean"))
+        infected = postfix.send(message("infected", EICAR))
+        [delivered] = postfix.wait_delivered(1)
+    finally:
+        postfix.stop()
+    assert clean.data.code == 250
+    assert (infected.data.code, infected.data.text) == (
+        550, "5.7.1 Message refused: it contains Eicar-Test-Signature.UNOFFICIAL")
+    assert delivered.headers["Subject"] == "clean"
+    assert delivered.headers["X-Virus-Status"] == "Clean"
+    assert delivered.headers["X-Virus-Scanned"].startswith("clammail ")
+
+
+def test_mail_through_postfix_and_the_installed_proxy(installation):
+    """Postfix's after-queue content_filter through the proxy on 10025, back on 10026."""
+    postfix = start_postfix(after_queue_filter(10025, reinject_port=10026))
+    try:
+        clean = postfix.send(message("clean"))
+        infected = postfix.send(message("infected", EICAR))
+        # The proxy refuses the infected message after the queue: Postfix
+        # bounces it to its sender.
+        delivered = postfix.wait_delivered(2)
+    finally:
+        postfix.stop()
+    assert clean.data.code == 250 and infected.data.code == 250
+    by_mailbox = {d.mailbox: d for d in delivered}
+    assert by_mailbox["rcpt@example.com"].headers["Subject"] == "clean"
+    assert by_mailbox["rcpt@example.com"].headers["X-Virus-Status"] == "Clean"
+    bounce = b" ".join(by_mailbox["sender@example.org"].data.split())  # lines unfolded
+    assert b"550 5.7.1 Message refused: it contains Eicar-Test-Signature.UNOFFICIAL" in bounce
 
 
 class Sink:
@@ -385,8 +415,8 @@ class Sink:
         return "250 2.0.0 Ok: queued"
 
 
-def test_mail_through_the_installed_proxy(installation):
-    """A clean message reaches the next hop on 127.0.0.1:10026; an infected one is refused."""
+def test_smtp_straight_to_the_installed_proxy(installation):
+    """Without Postfix: a clean message reaches the next hop on 127.0.0.1:10026, EICAR gets a 550."""
     from aiosmtpd.controller import Controller
 
     sink = Sink()
