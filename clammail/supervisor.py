@@ -117,6 +117,8 @@ class Supervisor:
         sys.stdout.flush()
 
     def _show(self, part: Part, data: bytes, final: bool = False) -> None:
+        if not data and not final:
+            return
         lines = (part.pending + data).split(b"\n")
         part.pending = lines.pop()
         if final and part.pending:
@@ -159,12 +161,11 @@ class Supervisor:
         for key, _ in self.selector.select(timeout):
             kind, part = key.data
             if kind == "wake":
-                _read_all(key.fd)  # the signal handler has queued the signal
+                _read_available(key.fd)  # the signal handler has queued the signal
             elif kind == "output":
-                data = _read_all(part.proc.stdout.fileno())
-                if data:
-                    self._show(part, data)
-                else:
+                data, ended = _read_available(part.proc.stdout.fileno())
+                self._show(part, data)
+                if ended:
                     self.selector.unregister(part.proc.stdout)
             else:
                 message = part.notify.recv(4096).decode("utf-8", "replace")
@@ -189,7 +190,7 @@ class Supervisor:
 
     def _drain(self, part: Part) -> None:
         try:
-            data = _read_all(part.proc.stdout.fileno())
+            data, _ = _read_available(part.proc.stdout.fileno())
         except (OSError, ValueError):
             data = b""
         self._show(part, data, final=True)
@@ -286,17 +287,17 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _read_all(fd: int) -> bytes:
+def _read_available(fd: int) -> tuple[bytes, bool]:
+    """What a non-blocking descriptor holds now, and whether its writers are gone."""
     chunks = []
     while True:
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            break
+            return b"".join(chunks), False
         if not chunk:
-            break
+            return b"".join(chunks), True
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def listening_sockets(pid: int) -> list[tuple[str, str]]:
