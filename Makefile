@@ -20,6 +20,7 @@ STAMPS := .stamps
 # (127.0.0.1:8891) and the proxy (127.0.0.1:10025), one process each
 # (clammail/supervisor.py; Ctrl-C stops them all).
 run: deps
+	install -d -m 0755 /var/log/clammail  # clamd, too, refuses a LogFile it cannot create
 	$(BIN)/clammail run -c config/clammail.yaml --datadir clammail/data
 
 # The whole suite on the newest libraries from PyPI, then the tests whose
