@@ -113,10 +113,10 @@ class Service:
     activated: list[socket.socket] = field(default_factory=list)
 
     def wait_ready(self) -> None:
-        self.notify.settimeout(READY_TIMEOUT)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # its sockets too: clients are refused instead of waiting
                 raise AssertionError(f"{self.unit} exited {self.proc.returncode}:\n"
                                      f"{self.output.read_text()[-3000:]}")
             self.notify.settimeout(1.0)
@@ -126,6 +126,7 @@ class Service:
                 continue
             if "READY=1" in message.split("\n"):
                 return
+        self.stop()
         raise AssertionError(f"{self.unit}: no READY=1 in {READY_TIMEOUT} s")
 
     def stop(self) -> int:
@@ -138,7 +139,10 @@ class Service:
                 self.proc.wait()
         self.notify.close()
         for sock in self.activated:
+            if sock.family == socket.AF_UNIX and os.path.exists(sock.getsockname()):
+                os.unlink(sock.getsockname())  # RemoveOnStop=yes
             sock.close()
+        self.activated = []
         return self.proc.returncode
 
 
@@ -232,6 +236,19 @@ class Installation:
     workdir: Path
     services: dict[str, Service] = field(default_factory=dict)
 
+    def require_running(self, *names: str) -> None:
+        """The services a test talks to, started by test_services_start_as_their_units_say."""
+        for name in names:
+            service = self.services.get(name)
+            if service is None or service.proc.poll() is not None:
+                pytest.fail(f"the installed {name} is not running: see "
+                            "test_services_start_as_their_units_say")
+
+
+# What root running `clammail run` before the installation leaves behind
+# (the daemon's log and compiled-database cache): the package takes it over.
+LEFT_BY_ROOT = (Path("/var/log/clammail/clamd.log"), Path("/var/cache/clammail/by-root"))
+
 
 @pytest.fixture(scope="module")
 def installation():
@@ -244,6 +261,10 @@ def installation():
     debs = sorted((REPO / "build" / "deb").glob("clammail_*_all.deb"))
     assert len(debs) == 1, build.stdout[-2000:]
     assert "E: " not in build.stdout
+    for path in LEFT_BY_ROOT:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o755)
+            path.write_text("written by root before the installation\n")
     before = snapshot()
     accounts = {path: Path(path).read_text() for path in ACCOUNT_FILES}
     workdir = Path(tempfile.mkdtemp(prefix="clammail-install-"))
@@ -277,6 +298,9 @@ def test_installed_layout(installation):
         st = os.stat(path)
         assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name,
                 st.st_mode & 0o7777) == (owner, group, mode), path
+    for path in LEFT_BY_ROOT:
+        if path.exists():
+            assert pwd.getpwuid(path.stat().st_uid).pw_name == "clammail", path
     for unit in UNITS:
         assert (UNIT_DIR / unit).is_file()
     readme = Path("/usr/share/doc/clammail/README.Debian").read_text()
@@ -333,13 +357,14 @@ def test_services_start_as_their_units_say(installation):
 
 
 def clamdscan(*args: str) -> str:
-    done = run("clamdscan", "--no-summary", *args, check=False)
+    done = run("clamdscan", "--no-summary", *args, check=False, timeout=120)
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.stdout
 
 
 def test_clamdscan_gets_clamds_answers_from_the_installed_daemon(installation):
     """clamdscan with the installed clamd.conf, and with Debian's clamd on the same database."""
+    installation.require_running("daemon")
     database = "/var/lib/clamav" if holds_databases("/var/lib/clamav") else BUNDLED
     tmp_path = make_root()  # the daemon, as clammail, reads the files it is told to SCAN
     eicar = tmp_path / "eicar.com"
@@ -374,6 +399,7 @@ def message(subject: str, attachment: bytes | None = None) -> bytes:
 
 def test_mail_through_postfix_and_the_installed_milter(installation):
     """Postfix wired with the two lines README.Debian gives: clean mail arrives, EICAR is refused."""
+    installation.require_running("daemon", "milter")
     postfix = start_postfix(PostfixConfig(main={
         "smtpd_milters": "inet:127.0.0.1:8891", "non_smtpd_milters": "$smtpd_milters",
         "milter_default_action": "tempfail"}))
@@ -393,6 +419,7 @@ def test_mail_through_postfix_and_the_installed_milter(installation):
 
 def test_mail_through_postfix_and_the_installed_proxy(installation):
     """Postfix's after-queue content_filter through the proxy on 10025, back on 10026."""
+    installation.require_running("daemon", "proxy")
     postfix = start_postfix(after_queue_filter(10025, reinject_port=10026))
     try:
         clean = postfix.send(message("clean"))
@@ -423,6 +450,7 @@ class Sink:
 
 def test_smtp_straight_to_the_installed_proxy(installation):
     """Without Postfix: a clean message reaches the next hop on 127.0.0.1:10026, EICAR gets a 550."""
+    installation.require_running("daemon", "proxy")
     from aiosmtpd.controller import Controller
 
     sink = Sink()
@@ -445,6 +473,7 @@ def test_smtp_straight_to_the_installed_proxy(installation):
 
 
 def test_logrotate_reopens_the_logs(installation, tmp_path):
+    installation.require_running("daemon", "milter", "proxy")
     state = tmp_path / "logrotate.state"
     run("logrotate", "--force", "--state", str(state), "/etc/logrotate.d/clammail")
     for name in ("clamd", "milter", "proxy"):
@@ -485,6 +514,7 @@ def test_upgrade_keeps_the_configuration(installation, tmp_path):
 
 
 def test_remove_then_purge_leaves_nothing(installation):
+    installation.require_running("daemon", "milter", "proxy")
     for name in ("proxy", "milter", "daemon"):
         assert installation.services.pop(name).stop() == 0, name
     run("apt-get", "remove", "-y", "clammail")
