@@ -97,11 +97,30 @@ class ProxySMTP(SMTP):
     little) long, so a session never holds more than that.
     """
 
-    def __init__(self, handler: ProxyHandler, **kwargs):
+    def __init__(self, handler: ProxyHandler, lmtp: bool = False, **kwargs):
         limit = kwargs.get("data_size_limit") or 25 * 1024 * 1024
         self.line_length_limit = limit + DATA_SLACK  # read by SMTP.__init__ for the buffer
         super().__init__(handler, **kwargs)
         self.proxy = handler
+        self.lmtp = lmtp  # LMTP (RFC 2033): LHLO, and one DATA answer per recipient
+
+    async def smtp_LHLO(self, arg: str) -> None:
+        if not self.lmtp:
+            await self.push('500 Error: command "LHLO" not recognized')
+            return
+        await super().smtp_EHLO(arg)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        if self.lmtp:
+            await self.push('500 Error: command "EHLO" not recognized')
+            return
+        await super().smtp_EHLO(arg)
+
+    async def smtp_HELO(self, arg: str) -> None:
+        if self.lmtp:
+            await self.push('500 Error: command "HELO" not recognized')
+            return
+        await super().smtp_HELO(arg)
 
     def connection_made(self, transport) -> None:
         if self.proxy.connections >= self.proxy.settings.max_connections or self.proxy.stopping:
@@ -144,6 +163,7 @@ class ProxySMTP(SMTP):
             self._set_post_data_state()
             return
         self.envelope.content = self.envelope.original_content = content
+        self.session.lmtp = self.lmtp
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)
@@ -258,6 +278,13 @@ class ProxyHandler:
             self.log.warning(f"Next hop: {exc}")
             await self._drop_next_hop(session)
             return TEMPFAIL_NEXT_HOP
+        if reply.code == 530:
+            # The next hop wants STARTTLS or AUTH the proxy is not set up for:
+            # our problem, not the sender's, so not a permanent refusal.
+            self.log.error(f"Next hop {hop} refused us: {reply.wire()} "
+                           "(see NextHopStartTLS, NextHopUser)")
+            await self._drop_next_hop(session)
+            return TEMPFAIL_NEXT_HOP
         if reply.ok:
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -319,6 +346,8 @@ class ProxyHandler:
             self.log.error(f"No verdict for the message: {result.failure}")
         reply, why = await self._act(session, envelope, content, decision, result)
         self._record(session, envelope, content, decision, result, why)
+        if getattr(session, "lmtp", False) and "\r\n" not in reply:
+            reply = "\r\n".join([reply] * len(envelope.rcpt_tos))  # LMTP: one per recipient
         return reply
 
     async def _act(self, session, envelope, content: bytes, decision: Decision,
@@ -400,7 +429,7 @@ class ProxyHandler:
             self.log.warning(f"Next hop: {exc}")
             await self._drop_next_hop(session)
             return TEMPFAIL_NEXT_HOP
-        return _combine(replies)
+        return _combine(replies, len(envelope.rcpt_tos), getattr(session, "lmtp", False))
 
     def _signing_key(self, sender: str | None):
         domain = (sender or "").rpartition("@")[2].lower()
@@ -462,14 +491,19 @@ def _passed_options(options: list[str], hop: NextHop) -> list[str]:
     return [o for o in options if needs.get(o.split("=", 1)[0].upper()) in hop.extensions]
 
 
-def _combine(replies: list[Reply]) -> str:
+def _combine(replies: list[Reply], recipients: int, lmtp_sender: bool) -> str:
     """The reply to the sender for the next hop's answer(s) to the message.
 
-    An SMTP next hop gives one. An LMTP one gives one per recipient, which
-    an SMTP sender cannot receive: all accepted is a 250; otherwise the
-    first refusal stands for the message (the sender retries or bounces all
-    recipients, which LMTP delivery of some of them cannot undo).
+    An SMTP next hop gives one, an LMTP one one per recipient. An LMTP
+    sender gets one per recipient: the next hop's own, or its single SMTP
+    answer repeated. An SMTP sender gets one: all accepted is a 250,
+    otherwise the first refusal stands for the message (what the sender
+    then does for all recipients, LMTP delivery of some cannot undo).
     """
+    if lmtp_sender:
+        if len(replies) == 1:
+            replies = replies * recipients
+        return "\r\n".join(r.wire() for r in replies)
     for reply in replies:
         if not reply.ok:
             return reply.wire()
