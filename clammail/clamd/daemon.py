@@ -470,7 +470,7 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
-    log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+    log.info(f"+++ Started at {time.asctime()}")
     raise_descriptor_limit()
     passed = listen_fds()
     log.info(f"Received {passed} file descriptor(s) from systemd.")
@@ -510,7 +510,7 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
         for sock, _ in listeners:
             sock.close()
         _cleanup(config, socket_path)
-        log.info(f"--- Stopped at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+        log.info(f"--- Stopped at {time.asctime()}")
         log.close()
     return 0
 
