@@ -24,12 +24,14 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from clamd_harness import EICAR, TEST_DB, exchange, make_root, start_daemon, wait_ready
+from clamd_harness import EICAR, TEST_DB, connect, exchange, make_root, start_daemon, wait_ready
 
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 
@@ -304,3 +306,178 @@ def md5_line(data: bytes, name: str) -> str:
     import hashlib
 
     return f"{hashlib.md5(data).hexdigest()}:{len(data)}:{name}\n"
+
+
+# -- the daemon under load ----------------------------------------------------------------------
+
+CLEAN = b"an ordinary clean object for the fault tests\n" * 20
+CLEAN_OK = b"stream: OK\0"
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def scan_workers(daemon) -> list[int]:
+    """clammail's scan workers: the children of its loader processes (the daemon's children)."""
+    return [w for loader in children(daemon.proc.pid) for w in children(loader)]
+
+
+class Clients:
+    """`count` clients scanning EICAR and a clean object in turn until stopped; every answer kept."""
+
+    def __init__(self, daemon, count: int):
+        self.daemon = daemon
+        self.stop = threading.Event()
+        self.answers: list[tuple[bytes, bytes]] = []  # (expected, got)
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, index: int) -> None:
+        cases = [(EICAR, FOUND), (CLEAN, CLEAN_OK)]
+        n = index
+        while not self.stop.is_set():
+            data, expected = cases[n % 2]
+            n += 1
+            try:
+                got = instream(self.daemon, data)
+            except OSError as exc:
+                got = repr(exc).encode()
+            self.answers.append((expected, got))
+
+    def finish(self) -> list[tuple[bytes, bytes]]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+        return self.answers
+
+
+def test_reload_storm_under_load_costs_no_scan(root):
+    """RELOAD and SIGUSR2 every half second while more clients scan than there
+    are workers: every scan answered right, by clamd and by clammail; after
+    the storm clammail runs one generation (one loader, its workers) only."""
+
+    def scenario(name):
+        d = start(root, name, MaxThreads=2)
+        clients = Clients(d, 4)
+        reloads = 0
+        try:
+            for i in range(30):
+                if i % 2:
+                    d.proc.send_signal(signal.SIGUSR2)
+                else:
+                    assert exchange(("unix", d.unix), b"zRELOAD\0") == b"RELOADING\0"
+                reloads += 1
+                time.sleep(0.5)
+        finally:
+            answers = clients.finish()
+        wrong = [(want, got) for want, got in answers if want != got]
+        return d, len(answers), wrong, reloads
+
+    results = both(scenario)
+    for name, (_, total, wrong, reloads) in results.items():
+        assert reloads == 30 and total > 100, (name, total)
+        assert not wrong, f"{name}: {len(wrong)} of {total} answers wrong: {wrong[:3]}"
+    d = results["clammail"][0]
+    # The storm's last reload finishes, then the generations before it end.
+    assert wait_for(lambda: len(children(d.proc.pid)) == 1 and "Database correctly reloaded"
+                    in d.log.read_text())
+    assert wait_for(lambda: len(descendants(d.proc.pid)) <= 3)  # a loader and up to 2 workers
+    assert "Traceback" not in (d.workdir / "stderr.txt").read_text()
+
+
+def test_killed_worker_is_logged_replaced_and_the_scan_retried(root):
+    """SIGKILL to the worker holding a scan: the scan is answered right (run
+    again on a fresh worker), the log names the object and the signal."""
+    d = start(root, "clammail", MaxThreads=1)
+    assert instream(d) == FOUND
+    [worker] = scan_workers(d)
+    os.kill(worker, signal.SIGSTOP)  # it takes the next job and holds it
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(instream, d)
+        assert wait_for(lambda: "\tINSTREAM " in exchange(("unix", d.unix), b"zSTATS\0").decode())
+        os.kill(worker, signal.SIGKILL)
+        assert answer.result(timeout=60) == FOUND
+    log = d.log.read_text()
+    assert (f"stream: worker process killed by SIGKILL (pid {worker}) during the scan; "
+            "scanning again on a fresh worker") in log
+    assert instream(d, CLEAN) == CLEAN_OK
+    assert worker not in scan_workers(d) and len(scan_workers(d)) == 1
+
+
+def test_workers_killed_under_load(root):
+    """Workers killed again and again while four clients scan: each answer is
+    the right verdict or says that the worker was killed; the daemon keeps
+    its pool and serves on."""
+    d = start(root, "clammail", MaxThreads=2)
+    clients = Clients(d, 4)
+    killed = set()
+    try:
+        for _ in range(25):
+            for pid in scan_workers(d)[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            time.sleep(0.3)
+    finally:
+        answers = clients.finish()
+    aborted = b"stream: Scan aborted: worker process killed by SIGKILL ERROR\0"
+    wrong = [(want, got) for want, got in answers if got not in (want, aborted)]
+    assert len(killed) >= 20 and len(answers) > 100
+    assert not wrong, f"{len(wrong)} of {len(answers)} answers wrong: {wrong[:3]}"
+    assert instream(d) == FOUND and instream(d, CLEAN) == CLEAN_OK
+    assert len(scan_workers(d)) >= 1 and not killed & set(scan_workers(d))
+    assert d.log.read_text().count("killed by SIGKILL") >= 1
+    assert "Traceback" not in (d.workdir / "stderr.txt").read_text()
+
+
+def test_sigterm_under_load_refuses_new_clients_and_closes_idle_ones(root):
+    """SIGTERM while a stream comes in and another client sits idle: the idle
+    connection is closed and new connections are refused at once, as clamd
+    does; clammail, unlike clamd, still answers the stream in flight."""
+    half = len(EICAR) // 2
+
+    def scenario(name):
+        d = start(root, name)
+        idle = connect(("unix", d.unix))
+        streaming = connect(("unix", d.unix))
+        streaming.sendall(b"zINSTREAM\0" + struct.pack(">I", len(EICAR)) + EICAR[:half])
+        assert exchange(("unix", d.unix), b"zPING\0") == b"PONG\0"  # both connections are taken
+        d.proc.send_signal(signal.SIGTERM)
+        idle.settimeout(30)
+        idle_end = idle.recv(100)  # b"": closed while the stream is still in flight
+        # New clients: refused (no one waits in a listen queue that nobody accepts from).
+        refused = wait_for(lambda: connect_refused(d))
+        running = d.proc.poll() is None  # clammail: yes, the stream holds it
+        streaming.settimeout(30)
+        try:
+            streaming.sendall(EICAR[half:] + struct.pack(">I", 0))
+            in_flight = streaming.recv(200)
+        except OSError:
+            in_flight = b"<closed>"
+        idle.close()
+        streaming.close()
+        return idle_end, refused, in_flight, exit_code(d), running
+
+    results = both(scenario)
+    assert results["clamd"][:2] == (b"", True) and results["clamd"][3] == 0
+    assert results["clammail"] == (b"", True, FOUND, 0, True)
+
+
+def connect_refused(daemon) -> bool:
+    try:
+        s = connect(("unix", daemon.unix))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    s.close()
+    return False

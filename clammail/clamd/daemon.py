@@ -36,6 +36,7 @@ import time
 
 from clammail import __version__
 from clammail.clamd import pathscan
+from clammail.clamd.server import Server
 from clammail.clamd.workers import LoadFailed, WorkerPool
 from clammail.config.clamdconf import Config, ConfigError
 from clammail.service.log import ServiceLog
@@ -143,6 +144,7 @@ class Daemon:
         self._db_stamp: dict[str, tuple] = {}
         self.server = None
         self.socket_path: str | None = None
+        self.socket_activated = False  # listening sockets from systemd
         self.started = time.time()
 
     # -- database -------------------------------------------------------
@@ -349,11 +351,10 @@ class Daemon:
     _stopping: asyncio.Future | None = None
 
     async def serve(self, listeners: list[tuple[socket.socket, str]]) -> None:
-        from clammail.clamd.server import Server
-
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
         self.server = Server(self)
+        self.server.close_listeners = not self.socket_activated
         for sock, kind in listeners:
             self.server.add_listener(sock, kind)
         loop.add_signal_handler(signal.SIGTERM, self.request_shutdown, "SIGTERM caught")
@@ -513,6 +514,7 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
                               os.path.dirname(socket_path or "")))
     daemon = Daemon(config, log, cache_dir=cache_dir)
     daemon.socket_path = socket_path
+    daemon.socket_activated = bool(passed)
     log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
     pool, stamp = daemon.new_generation()
     try:

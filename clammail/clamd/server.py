@@ -58,6 +58,10 @@ def connection_limit() -> int:
     return max(16, min(MAX_CONNECTIONS, (soft - RESERVED_FDS) // 2))
 
 
+class _Stopped(Exception):
+    """The daemon is shutting down and this connection has nothing in flight."""
+
+
 @dataclass
 class Task:
     """A scan job, for STATS: queued until a worker takes it, then running."""
@@ -78,6 +82,11 @@ class Server:
         self.daemon = daemon  # clammail.clamd.daemon.Daemon: config, pool, log, actions
         self.config = daemon.config
         self.listeners: list[tuple[socket.socket, str]] = []
+        # Sockets from systemd stay open at shutdown: systemd keeps them for
+        # the next start (clamd leaves them alone too).
+        self.close_listeners = True
+        self.stopping = False
+        self.sessions: set[_Session] = set()
         self.tasks: set[asyncio.Task] = set()
         self.running: dict[int, Task] = {}
         self.connections = 0
@@ -96,6 +105,9 @@ class Server:
             self._accepting.append(asyncio.create_task(self._accept_loop(sock, kind)))
 
     async def stop_accepting(self) -> None:
+        """Shutdown begins: new connections are refused at once, as clamd refuses
+        them, and connections that wait for a command are closed."""
+        self.stopping = True
         for task in self._accepting:
             task.cancel()
         for task in self._accepting:
@@ -104,9 +116,14 @@ class Server:
             except (asyncio.CancelledError, Exception):
                 pass
         self._accepting.clear()
+        if self.close_listeners:
+            for sock, _ in self.listeners:
+                sock.close()
+        for session in list(self.sessions):
+            session.stop_if_idle()
 
     async def drain(self, timeout: float) -> None:
-        """Wait for connections to finish (bounded), then cancel the rest."""
+        """Wait for in-flight scans to be answered (bounded), then cancel what is left."""
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
             for task in pending:
@@ -143,9 +160,11 @@ class Server:
 
     async def _serve(self, sock: socket.socket, kind: str) -> None:
         session = _Session(self, sock, kind)
+        self.sessions.add(session)
         try:
             await session.run()
         finally:
+            self.sessions.discard(session)
             await session.finish()
 
 
@@ -167,6 +186,7 @@ class _Session:
         self.stream_fd: int | None = None
         self.stream_id, self.stream_term = 0, protocol.NL
         self.broken = False
+        self._reading: asyncio.Future | None = None  # set while waiting for the client
 
     async def run(self) -> None:
         # clamd's deadlines: CommandReadTimeout from the connection's start,
@@ -180,6 +200,9 @@ class _Session:
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 data, fds = await asyncio.wait_for(self._recv(), remaining)
+            except _Stopped:
+                await self._events(self.conn.eof())
+                break
             except TimeoutError:
                 await self._events(self.conn.timeout())
                 break
@@ -205,10 +228,21 @@ class _Session:
             pass
         self.sock.close()
 
+    def _idle(self) -> bool:
+        """No scan in flight and no stream coming in: shutdown closes such a connection."""
+        return not self.jobs and self.conn.mode is not protocol.Mode.STREAM
+
+    def stop_if_idle(self) -> None:
+        """At shutdown: stop waiting for this client's next command if nothing is in flight."""
+        if self._reading is not None and not self._reading.done() and self._idle():
+            self._reading.set_exception(_Stopped())
+
     async def _recv(self) -> tuple[bytes, list[int]]:
         loop = asyncio.get_running_loop()
         fileno = self.sock.fileno()
         while True:
+            if self.server.stopping and self._idle():
+                raise _Stopped()
             try:
                 if self.kind == "unix":
                     data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, 8)
@@ -223,9 +257,11 @@ class _Session:
                     fut.set_result(None)
 
             loop.add_reader(fileno, wake)
+            self._reading = ready
             try:
                 await ready
             finally:
+                self._reading = None
                 loop.remove_reader(fileno)
 
     async def send(self, data: bytes) -> bool:
@@ -323,7 +359,12 @@ class _Session:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.jobs.add(task)
-        task.add_done_callback(self.jobs.discard)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self.jobs.discard(task)
+        if self.server.stopping:
+            self.stop_if_idle()  # a session's last scan answered: no next command
 
     async def reply(self, request: Request, text: str | bytes) -> bool:
         return await self.send(reply_line(request.id, request.term, text))
