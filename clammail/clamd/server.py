@@ -186,6 +186,7 @@ class _Session:
         self.stream_fd: int | None = None
         self.stream_id, self.stream_term = 0, protocol.NL
         self.broken = False
+        self.muted = False  # a session ended in an error: replies still due are dropped
         self._reading: asyncio.Future | None = None  # set while waiting for the client
 
     async def run(self) -> None:
@@ -273,6 +274,8 @@ class _Session:
         async with self.write_lock:
             if self.broken:  # given up while this reply waited its turn
                 return False
+            if self.muted:
+                return True
             try:
                 await asyncio.wait_for(loop.sock_sendall(self.sock, data), max(limit, 1.0))
                 return True
@@ -297,6 +300,11 @@ class _Session:
                 self._drop_stream()
             elif isinstance(event, Request):
                 await self._request(event)
+            elif isinstance(event, protocol.SessionGarbage) and self.jobs:
+                await self.send(reply_line(event.id, event.term, "Error processing command. ERROR"))
+                self.muted = True
+            elif isinstance(event, protocol.Close) and event.abort:
+                self.muted = True
 
     def _start_stream(self, event: protocol.StreamStart) -> None:
         self._drop_stream()
@@ -330,7 +338,7 @@ class _Session:
         # read, so a client that does not read its replies stops being read.
         immediate = {
             "PING": self._ping, "VERSION": self._version, "VERSIONCOMMANDS": self._commands,
-            "STATS": self._stats, "RELOAD": self._reload,
+            "RELOAD": self._reload,
         }
         command = request.command
         if command in immediate:
@@ -342,7 +350,9 @@ class _Session:
         if command in ("DETSTATS", "DETSTATSCLEAR"):
             return  # clamd 1.4.6 removed detection statistics: it closes without a reply
         await self._room_for_job()
-        if command == "INSTREAM":
+        if command == "STATS":
+            self._spawn(self._stats(request))  # clamd's thread pool answers it, as a scan
+        elif command == "INSTREAM":
             fd, self.stream_fd = self.stream_fd, None
             self._spawn(self._scan_fd(request, fd, "stream", "INSTREAM"))
         elif command == "FILDES":
