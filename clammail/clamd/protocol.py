@@ -250,6 +250,10 @@ class Connection:
             self._dispatch_fildes(term, id, events)
             if self.mode is Mode.DONE:
                 return
+            # clamd parsed FILDES again from the start of its buffer: what
+            # follows is not at the start of a packet.
+            events.extend(self._process(fresh_packet=False))
+            return
         events.extend(self._process(fresh_packet=True))
 
     def eof(self) -> list[Event]:
@@ -351,6 +355,12 @@ class Connection:
         if self.in_session and bare:
             # Answered with the session's delimiter (the last command's).
             events.append(Send(reply_line(id, self.term, "Only nCMDS\\n and zCMDS\\0 are accepted inside IDSESSION. ERROR")))
+            if self.pending_fd is not None:
+                # clamd's check for an unclaimed descriptor comes first and
+                # replaces the generic line (the command loop stopped in
+                # command mode).
+                self._protocol_error(events, processing_error=False)
+                return
             events.append(Send(reply_line(id, self.term, "Error processing command. ERROR")))
             self._finish(events, abort=True)
             return
