@@ -198,10 +198,13 @@ def run_case(target, packets: list[bytes], pass_fd: bool, fd_path: str) -> bytes
     finally:
         if fd is not None:
             os.close(fd)
-    reply = normalize(reply, unordered(packets))
-    if b"IDSESSION" in b"".join(packets) and any(end in reply for end in _SESSION_ENDS):
-        reply = protocol_lines(reply)
-    return reply
+    return normalize(reply, unordered(packets))
+
+
+def session_ended(packets: list[bytes], *replies: bytes) -> bool:
+    """A session began and either daemon ended it with an error."""
+    return (b"".join(packets)[1:10] == b"IDSESSION"
+            and any(end in reply for end in _SESSION_ENDS for reply in replies))
 
 
 _PROCESSING_ERROR = re.compile(rb"Error processing command\. ERROR[\n\0]")
@@ -244,9 +247,11 @@ def test_fuzzed_connections_answered_as_clamd(pair):
         kind = "unix" if pass_fd or random.Random(len(packets[0])).random() < 0.5 else "tcp"
         targets = {name: ((kind, d.unix) if kind == "unix" else (kind, d.port))
                    for name, d in (("clamd", pair.clamd), ("clammail", pair.clammail))}
-        return (packets, targets["clamd"][0],
-                run_case(targets["clamd"], packets, pass_fd, fd_path),
-                run_case(targets["clammail"], packets, pass_fd, fd_path))
+        clamd = run_case(targets["clamd"], packets, pass_fd, fd_path)
+        ours = run_case(targets["clammail"], packets, pass_fd, fd_path)
+        if session_ended(packets, clamd, ours):
+            clamd, ours = protocol_lines(clamd), protocol_lines(ours)
+        return packets, targets["clamd"][0], clamd, ours
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(both, cases))
