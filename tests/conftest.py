@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from postfix_harness import postfix, postfix_factory  # noqa: F401  (fixtures for every test)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTFILES = Path("/usr/share/clamav-testfiles")
@@ -37,10 +38,37 @@ def _find_unit_data() -> Path | None:
 UNIT_DATA = _find_unit_data()
 
 
+def shared_bench_script(name: str) -> Path:
+    """A script of ../shared/bench (the benchmark database and corpus builders)."""
+    for base in (REPO.parent / "shared", Path("/work/shared")):
+        if (base / "bench" / name).exists():
+            return base / "bench" / name
+    pytest.fail(f"../shared/bench/{name} is missing: the shared benchmark scripts sit "
+                "beside the checkout")
+
+
 def need_unit_data() -> Path:
+    """ClamAV's unit-test signatures and samples; the test fails without them."""
     if UNIT_DATA is None:
-        pytest.skip("ClamAV's unit-test data (../shared/clamav-unit-data) is not here")
+        pytest.fail("ClamAV's unit-test data is missing: put it in ../shared/clamav-unit-data "
+                    "(beside the checkout) or name it in CLAMMAIL_UNIT_DATA")
     return UNIT_DATA
+
+
+# The fast multi-literal matcher backend the engine is expected to have: the
+# tests of that backend fail, not skip, where it cannot be imported (issue 10
+# makes it always available: point this at the backend that does so).
+FAST_MATCHER = "hyperscan"
+
+
+def need_fast_matcher() -> str:
+    """The fast matcher's backend name; the test fails when it is not importable."""
+    from clammail.engine.match import available_backends
+
+    if FAST_MATCHER not in available_backends():
+        pytest.fail(f"the fast matcher ({FAST_MATCHER}) cannot be imported: "
+                    f"`make test` installs it")
+    return FAST_MATCHER
 
 
 def need_program(name: str) -> str:

@@ -334,6 +334,8 @@ class Daemon:
             raise
         else:
             self.install(pool, info, stamp)
+            for warning in info.warnings:
+                self.log.warning(warning)
             self.log.info(f"Database correctly reloaded ({info.signatures} signatures)")
         if self._reload_again:
             self._reload_again = False
@@ -522,6 +524,8 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
     except LoadFailed as exc:
         _cleanup(config, socket_path)
         raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
+    for warning in info.warnings:  # skipped files and rules, as clamd warns
+        log.warning(warning)
     log.info(f"Loaded {info.signatures} signatures.")
     if not foreground:
         daemonize()

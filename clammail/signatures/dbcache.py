@@ -55,7 +55,7 @@ from clammail.signatures.common import LoadOptions
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLAMMAIL-DB-CACHE\n"
-FORMAT = 2
+FORMAT = 4  # 3: pattern records moved to clammail.signatures.patterns; 4: BodyPattern.logical
 _PREFIX = "db-"
 _SUFFIX = ".cache"
 # After MAGIC: format, checksum of what follows the fixed header up to the
