@@ -11,7 +11,8 @@ its size is compared with LogFileMaxSize; a file over the limit is renamed
 to `<name>-YYYYMMDD_HHMMSS.log` and a new one begun. With LogRotate off
 clamd notes "Log size limit met but log file rotation turned off" in the
 old file and rotates anyway (and from then on, silently). SIGHUP closes the
-file (`reopen`), so that the next line goes to a new one at the same path.
+file (`reopen`) after clamd's "SIGHUP caught" line, and the same line
+begins a new file at the configured path.
 
 Logging is best-effort: a full disk, a read-only file system or a vanished
 directory never reaches request handling, reloads or shutdown. Failed
@@ -136,10 +137,15 @@ class ServiceLog:
             self._fd = None
 
     def reopen(self) -> None:
-        """SIGHUP: as clamd, say so in the old file and close it; the next line opens the path anew."""
-        self.info("SIGHUP caught: re-opening log file.")
+        """SIGHUP: clamd's line ends the old file, which is closed; the same
+        line begins the new file at the configured path (so that whoever
+        moved the old one away sees at once that the new one is in use)."""
+        message = "SIGHUP caught: re-opening log file."
+        self.info(message)
         with self._lock:
             self._close_file()
+        if self.path:
+            self._write_file("info", message)
 
     def close(self) -> None:
         with self._lock:
@@ -156,8 +162,11 @@ class ServiceLog:
                 pass  # syslog(3) itself never fails loudly; the encoding can
         if self.to_stderr:
             _print(sys.stderr, line + "\n")
-        if not self.path:
-            return
+        if self.path:
+            self._write_file(level, message)
+
+    def _write_file(self, level: str, message: str) -> None:
+        line = _PREFIX[level] + message
         with self._lock:
             if self.max_size:
                 self._rotate_if_full()
