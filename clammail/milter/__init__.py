@@ -40,6 +40,7 @@ from clammail.service.process import (
 from clammail.service.sockets import remove_stale_socket, set_socket_access
 
 CONFIG_CANDIDATES = ("/etc/clammail/clammail.yaml", "/etc/clammail/clamav-milter.conf")
+REPLY_GRACE = 0.5  # seconds libmilter gets to send the last replies before the process exits
 MILTER_NAME = "clammail"
 
 HELP = """\
@@ -245,6 +246,9 @@ def _serve(milter, service, settings, log: ServiceLog) -> int:
     # process, and the MTA applies milter_default_action (tempfail) to them.
     service.stop_accepting()
     left = service.wait_idle(settings.shutdown_timeout)
+    # A message counts as done when its end-of-message callback returns;
+    # libmilter writes the reply just after. Give it a moment to do so.
+    time.sleep(REPLY_GRACE)
     if left:
         log.warning(f"{left} message(s) still in flight after {settings.shutdown_timeout:g} s:"
                     " the MTA gets no verdict for them and keeps them (milter_default_action)")
