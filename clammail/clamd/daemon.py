@@ -528,7 +528,7 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
         log.warning(warning)
     log.info(f"Loaded {info.signatures} signatures.")
     if not foreground:
-        daemonize()
+        daemonize()(True)  # the database is loaded: the starting process may go
     write_pid_file(config["PidFile"], log)
     sd_notify("READY=1")
     try:
