@@ -181,6 +181,11 @@ def test_allow_list_and_skip_authenticated(scanners, tmp_path):
             answers.append(got)
     finally:
         stop_all(theirs, ours)
+    # All recipients allowed: clamav-milter says so at the first header,
+    # clammail at DATA (it takes headers without replies); the MTA's
+    # outcome is the same.
+    assert answers[0][1] == ("accept", "header") and answers[1][1] == ("accept", "data")
+    answers[1][1] = answers[0][1]
     assert answers[1] == answers[0]
     assert answers[1] == [("accept", "mail"), ("accept", "header"), ("reject", "eom"),
                           ("accept", "mail"), ("reject", "eom")]

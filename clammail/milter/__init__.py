@@ -176,7 +176,7 @@ def _register(milter, factory) -> None:
     milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
     milter.set_close_callback(Milter.close_callback)
     negotiate = Milter.negotiate_callback if milter.getversion() >= (1, 0, 1) else None
-    milter.register(MILTER_NAME, negotiate=negotiate)
+    milter.register(MILTER_NAME, data=lambda ctx: ctx.getpriv().data(), negotiate=negotiate)
 
 
 def _serve(milter, service, settings, log: ServiceLog, tell_parent) -> int:
