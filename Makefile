@@ -29,10 +29,15 @@ bench: deps
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
-# Debian packages: installed only when one of the list is missing.
+# Debian packages: installed only when one of the list is missing. A line
+# `package [arch ...]` is for those architectures only.
 $(STAMPS)/apt: $(APT_LIST)
 	@mkdir -p $(STAMPS)
-	@missing=$$(sed -e 's/#.*//' $(APT_LIST) | xargs -n1 | while read -r pkg; do \
+	@arch=$$(dpkg --print-architecture); \
+	missing=$$(sed -e 's/#.*//' $(APT_LIST) | \
+		awk -v arch="$$arch" 'NF == 0 { next } NF == 1 { print; next } \
+			{ for (i = 2; i <= NF; i++) { a = $$i; gsub(/[][]/, "", a); if (a == arch) print $$1 } }' | \
+		while read -r pkg; do \
 		dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q '^install ok installed' || echo "$$pkg"; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -43,14 +48,12 @@ $(STAMPS)/apt: $(APT_LIST)
 	@touch $@
 
 # The virtual environment, with the project installed in editable mode.
-# hyperscan (the fast matcher) is optional: without a wheel for this machine
-# the engine uses pyahocorasick.
+# The fast matcher needs no Python package: the engine binds Debian's
+# libhyperscan5 itself (clammail/engine/match/libhs.py).
 $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
-	$(BIN)/pip install -q --disable-pip-version-check 'hyperscan>=0.4' || \
-		echo "hyperscan is not available here: the engine will use pyahocorasick"
 	@touch $@
 
 clean:

@@ -8,6 +8,7 @@ files; `clammail_results` runs our engine on the same input. Both return
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,19 @@ def need_program(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: `make test` installs it from {REPO}/packaging")
     return path
+
+
+def need_hyperscan() -> None:
+    """The fast matcher is required where `make test` installs it (libhyperscan5,
+    amd64), unless CLAMMAIL_MATCHER=ahocorasick runs the suite on the fallback."""
+    from clammail.engine.match import available_backends
+
+    if "hyperscan" in available_backends():
+        return
+    if os.environ.get("CLAMMAIL_MATCHER") == "ahocorasick" or platform.machine() != "x86_64":
+        pytest.skip("the fast matcher is not expected here")
+    pytest.fail("libhs.so.5 does not load: `make test` installs libhyperscan5 "
+                "(packaging/apt-packages.txt)")
 
 
 def parse_scan_output(text: str) -> dict[str, list[str]]:

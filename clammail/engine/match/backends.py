@@ -1,7 +1,8 @@
 """The multi-literal search: where each anchor literal occurs in a buffer.
 
 Two interchangeable backends with one method, `occurrences`: pyahocorasick
-(always installed) and hyperscan (the fast path, used when importable). Both
+(always installed) and hyperscan (the fast path: the system's libhs through
+our own binding, `libhs.py`, used whenever the library loads). Both
 return the same answer: for each literal that occurs, its start positions in
 increasing order, at most `LITERAL_CAP + 1` of them (one more than the cap
 tells the caller the literal is dense and needs another strategy).
@@ -12,7 +13,10 @@ the lower-cased buffer.
 from __future__ import annotations
 
 import binascii
+import os
 from collections.abc import Callable, Sequence
+
+from clammail.engine.match import libhs
 
 # A literal with more occurrences than this in one buffer is "dense": its
 # parts are then searched by regular expression instead of one candidate at a
@@ -22,14 +26,16 @@ LITERAL_CAP = 20_000
 Occurrences = dict[int, list[int]]
 
 
-def available_backends() -> list[str]:
-    names = []
-    try:
-        import hyperscan  # noqa: F401
+# Set to "ahocorasick" to run on the portable fallback alone (the tests, the
+# benchmarks and a daemon can be run that way without changing any code).
+MATCHER_ENV = "CLAMMAIL_MATCHER"
 
+
+def available_backends() -> list[str]:
+    """The usable backends, fastest first."""
+    names = []
+    if libhs.available() and os.environ.get(MATCHER_ENV, "auto") != "ahocorasick":
         names.append("hyperscan")
-    except ImportError:
-        pass
     names.append("ahocorasick")
     return names
 
@@ -167,12 +173,7 @@ def _expression_chunks(count: int) -> list[range]:
 
 
 def _compile_database(expressions: Sequence[bytes], flags: Sequence[int], ids: range):
-    import hyperscan
-
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(expressions=[expressions[i] for i in ids], ids=list(ids),
-                     elements=len(ids), flags=[flags[i] for i in ids])
-    return database
+    return libhs.Database.compile([expressions[i] for i in ids], [flags[i] for i in ids], ids)
 
 
 def compile_databases(expressions: Sequence[bytes], flags: Sequence[int]) -> list:
@@ -183,8 +184,6 @@ def compile_databases(expressions: Sequence[bytes], flags: Sequence[int]) -> lis
     and send them back serialized. A child that fails leaves its chunks to
     this process, so compile errors are raised here, as without children.
     """
-    import hyperscan
-
     from clammail import forked
 
     chunks = _expression_chunks(len(expressions))
@@ -195,15 +194,14 @@ def compile_databases(expressions: Sequence[bytes], flags: Sequence[int]) -> lis
         mine = list(range(worker, len(chunks), workers))
 
         def compile_mine(mine=mine):
-            return [hyperscan.dumpb(_compile_database(expressions, flags, chunks[k]))
-                    for k in mine]
+            return [_compile_database(expressions, flags, chunks[k]).serialize() for k in mine]
 
         try:
             children.append((mine, forked.ForkedCall(compile_mine)))
         except forked.ChildFailed:
             pass
     assigned = {k for mine, _ in children for k in mine}
-    databases: dict[int, object] = {}
+    databases: dict[int, libhs.Database] = {}
     try:
         for k, ids in enumerate(chunks):
             if k not in assigned:
@@ -218,7 +216,7 @@ def compile_databases(expressions: Sequence[bytes], flags: Sequence[int]) -> lis
         except Exception:  # noqa: BLE001 - compiled below, where errors are raised
             continue
         for k, blob in zip(mine, blobs, strict=True):
-            databases[k] = hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK)
+            databases[k] = libhs.Database.deserialize(blob)
     for k, ids in enumerate(chunks):  # a failed child's chunks
         if k not in databases:
             databases[k] = _compile_database(expressions, flags, ids)
@@ -242,53 +240,51 @@ class HyperscanBackend:
     name = "hyperscan"
 
     def __init__(self, literals: Sequence[tuple[bytes, bool]], windows: Sequence[bytes] = ()):
-        import hyperscan
-
+        if not libhs.available():
+            raise ValueError(f"hyperscan ({libhs.LIBRARY}) is not available")
         self._literals = [lit for lit, _ in literals]
         self._nocase = [nocase for _, nocase in literals]
-        self._databases: list = []
+        self._databases: list[libhs.Database] = []
         if literals or windows:
             # Every byte escaped: a NUL would otherwise end the expression.
             expressions = [_escaped(lit) for lit in self._literals]
-            flags = [hyperscan.HS_FLAG_SINGLEMATCH
-                     | (hyperscan.HS_FLAG_CASELESS if nocase else 0)
+            flags = [libhs.HS_FLAG_SINGLEMATCH | (libhs.HS_FLAG_CASELESS if nocase else 0)
                      for nocase in self._nocase]
             expressions += list(windows)
-            flags += [hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(windows)
+            flags += [libhs.HS_FLAG_SINGLEMATCH | libhs.HS_FLAG_DOTALL] * len(windows)
             self._databases = compile_databases(expressions, flags)
-            for database in self._databases:
-                database.scratch = hyperscan.Scratch(database)
             _release_free_memory()
+        self._scratch = libhs.Scratch(self._databases)
 
     def __getstate__(self):
-        import hyperscan
-
         state = dict(self.__dict__)
-        state["_databases"] = [hyperscan.dumpb(database) for database in self._databases]
+        state["_databases"] = [database.serialize() for database in self._databases]
+        del state["_scratch"]
         return state
 
     def __setstate__(self, state):
-        import hyperscan
-
-        databases = []
-        for blob in state["_databases"]:
-            database = hyperscan.loadb(bytes(blob), hyperscan.HS_MODE_BLOCK)
-            database.scratch = hyperscan.Scratch(database)
-            databases.append(database)
-        state["_databases"] = databases
+        state["_databases"] = [libhs.Database.deserialize(bytes(blob))
+                               for blob in state["_databases"]]
         self.__dict__.update(state)
+        self._scratch = libhs.Scratch(self._databases)
 
-    def occurrences(self, buf: bytes, lowered: Callable[[], bytes]) -> tuple[Occurrences, set]:
+    def occurrences(self, buf, lowered: Callable[[], bytes]) -> tuple[Occurrences, set]:
         """(literal id -> starts, ids of windows present)."""
-        if not self._databases or not buf:
+        if not self._databases or not len(buf):
             return {}, set()
         first: dict[int, int] = {}
+        base = [0]  # where the piece being scanned starts
 
         def on_match(ident, start, end, flags, context):
-            first[ident] = end
+            end += base[0]
+            if first.get(ident, end) >= end:
+                first[ident] = end
+            return 0
 
-        for database in self._databases:
-            database.scan(buf, match_event_handler=on_match)
+        callback = libhs.MATCH_CALLBACK(on_match)
+        for base[0], piece in _pieces(buf):
+            for database in self._databases:
+                libhs.scan(database, piece, self._scratch, callback)
         found: Occurrences = {}
         windows = set()
         cap = LITERAL_CAP
@@ -310,3 +306,21 @@ class HyperscanBackend:
                 starts.append(position)
             found[ident] = starts
         return found, windows
+
+
+# hs_scan takes at most 4 GiB at once: longer buffers go in pieces that
+# overlap by more than any expression is long (a body signature line is at
+# most 32 KiB of text, so 16 KiB of bytes).
+_PIECE = 1 << 31
+_PIECE_OVERLAP = 1 << 16
+
+
+def _pieces(buf):
+    """(offset, piece) of `buf`: itself, or views of 2 GiB pieces when it is too long."""
+    size = len(buf)
+    if size <= libhs.MAX_SCAN_LENGTH:
+        yield 0, buf
+        return
+    view = memoryview(buf).cast("B")
+    for start in range(0, size, _PIECE):
+        yield start, view[start:start + _PIECE + _PIECE_OVERLAP]
