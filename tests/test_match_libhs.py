@@ -113,8 +113,7 @@ def test_forked_child_gets_its_own_scratch():
 def test_buffers_too_long_for_one_scan_go_in_overlapping_pieces(monkeypatch):
     """hs_scan takes at most 4 GiB: longer buffers are scanned in pieces that overlap,
     and the first occurrence of each literal keeps its true offset."""
-    monkeypatch.setattr(libhs, "MAX_SCAN_LENGTH", 1000)
-    monkeypatch.setattr(backends, "_PIECE", 400)
+    monkeypatch.setattr(backends, "_LONGEST_SCAN", 400)
     monkeypatch.setattr(backends, "_PIECE_OVERLAP", 50)
     backend = backends.HyperscanBackend([(b"needle", False), (b"other", False)])
     data = bytearray(3000)

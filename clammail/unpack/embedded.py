@@ -44,6 +44,7 @@ import re
 import struct
 from collections.abc import Iterator
 
+from clammail import mapped
 from clammail.engine.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
@@ -162,7 +163,8 @@ def _installer_hits(data) -> list[tuple[int, str]]:
     """The installer magics in `data` as _INSTALLERS.finditer would find them."""
     starts = set()
     for literal, back in _INSTALLER_LITERALS:
-        starts.update(m.start() - back for m in literal.finditer(data) if m.start() >= back)
+        starts.update(m.start() - back for m in mapped.finditer(literal, data)
+                      if m.start() >= back)
     hits = []
     resume = 0
     for start in sorted(starts):
@@ -201,7 +203,7 @@ def magic_hits(data) -> Iterator[tuple[int, str]]:
     one left-to-right scan finds them (no hit inside the previous one)."""
     heap = []
     for kind, pattern in _MAGICS:
-        match = pattern.search(data)
+        match = mapped.search(pattern, data)
         if match is not None:
             heap.append((match.start(), match.end(), kind, pattern))
     heapq.heapify(heap)
@@ -211,7 +213,7 @@ def magic_hits(data) -> Iterator[tuple[int, str]]:
         if offset >= resume:
             yield offset, kind
             resume = end
-        match = pattern.search(data, resume)
+        match = mapped.search(pattern, data, resume)
         if match is None:
             heapq.heappop(heap)
         else:

@@ -13,9 +13,11 @@ the lower-cased buffer.
 from __future__ import annotations
 
 import binascii
+import mmap
 import os
 from collections.abc import Callable, Sequence
 
+from clammail import mapped
 from clammail.engine.match import libhs
 
 # A literal with more occurrences than this in one buffer is "dense": its
@@ -113,27 +115,32 @@ class AhoCorasickBackend:
             self._collect(True, self._nocase, lowered(), found)
         return found, set()
 
-    def _collect(self, nocase: bool, automaton, buf: bytes, found: Occurrences) -> None:
-        text = buf.decode("latin-1")
+    def _collect(self, nocase: bool, automaton, buf, found: Occurrences) -> None:
         lengths = self._lengths
         cap = LITERAL_CAP
         dense: set[int] = set()
-        size = len(text)
+        size = len(buf)
+        overlap = self._longest - 1
         position = 0
         while position < size:
             stop = min(size, position + self.CHUNK)
-            # Start early enough to see literals that end in this chunk.
-            begin = max(0, position - self._longest + 1)
-            for end, ident in automaton.iter(text, begin, stop):
-                if end < position:
+            # Decoded a chunk at a time (the buffer may be a 100 MB mapping), each
+            # beginning early enough to see the literals that end in it.
+            begin = max(0, position - overlap)
+            text = bytes(buf[begin:stop]).decode("latin-1")
+            seen = position - begin  # ends before this were reported with the last chunk
+            shift = begin + 1
+            for end, ident in automaton.iter(text):
+                if end < seen:
                     continue
                 starts = found.get(ident)
                 if starts is None:
-                    found[ident] = [end - lengths[ident] + 1]
+                    found[ident] = [end - lengths[ident] + shift]
                 elif len(starts) <= cap:
-                    starts.append(end - lengths[ident] + 1)
+                    starts.append(end - lengths[ident] + shift)
                     if len(starts) > cap:
                         dense.add(ident)
+            mapped.release(buf, begin, stop - overlap)
             position = stop
             if dense and position < size:
                 key = (nocase, frozenset(dense))
@@ -269,58 +276,59 @@ class HyperscanBackend:
         self._scratch = libhs.Scratch(self._databases)
 
     def occurrences(self, buf, lowered: Callable[[], bytes]) -> tuple[Occurrences, set]:
-        """(literal id -> starts, ids of windows present)."""
-        if not self._databases or not len(buf):
+        """(literal id -> starts, ids of windows present).
+
+        A mapped file is searched in pieces (`clammail.mapped`), each
+        released when done, so a big file's pages are not all resident at
+        once; a literal's occurrences are listed piece by piece, each piece
+        keeping those that start in it (the overlap is the next one's)."""
+        size = len(buf)
+        if not self._databases or not size:
             return {}, set()
         first: dict[int, int] = {}
         base = [0]  # where the piece being scanned starts
 
         def on_match(ident, start, end, flags, context):
-            end += base[0]
-            if first.get(ident, end) >= end:
-                first[ident] = end
+            first[ident] = end + base[0]  # SINGLEMATCH: once per id and scan
             return 0
 
         callback = libhs.MATCH_CALLBACK(on_match)
-        for base[0], piece in _pieces(buf):
-            for database in self._databases:
-                libhs.scan(database, piece, self._scratch, callback)
+        step = mapped.PIECE if isinstance(buf, mmap.mmap) else _LONGEST_SCAN
         found: Occurrences = {}
         windows = set()
         cap = LITERAL_CAP
         count = len(self._literals)
-        # In the order of the buffer, as one database reports them.
-        for ident, end in sorted(first.items(), key=_second):
-            if ident >= count:
-                windows.add(ident - count)
-                continue
-            literal = self._literals[ident]
-            haystack = lowered() if self._nocase[ident] else buf
-            position = end - len(literal)
-            starts = [position]
-            find = haystack.find
-            while len(starts) <= cap:
-                position = find(literal, position + 1)
-                if position < 0:
-                    break
-                starts.append(position)
-            found[ident] = starts
+        with memoryview(buf) as whole:
+            for start, stop in mapped.pieces(size, step, _PIECE_OVERLAP):
+                first.clear()
+                base[0] = start
+                with whole[start:stop] as piece:
+                    for database in self._databases:
+                        libhs.scan(database, piece, self._scratch, callback)
+                own_end = min(size, start + step)
+                # In the order of the buffer, as one database reports them.
+                for ident, end in sorted(first.items(), key=_second):
+                    if ident >= count:
+                        windows.add(ident - count)
+                        continue
+                    literal = self._literals[ident]
+                    position = end - len(literal)
+                    if position >= own_end:
+                        continue  # starts in the overlap: the next piece lists it
+                    starts = found.get(ident)
+                    if starts is None:
+                        starts = found[ident] = []
+                    find = (lowered() if self._nocase[ident] else buf).find
+                    limit = own_end + len(literal) - 1
+                    while position >= 0 and len(starts) <= cap:
+                        starts.append(position)
+                        position = find(literal, position + 1, limit)
+                mapped.release(buf, start, own_end)
         return found, windows
 
 
-# hs_scan takes at most 4 GiB at once: longer buffers go in pieces that
-# overlap by more than any expression is long (a body signature line is at
-# most 32 KiB of text, so 16 KiB of bytes).
-_PIECE = 1 << 31
+# Pieces overlap by more than any expression is long (a body signature line
+# is at most 32 KiB of text, so 16 KiB of bytes).
 _PIECE_OVERLAP = 1 << 16
-
-
-def _pieces(buf):
-    """(offset, piece) of `buf`: itself, or views of 2 GiB pieces when it is too long."""
-    size = len(buf)
-    if size <= libhs.MAX_SCAN_LENGTH:
-        yield 0, buf
-        return
-    view = memoryview(buf).cast("B")
-    for start in range(0, size, _PIECE):
-        yield start, view[start:start + _PIECE + _PIECE_OVERLAP]
+# hs_scan takes at most 4 GiB at once.
+_LONGEST_SCAN = libhs.MAX_SCAN_LENGTH - _PIECE_OVERLAP

@@ -19,6 +19,7 @@ cost little memory and workers forked after the build share it.
 
 from __future__ import annotations
 
+import mmap
 import re
 from array import array
 from collections.abc import Iterable, Sequence
@@ -237,12 +238,12 @@ class BodyMatcher:
         """Matches of every pattern whose target is 0 or `target`, by pattern index."""
         if not self.patterns:
             return {}
-        buf = data if isinstance(data, bytes) else bytes(data)
-        lowered_cache: list[bytes] = []
+        buf = searchable(data)
+        lowered_cache: list = []
 
-        def lowered() -> bytes:
+        def lowered():
             if not lowered_cache:
-                lowered_cache.append(buf.lower())
+                lowered_cache.append(_lower(buf))
             return lowered_cache[0]
 
         candidates: dict[int, list[int]] = {}  # key -> anchor positions, increasing
@@ -461,6 +462,32 @@ class BodyMatcher:
                     break
         out.sort(key=lambda m: (m.start, m.end))
         return out
+
+
+def searchable(data):
+    """`data` as an object with `find` (bytes, bytearray, mmap), copied only when it
+    is part of something else: a scanned file stays a mapping, not 100 MB more."""
+    if isinstance(data, (bytes, bytearray, mmap.mmap)):
+        return data
+    view = memoryview(data)
+    whole = view.obj
+    if (isinstance(whole, (bytes, bytearray, mmap.mmap)) and view.contiguous
+            and view.nbytes == len(whole)):
+        return whole
+    return view.tobytes()
+
+
+_LOWER_PIECE = 1 << 20
+
+
+def _lower(buf):
+    """buf.lower() for any of `searchable`'s types (mmap has no lower()), in one copy."""
+    if not isinstance(buf, mmap.mmap):
+        return buf.lower()
+    out = bytearray(len(buf))
+    for start in range(0, len(buf), _LOWER_PIECE):
+        out[start:start + _LOWER_PIECE] = buf[start:start + _LOWER_PIECE].lower()
+    return out
 
 
 def _windows(start: int, end: int, size: int, step: int) -> range:
