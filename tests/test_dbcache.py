@@ -28,7 +28,7 @@ def cached(tmp_path):
     database = load_database([str(sigdir)], cache_dir=str(cache))
     assert not cache.exists()  # body signatures: the engine stores it, with its matcher
     Engine(database)
-    (name,) = os.listdir(cache)
+    (name,) = [name for name in os.listdir(cache) if name.startswith("db-")]
     return sigdir, cache, cache / name, database.fingerprint
 
 

@@ -53,7 +53,8 @@ class SignatureMatcher:
         count = len(self._body_sigs) + (len(self._logical.patterns) if self._logical else 0)
         if cached is not None and cached.pattern_count == count:
             return cached
-        matcher = BodyMatcher(self._patterns(), backend=backend)
+        matcher = BodyMatcher(self._patterns(), backend=backend,
+                              cache_dir=getattr(self.database, "cache_dir", None))
         if compiled is not None and getattr(self.database, "cache_dir", None):
             from clammail.signatures.dbcache import save_compiled
 

@@ -107,20 +107,17 @@ class DatabaseCache:
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{_PREFIX}{key}{_SUFFIX}")
 
-    def _trusted(self, st: os.stat_result) -> bool:
-        return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
     def load(self, key: str):
         """The cached Database for this key, or None (missing, foreign or corrupt)."""
         path = self._path(key)
         try:
-            if not self._trusted(os.stat(self.directory)):
+            if not _trusted(os.stat(self.directory)):
                 log.warning("cache directory %s is not ours alone (owner or write permission): not used",
                             self.directory)
                 return None
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
-                if not self._trusted(st):
+                if not _trusted(st):
                     log.warning("cache file %s is not ours alone: not used", path)
                     return None
                 parts = self._read_checked(fh, st.st_size)
@@ -237,6 +234,92 @@ class DatabaseCache:
             os.unlink(path)
         except OSError:
             pass
+
+
+class BlobCache:
+    """Named blobs beside the database caches (`<prefix><key><suffix>`), with the
+    same trust rules: ours alone, checked by the SHA256 stored in front of each.
+    What the matcher keeps per hyperscan chunk, so a database update compiles
+    only the chunks whose expressions changed."""
+
+    _HEAD = struct.Struct("<32s")
+
+    def __init__(self, directory: str, prefix: str, suffix: str, magic: bytes) -> None:
+        self.directory = directory
+        self.prefix, self.suffix, self.magic = prefix, suffix, magic
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.directory, f"{self.prefix}{key}{self.suffix}")
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            if not _trusted(os.stat(self.directory)):
+                return None
+            with open(path, "rb") as fh:
+                if not _trusted(os.fstat(fh.fileno())):
+                    return None
+                data = fh.read()
+        except OSError:
+            return None
+        start = len(self.magic) + self._HEAD.size
+        if not data.startswith(self.magic) or len(data) < start:
+            self.discard(key, "not a cache file")
+            return None
+        (digest,) = self._HEAD.unpack_from(data, len(self.magic))
+        blob = data[start:]
+        if hashlib.sha256(blob).digest() != digest:
+            self.discard(key, "checksum mismatch")
+            return None
+        return blob
+
+    def put(self, key: str, blob: bytes) -> bool:
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+        except OSError as exc:
+            log.info("cache %s not written: %s", self._path(key), exc)
+            return False
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.magic + self._HEAD.pack(hashlib.sha256(blob).digest()))
+                fh.write(blob)
+            os.chmod(temp, 0o600)
+            os.replace(temp, self._path(key))
+        except OSError as exc:
+            log.info("cache %s not written: %s", self._path(key), exc)
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            return False
+        return True
+
+    def keep_only(self, keys) -> None:
+        """Remove this kind's blobs other than `keys`."""
+        keep = {os.path.basename(self._path(key)) for key in keys}
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(self.prefix) and name.endswith(self.suffix) and name not in keep:
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
+
+    def discard(self, key: str, why: str) -> None:
+        log.warning("cache %s ignored: %s", self._path(key), why)
+        try:
+            os.unlink(self._path(key))
+        except OSError:
+            pass
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _file_digest(fh, offset: int, length: int) -> bytes:

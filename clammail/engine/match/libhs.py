@@ -49,7 +49,11 @@ LIBRARY = "libhs.so.5"
 
 
 class HyperscanError(Exception):
-    pass
+    def __init__(self, message: str, expression: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        # A compile error: the index of the expression in the lists given, and why.
+        self.expression = expression
+        self.reason = reason
 
 
 class _CompileError(ctypes.Structure):
@@ -154,8 +158,10 @@ class Database:
             message = error.contents.message.decode("utf-8", "replace")
             index = error.contents.expression
             _lib.hs_free_compile_error(error)
-            where = f" (expression {ids[index]})" if 0 <= index < count else ""
-            raise HyperscanError(f"hyperscan compile error{where}: {message}")
+            if 0 <= index < count:
+                raise HyperscanError(f"hyperscan compile error (expression {ids[index]}): "
+                                     f"{message}", index, message)
+            raise HyperscanError(f"hyperscan compile error: {message}")
         _check(code, "hs_compile")
         return cls(handle.value)
 

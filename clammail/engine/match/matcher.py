@@ -92,7 +92,10 @@ def _key(pattern: int, variant: int, part: int) -> int:
 
 
 class BodyMatcher:
-    def __init__(self, patterns: Sequence[BodyPattern], backend: str | None = None):
+    def __init__(self, patterns: Sequence[BodyPattern], backend: str | None = None,
+                 cache_dir: str | None = None):
+        """`cache_dir`: keep the compiled hyperscan chunks there (and take them from
+        there), beside the compiled-database cache."""
         self.patterns = list(patterns)
         self._targets = array("B", (min(p.target, 255) for p in self.patterns))
         self._boyer_moore = array("b")  # per pattern: 1 if clamd uses Boyer-Moore for it
@@ -164,7 +167,7 @@ class BodyMatcher:
         self._entry_values = np.fromiter((e for es in self._entries for e in es), np.int64,
                                          int(self._entry_starts[-1]))
         del self._entries
-        self._backend = make_backend(name, literals, windows)
+        self._backend = make_backend(name, literals, windows, cache_dir)
         self.backend_name = self._backend.name
         self._regexes: dict[int, re.Pattern | None] = {}
 
