@@ -81,13 +81,18 @@ def _stat_line(path: str) -> str:
     return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_mode:o}"
 
 
-def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None:
-    """The cache key of loading these paths with these options; None if a path is unreadable."""
+def _environment(options: LoadOptions, keys) -> list[str]:
+    """What every cached load depends on besides the files."""
     import numpy
 
-    parts = [f"format={FORMAT}", f"clammail={__version__}", f"flevel={FLEVEL}",
-             f"python={sys.version_info[:3]}", f"numpy={numpy.__version__}",
-             f"options={options!r}", f"keys={keys!r}"]
+    return [f"format={FORMAT}", f"clammail={__version__}", f"flevel={FLEVEL}",
+            f"python={sys.version_info[:3]}", f"numpy={numpy.__version__}",
+            f"options={options!r}", f"keys={keys!r}"]
+
+
+def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None:
+    """The cache key of loading these paths with these options; None if a path is unreadable."""
+    parts = _environment(options, keys)
     try:
         for path in paths:
             path = os.path.abspath(os.fspath(path))
@@ -101,14 +106,26 @@ def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None
 
 
 class DatabaseCache:
-    def __init__(self, directory: str) -> None:
+    """Cache files of one kind (`prefix`) in a directory: a whole loaded Database
+    (the default), or one database file's share of it (`FileUnits`)."""
+
+    def __init__(self, directory: str, prefix: str = _PREFIX) -> None:
         self.directory = directory
+        self.prefix = prefix
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.directory, f"{_PREFIX}{key}{_SUFFIX}")
+        return os.path.join(self.directory, f"{self.prefix}{key}{_SUFFIX}")
 
     def load(self, key: str):
         """The cached Database for this key, or None (missing, foreign or corrupt)."""
+        database = self.load_object(key)
+        if database is not None:
+            database.fingerprint = key
+            database.cache_dir = self.directory
+        return database
+
+    def load_object(self, key: str):
+        """What was stored under this key (its big buffers mapped), or None."""
         path = self._path(key)
         try:
             if not _trusted(os.stat(self.directory)):
@@ -130,13 +147,10 @@ class DatabaseCache:
             return None
         buffers = [memoryview(mapping)[offset:offset + length] for offset, length in layout]
         try:
-            database = pickle.loads(payload, buffers=buffers)
+            return pickle.loads(payload, buffers=buffers)
         except Exception as exc:  # a payload we wrote but cannot read back (code changed)
             self._discard(path, f"unreadable ({exc.__class__.__name__})")
             return None
-        database.fingerprint = key
-        database.cache_dir = self.directory
-        return database
 
     @staticmethod
     def _read_checked(fh, size: int):
@@ -169,8 +183,9 @@ class DatabaseCache:
                 return "buffer checksum mismatch"
         return rest[table_length:], [(offset, length) for _, offset, length, _ in layout]
 
-    def store(self, key: str, database) -> bool:
-        """Write the Database for this key; False (and no cache) if that is not possible."""
+    def store(self, key: str, database, remove_others: bool = True) -> bool:
+        """Write the Database (or other object) for this key; False (and no cache) if that
+        is not possible. Other files of this kind are removed unless `remove_others` is false."""
         buffers: list[pickle.PickleBuffer] = []
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -212,17 +227,19 @@ class DatabaseCache:
             except OSError:
                 pass
             return False
-        self._remove_others(key)
+        if remove_others:
+            self.keep_only([key])
         return True
 
-    def _remove_others(self, key: str) -> None:
-        keep = os.path.basename(self._path(key))
+    def keep_only(self, keys) -> None:
+        """Remove the files of this kind other than those of `keys`."""
+        keep = {os.path.basename(self._path(key)) for key in keys}
         try:
             names = os.listdir(self.directory)
         except OSError:
             return
         for name in names:
-            if name.startswith(_PREFIX) and name.endswith(_SUFFIX) and name != keep:
+            if name.startswith(self.prefix) and name.endswith(_SUFFIX) and name not in keep:
                 try:
                     os.unlink(os.path.join(self.directory, name))
                 except OSError:
@@ -234,6 +251,47 @@ class DatabaseCache:
             os.unlink(path)
         except OSError:
             pass
+
+
+class FileUnits:
+    """The per-file cache: what one database file (or container) added to a load.
+
+    When any database file changed, the loader takes every unchanged file's
+    share from here instead of parsing it again (a daily.cvd update does not
+    parse main.cvd). A unit's key covers the file's (and its twin's) status,
+    what the load depended on before it (`context`: the ignore lists loaded
+    so far), and everything `fingerprint` covers. Units of files no longer
+    loaded are removed by `finish`.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._cache = DatabaseCache(os.path.join(directory, "files"), "file-")
+        self._used: list[str] = []
+
+    def key(self, paths: list[str], options: LoadOptions, keys, context: str) -> str | None:
+        parts = _environment(options, keys) + [f"context={context}"]
+        for path in paths:
+            try:
+                parts.append(_stat_line(os.path.abspath(path)))
+            except FileNotFoundError:
+                parts.append(f"{path}\0missing")
+            except OSError:
+                return None
+        return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def get(self, key: str):
+        unit = self._cache.load_object(key)
+        if unit is not None:
+            self._used.append(key)
+        return unit
+
+    def put(self, key: str, unit) -> None:
+        if self._cache.store(key, unit, remove_others=False):
+            self._used.append(key)
+
+    def finish(self) -> None:
+        """The load is complete: drop the units it did not use."""
+        self._cache.keep_only(self._used)
 
 
 class BlobCache:
