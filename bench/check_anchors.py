@@ -1,7 +1,7 @@
 """Check that the fast anchor path picks exactly the anchors of a full compile.
 
 For every line of an .ndb file, `hexsig_anchors` (the fast path the loader
-uses) must equal `plan_anchors(compile_hexsig(...))` (the full compile the
+uses) must equal `plan_anchors(parse_hexsig(...))` (the full compile the
 matcher is built from), or both must refuse the line with the same reason.
 With --save FILE the fast results are pickled; with --compare FILE they are
 checked against such a file (e.g. one saved by an older version).
@@ -16,13 +16,9 @@ import pickle
 import sys
 import time
 
-from clammail.engine.match.compile import (
-    compile_hexsig,
-    hexsig_anchors,
-    parse_offset,
-    plan_anchors,
-)
+from clammail.signatures.anchors import hexsig_anchors, plan_anchors
 from clammail.signatures.common import SignatureError
+from clammail.signatures.hexsig import parse_hexsig, parse_offset
 
 
 def _outcome(function, *args, **kwargs):
@@ -33,7 +29,7 @@ def _outcome(function, *args, **kwargs):
 
 
 def _full_anchors(hexsig, offset, target):
-    return plan_anchors(compile_hexsig(hexsig, offset, target, ldb=False))
+    return plan_anchors(parse_hexsig(hexsig, offset, target, ldb=False))
 
 
 def main() -> int:

@@ -17,12 +17,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dscan": ("clammail.clamd.dscan", "scan through a daemon like clamdscan"),
     "milter": ("clammail.milter", "run the milter for Postfix and Sendmail"),
     "proxy": ("clammail.proxy", "run the SMTP content-filter proxy"),
+    "quarantine": ("clammail.proxy.quarantine_cmd", "list, show, release, delete quarantined mail"),
     "sigtool": ("clammail.sigtool", "inspect and build signature databases"),
     "config": ("clammail.config.command", "check and show configuration"),
 }
 
 USAGE = "usage: clammail <command> [options]\n\ncommands:\n" + "".join(
-    f"  {name:<8} {text}\n" for name, (_, text) in COMMANDS.items()
+    f"  {name:<10} {text}\n" for name, (_, text) in COMMANDS.items()
 )
 
 

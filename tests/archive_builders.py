@@ -1,7 +1,7 @@
 """Build archives and compressed files of every format the archive tests use.
 
 Python's own modules write what they can (zip, tar, gzip, bzip2, xz, lzma);
-Debian's tools write the rest (7z, cpio, genisoimage, gcab, lha, arj,
+Debian's tools write the rest (7z, cpio, genisoimage, gcab, jlha, arj,
 bsdtar, zstd). RAR has no free writer, so `rar4_stored` and `rar5_stored`
 write stored-method RAR archives by hand. Every builder takes the members as
 (name, bytes) pairs and returns the archive's bytes.
@@ -206,8 +206,10 @@ def lha(members: Members, method: int = 5, header_level: int = 2) -> bytes:
     """jLHA: method 5, 6 or 7 (-lh5-, -lh6-, -lh7-), 0 for stored (-lh0-)."""
     def run(src, names):
         out = os.path.join(src, "..", "out.lzh")
-        flags = "aq" + (f"o{method}" if method else "z") + str(header_level)
-        _tool(["lha", flags, out] + names, src)
+        # jlha reads the header level only right after the command letter, and
+        # takes the digit after `o<method>` as part of the method.
+        flags = f"a{header_level}q" + (f"o{method}" if method else "z")
+        _tool(["jlha", flags, out] + names, src)  # jlha-utils: lhasa's `lha` cannot write
         return out
     return _with_files(members, run)
 

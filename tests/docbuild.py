@@ -252,33 +252,11 @@ def ndb_line(name: str, target: int, text: bytes) -> str:
 
 
 def clammail_scan(databases, paths, options=None, allmatch=False) -> dict[str, list[str]]:
-    """clammail's answers for `paths`, in process.
-
-    Uses the project's database loader; while it does not load .ndb files yet
-    (the foundation's placeholder), literal .ndb lines are added here so the
-    documents can be tested against body signatures now.
-    """
-    from dataclasses import dataclass
-
+    """clammail's answers for `paths`, in process."""
     from clammail.engine import Engine, ScanOptions
-    from clammail.engine.match.api import BodyPattern
     from clammail.signatures.loader import load_database
 
-    @dataclass(frozen=True)
-    class _Sig:
-        name: str
-        pattern: BodyPattern
-
     db = load_database([str(d) for d in databases])
-    if not db.body_signatures:
-        sigs = []
-        for path in databases:
-            if str(path).endswith(".ndb"):
-                for line in open(path, encoding="latin-1").read().splitlines():
-                    if line.strip():
-                        name, target, _offset, hexsig = line.split(":")[:4]
-                        sigs.append(_Sig(name + ".UNOFFICIAL", BodyPattern(hexsig, target=int(target))))
-        db.body_signatures = sigs
     engine = Engine(db, ScanOptions.from_mapping(options or {}))
     results = {}
     for path in paths:

@@ -20,13 +20,20 @@ import uuid
 
 import pytest
 from clamd_harness import EICAR, TEST_DB, exchange, make_root, start_pair
+from conftest import need_program
 
 from clammail import __version__
 
 pytestmark = [pytest.mark.oracle]
 
-needs = pytest.mark.skipif(not (shutil.which("clamdtop") and shutil.which("tmux")),
-                           reason="clamdtop (clamav-daemon) and tmux are needed")
+@pytest.fixture
+def clamdtop_and_tmux():
+    """clamdtop (clamav-daemon) and tmux; the test fails without them."""
+    need_program("clamdtop")
+    need_program("tmux")
+
+
+needs = pytest.mark.usefixtures("clamdtop_and_tmux")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Clients against both daemons: our async client, and Debian's clamdscan unmodified.
+"""Clients against both daemons: our client (both front ends), and Debian's clamdscan unmodified.
 
 clamdscan in each mode (default, --multiscan, --stream, --fdpass, and their
 combinations, with and without --allmatch) must print the same lines against
@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 from clamd_harness import EICAR, TEST_DB, make_root, start_pair
 
-from clammail.clamd.client import ClamdClient, ClamdError, parse_verdict
+from clammail.clamd.client import (
+    AsyncClamd,
+    Clamd,
+    ClamdConnectError,
+    ClamdError,
+    Status,
+    parse_verdict,
+)
 
 pytestmark = [pytest.mark.oracle]
 
@@ -82,32 +89,96 @@ def test_async_client_against_both(pair):
     files = pair.extra["files"]
 
     async def check(address: str):
-        client = ClamdClient(address, timeout=20)
+        client = AsyncClamd(address, timeout=20)
         assert await client.ping()
         verdict = await client.instream([EICAR[:20], EICAR[20:]])
         assert verdict.infected and verdict.path == "stream"
-        assert (await client.instream(b"nothing here")).status == "OK"
+        assert (await client.instream(b"nothing here")).status is Status.OK
+        stream = await client.open_instream()
+        for byte in EICAR:  # one byte at a time, as a slow sender writes
+            await stream.write(bytes([byte]))
+        piecewise = await stream.finish()
         verdicts = await client.scan_path(str(files), "CONTSCAN")
         fd = os.open(files / "eicar.com", os.O_RDONLY)
         try:
             passed = await client.fildes(fd)
         finally:
             os.close(fd)
-        return verdict.detail, sorted((v.path, v.status, v.detail) for v in verdicts), passed.detail
+        return (verdict.detail, piecewise.line, sorted(v.line for v in verdicts), passed.detail)
 
     ours = asyncio.run(check(f"unix:{pair.clammail.unix}"))
     theirs = asyncio.run(check(pair.clamd.unix))
     assert ours == theirs
+    assert "FOUND" in ours[1]
 
 
-def test_async_client_errors():
+def test_blocking_client_against_both(pair):
+    files = pair.extra["files"]
+
+    def check(address: str):
+        client = Clamd(address, timeout=20)
+        assert client.ping()
+        with client.open_instream() as stream:
+            stream.write(EICAR[:10])
+            stream.write(EICAR[10:])
+            infected = stream.finish()
+        clean = client.instream(b"nothing here")
+        # Cut at 10 bytes, as the milter's MaxFileSize cuts: EICAR is not seen.
+        cut = client.instream(EICAR, limit=10)
+        verdicts = client.scan_path(str(files), "CONTSCAN")
+        fd = os.open(files / "eicar.com", os.O_RDONLY)
+        try:
+            passed = client.fildes(fd)
+        finally:
+            os.close(fd)
+        return infected.line, clean.line, cut.line, sorted(v.line for v in verdicts), passed.text
+
+    ours = check(f"unix:{pair.clammail.unix}")
+    theirs = check(f"unix:{pair.clamd.unix}")
+    assert ours == theirs
+    assert ours[0].endswith(" FOUND") and ours[1:3] == ("stream: OK", "stream: OK")
+    over_tcp = [Clamd(f"tcp:127.0.0.1:{d.port}", timeout=20).instream(EICAR).line
+                for d in (pair.clammail, pair.clamd)]
+    assert over_tcp[0] == over_tcp[1] == ours[0]
+
+
+def test_stream_over_the_daemons_limit_gets_its_error_reply(tmp_path):
+    """StreamMaxLength broken mid-stream: the daemon's ERROR reply, not a broken pipe."""
+    root = make_root()
+    db = root / "db"
+    db.mkdir()
+    (db / "test.hdb").write_text(TEST_DB)
+    for p in [root, db, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    pair = start_pair(root, {"DatabaseDirectory": db, "SelfCheck": 0, "StreamMaxLength": "1M"})
+    try:
+        replies = []
+        for daemon in (pair.clamd, pair.clammail):
+            client = Clamd(daemon.unix, timeout=20)
+            with client.open_instream() as stream:
+                for _ in range(64):
+                    stream.write(b"x" * 65536)
+                replies.append(stream.finish())
+        assert replies[0] == replies[1]
+        assert replies[0].status is Status.ERROR
+        assert "size limit exceeded" in replies[0].detail
+    finally:
+        pair.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_client_errors():
     async def refused():
-        with pytest.raises(ClamdError):
-            await ClamdClient("tcp:127.0.0.1:1", timeout=5).ping()
+        with pytest.raises(ClamdConnectError):
+            await AsyncClamd("tcp:127.0.0.1:1", timeout=5).ping()
     asyncio.run(refused())
+    with pytest.raises(ClamdConnectError):
+        Clamd("tcp:127.0.0.1:1", timeout=5).ping()
+    with pytest.raises(ClamdConnectError):
+        Clamd("unix:/nonexistent/socket", timeout=5).ping()
     with pytest.raises(ClamdError):
         parse_verdict("something else")
-    assert parse_verdict("INSTREAM size limit exceeded. ERROR").status == "ERROR"
+    assert parse_verdict("INSTREAM size limit exceeded. ERROR").status is Status.ERROR
 
 
 def dscan(daemon, *args: str) -> tuple[int, list[str]]:

@@ -5,97 +5,23 @@ a batch of generated files, runs clamscan once with --allmatch, scans the
 same files with our engine in-process and compares every file's list of
 names. Files start with 64 zero bytes so both sides type them as binary
 data (target 0, no normalized views).
-
-Until the real body-pattern matcher lands on main, `StandInMatcher` below
-plays its part for the literal hex patterns these tests use (with the
-::i ::w ::a ::f modifiers and absolute offsets).
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
 from pathlib import Path
 
 import pytest
 from conftest import clamscan_results, need_unit_data
 
-from clammail.engine.match.api import OffsetKind, PatternMatch
 from clammail.signatures.common import LoadOptions, SignatureError
 from clammail.signatures.database import Database
 from clammail.signatures.lexpr import parse_expression
 from clammail.signatures.logical import load_ldb
 
 PREFIX = b"\0" * 64
-
-# -- a stand-in for the shared BodyMatcher (literal hex only) ------------------------
-
-
-class StandInMatcher:
-    backend_name = "stand-in"
-
-    def __init__(self, patterns, backend=None):
-        self.patterns = list(patterns)
-
-    @property
-    def pattern_count(self):
-        return len(self.patterns)
-
-    def scan(self, data, target, info):
-        buf = bytes(data)
-        hits = {}
-        for index, p in enumerate(self.patterns):
-            if p.target not in (0, target):
-                continue
-            found = sorted(_literal_matches(p, buf), key=lambda m: (m.start, m.end))
-            if found:
-                hits[index] = found
-        return hits
-
-
-def _literal_matches(p, buf: bytes):
-    literal = bytes.fromhex(p.hexsig)
-    variants = []
-    if not p.wide or p.ascii:
-        variants.append((literal, False))
-    if p.wide:
-        variants.append((b"".join(bytes([c, 0]) for c in literal), True))
-    for needle, wide in variants:
-        flags = re.IGNORECASE if p.nocase else 0
-        for m in re.finditer(b"(?=" + re.escape(needle) + b")", buf, flags):
-            start, end = m.start(), m.start() + len(needle)
-            if p.fullword and not _fullword(buf, start, end, wide):
-                continue
-            if not _offset_ok(p.offset, start, len(buf)):
-                continue
-            yield PatternMatch(start, end)
-
-
-def _fullword(buf: bytes, start: int, end: int, wide: bool) -> bool:
-    if start and buf[start - 1:start].isalnum():
-        return False
-    if end >= len(buf):
-        return True
-    if wide and end + 1 < len(buf):
-        return not (buf[end:end + 1].isalnum() and buf[end + 1] == 0)
-    return not buf[end:end + 1].isalnum()
-
-
-def _offset_ok(offset, start: int, size: int) -> bool:
-    if offset.kind is OffsetKind.ANY:
-        return True
-    base = offset.value if offset.kind is OffsetKind.ABSOLUTE else size - offset.value
-    return base <= start <= base + (offset.max_shift or 0)
-
-
-@pytest.fixture(autouse=True)
-def body_matcher(monkeypatch):
-    import clammail.engine.match as match
-
-    if getattr(match.BodyMatcher, "backend_name", "") == "naive":
-        monkeypatch.setattr(match, "BodyMatcher", StandInMatcher)
-
 
 # -- running both sides ---------------------------------------------------------------
 
@@ -109,7 +35,7 @@ def clammail_engine_results(ldb_files=(), yar_files=(), paths=(), options=None):
         logical += load_ldb(Path(path).read_text("latin-1"), str(path), False, LoadOptions())
     for path in yar_files:
         rules += load_yara(Path(path).read_text("latin-1"), str(path), False, LoadOptions())
-    database = Database(logical_signatures=logical, yara_rules=rules)
+    database = Database(logical_signatures=logical + rules)
     engine = Engine(database, ScanOptions.from_mapping({"DisableCache": True, **(options or {})}))
     return {str(p): engine.scan_file(str(p), allmatch=True).detections for p in paths}
 

@@ -14,7 +14,6 @@ import base64
 import binascii
 import collections
 import hashlib
-import importlib.util
 import os
 import quopri
 import subprocess
@@ -50,19 +49,6 @@ def as_logical(ndb_line: str) -> str:
     """The same body signature as a one-pattern logical signature (.ldb)."""
     name, target, _offset, hexsig = ndb_line.split(":")
     return f"{name};Engine:51-255,Target:{target};0;{hexsig}"
-
-
-def ndb_supported() -> bool:
-    from clammail.signatures.loader import load_database
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "probe.ndb")
-        path.write_text(EICAR_SIG + "\n")
-        return len(load_database([str(path)]).body_signatures) > 0
-
-
-NDB_PENDING = pytest.mark.xfail(not ndb_supported(), strict=False,
-                                reason="the .ndb loader (databases developer) has not landed yet")
 
 
 # -- building mails -----------------------------------------------------------
@@ -291,7 +277,6 @@ def corpus() -> dict[str, str]:
 
 
 # Mails whose verdict depends on work outside the mail unpacker: name -> why.
-# They stay in the object comparison and have an xfail test of their own.
 ELSEWHERE: dict[str, str] = {}
 
 
@@ -372,7 +357,6 @@ def test_corpus_with_scan_mail_off_matches_clamscan(mails, database):
     assert ours[1] == theirs[1]
 
 
-@NDB_PENDING
 def test_corpus_verdicts_with_ndb_body_signatures(mails, ndb_database):
     mails = _ours_alone(mails)
     for allmatch in (False, True):
@@ -463,13 +447,8 @@ def test_corpus_objects_match_clamscan_byte_for_byte(mails):
     assert checked > len(mails) // 2
 
 
-# -- archives inside mails (the archive unpacker is another developer's) ---------
+# -- archives inside mails ---------------------------------------------------------
 
-_NO_ARCHIVES = importlib.util.find_spec("clammail.unpack.archive") is None
-
-
-@pytest.mark.xfail(_NO_ARCHIVES, reason="clammail.unpack.archive has not landed yet",
-                   strict=False)
 def test_zip_attachment_matches_clamscan(tmp_path, database):
     zipped = (TESTFILES / "clam.zip").read_bytes()
     mail = tmp_path / "zip.eml"

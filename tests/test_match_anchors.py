@@ -2,7 +2,7 @@
 
 Loading computes each body signature's anchor literals without building its
 compiled plan when it can; the answer, and the error for a signature clamd
-refuses, must be exactly those of `plan_anchors(compile_hexsig(...))`.
+refuses, must be exactly those of `plan_anchors(parse_hexsig(...))`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ import random
 
 import pytest
 
-from clammail.engine.match.compile import (
-    compile_hexsig,
-    hexsig_anchors,
-    parse_offset,
-    plan_anchors,
-)
+from clammail.signatures.anchors import hexsig_anchors, plan_anchors
 from clammail.signatures.common import SignatureError
+from clammail.signatures.hexsig import parse_hexsig, parse_offset
 
 
 def _both(hexsig, offset, target, **modifiers):
@@ -27,7 +23,7 @@ def _both(hexsig, offset, target, **modifiers):
         except SignatureError as exc:
             return ("error", str(exc))
 
-    slow = run(lambda: plan_anchors(compile_hexsig(hexsig, offset, target, **modifiers)))
+    slow = run(lambda: plan_anchors(parse_hexsig(hexsig, offset, target, **modifiers)))
     fast = run(lambda: hexsig_anchors(hexsig, offset, target, **modifiers))
     return slow, fast
 

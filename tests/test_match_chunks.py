@@ -6,7 +6,7 @@ import os
 import random
 
 import pytest
-from conftest import need_hyperscan
+from conftest import need_fast_matcher
 
 from clammail.engine.match import BodyMatcher, backends
 from clammail.signatures.bodysig import parse_body_pattern
@@ -45,7 +45,7 @@ def answers(matcher, data):
 
 
 def test_chunks_come_from_the_cache_after_the_first_build(tmp_path, small_chunks):
-    need_hyperscan()
+    need_fast_matcher()
     cache = tmp_path / "cache"
     rng = random.Random(8)
     hexes = [random_hex(rng) for _ in range(400)]
@@ -76,7 +76,7 @@ def test_chunks_come_from_the_cache_after_the_first_build(tmp_path, small_chunks
 
 
 def test_a_damaged_chunk_is_compiled_again(tmp_path, caplog):
-    need_hyperscan()
+    need_fast_matcher()
     top = tmp_path / "cache"
     patterns = [parse_body_pattern(h) for h in ("a1b2c3d4", "c0c1c2c3c4", "0102030405")]
     BodyMatcher(patterns, backend="hyperscan", cache_dir=str(top))
@@ -92,7 +92,7 @@ def test_a_damaged_chunk_is_compiled_again(tmp_path, caplog):
 
 
 def test_a_cache_directory_others_may_write_is_not_used(tmp_path):
-    need_hyperscan()
+    need_fast_matcher()
     top = tmp_path / "cache"
     patterns = [parse_body_pattern("a1b2c3d4")]
     BodyMatcher(patterns, backend="hyperscan", cache_dir=str(top))

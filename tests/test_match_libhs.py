@@ -7,14 +7,14 @@ import os
 import pickle
 
 import pytest
-from conftest import need_hyperscan
+from conftest import need_fast_matcher
 
 from clammail.engine.match import backends, libhs
 
 
 @pytest.fixture(autouse=True)
 def _fast_path():
-    need_hyperscan()
+    need_fast_matcher()
 
 
 def matches(database, data) -> list[tuple[int, int, int]]:

@@ -107,7 +107,7 @@ def testfiles() -> list[Path]:
     paths = [TESTFILES / f"clam-{name}.exe" for name in PACKED]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        pytest.skip(f"clamav-testfiles not installed ({missing[0]})")
+        pytest.fail(f"clamav-testfiles is not installed ({missing[0]})")
     return paths
 
 

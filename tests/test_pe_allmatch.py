@@ -8,11 +8,10 @@ names, and with everything loaded at once `--allmatch` must list the same
 set. The signatures in broken-sigs/ load (clamscan takes them) and never
 match.
 
-The signature files cover several developers' parts (hash, body, logical,
-YARA, PE-structure signatures). A format that clammail's loader does not
-load yet makes its cases xfail with the reason; the PE-structure part (.mdb,
-.msb, .imp and the EP/S1/VI offsets of the .ndb files) is checked now, with
-a local hash index, by the tests at the end of this file.
+The signature files cover hash, body, logical, YARA and PE-structure
+signatures; every file but bytecode must load. The PE-structure part (.mdb,
+.msb, .imp and the EP/S1/VI offsets of the .ndb files) is also checked with
+a local hash index by the tests at the end of this file.
 """
 
 from __future__ import annotations
@@ -35,10 +34,6 @@ from clammail.formats.pe import find_embedded_pe
 
 pytestmark = pytest.mark.oracle
 
-# Which loader each kind of signature file waits for.
-OWNERS = {".hdb": "databases", ".hsb": "databases", ".mdb": "databases", ".msb": "databases",
-          ".imp": "databases", ".ndb": "bodysig", ".ldb": "logical", ".yar": "logical",
-          ".cbc": "(bytecode is not run)"}
 CLAMSCAN_MATCHES = 76
 
 
@@ -47,10 +42,15 @@ def _data() -> Path:
 
 
 def _alert_sigs() -> list[Path]:
-    """The alert signature files ([] without the unit data: the tests then skip)."""
+    return sorted((_data() / "alert-sigs").iterdir())
+
+
+def _alert_sig_names() -> list[str]:
+    """For parametrizing: without the unit data, one case that fails (an empty
+    parameter list would make pytest skip quietly)."""
     if UNIT_DATA is None:
-        return []
-    return sorted((UNIT_DATA / "pe_allmatch" / "alert-sigs").iterdir())
+        return ["unit-data-missing"]
+    return [p.name for p in sorted((UNIT_DATA / "pe_allmatch" / "alert-sigs").iterdir())]
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +74,19 @@ def test_clamscan_matches_76_of_84(oracle_single):
     assert all(n.endswith(".cbc") or "_ICON_" in n for n in unmatched), unmatched
 
 
-def _load_or_xfail(paths: list[Path]):
-    """clammail's database for `paths`; xfail when a format is not loaded yet."""
+def _load(paths: list[Path]):
+    """clammail's database for `paths`; every file but bytecode must be loaded."""
     from clammail.signatures.loader import load_database
 
     db = load_database([str(p) for p in paths])
     # Bytecode (.cbc) is never run by clammail: whether the loader lists the
     # file or not, its signatures cannot match (as in clamscan, see above).
     missing = [p for p in paths if str(p) not in db.info.files and p.suffix != ".cbc"]
-    if missing:
-        kinds = sorted({p.suffix for p in missing})
-        pytest.xfail(f"clammail does not load {', '.join(kinds)} yet: "
-                     + ", ".join(OWNERS.get(k, "?") for k in kinds))
+    assert not missing, f"clammail did not load {missing}: {db.info.skipped}"
     return db
 
 
-@pytest.mark.parametrize("sig_name", [p.name for p in _alert_sigs()])
+@pytest.mark.parametrize("sig_name", _alert_sig_names())
 def test_each_signature_file_like_clamscan(sig_name, oracle_single):
     from clammail.engine.scanner import Engine
 
@@ -99,7 +96,7 @@ def test_each_signature_file_like_clamscan(sig_name, oracle_single):
         # only triggers the bytecode); clammail runs no bytecode.
         assert oracle_single[sig_name] == []
         return
-    db = _load_or_xfail([sig])
+    db = _load([sig])
     result = Engine(db).scan_file(str(_data() / "test.exe"))
     assert result.error is None
     assert result.detections == oracle_single[sig_name]
@@ -108,7 +105,7 @@ def test_each_signature_file_like_clamscan(sig_name, oracle_single):
 def test_all_signatures_allmatch_like_clamscan():
     data = _data()
     sigs = _alert_sigs()
-    _load_or_xfail(sigs)
+    _load(sigs)
     _, want, _ = clamscan_results([data / "alert-sigs"], [data / "test.exe"], allmatch=True)
     _, got, _ = clammail_results([data / "alert-sigs"], [data / "test.exe"], allmatch=True)
     assert len(set(want[str(data / "test.exe")])) == CLAMSCAN_MATCHES
@@ -121,7 +118,7 @@ def test_broken_signatures_never_match():
     # clamscan loads them (no error) and reports nothing.
     code, want, err = clamscan_results(broken, [data / "test.exe"], allmatch=True)
     assert code == 0 and want[str(data / "test.exe")] == [], err
-    db = _load_or_xfail(broken)
+    db = _load(broken)
     from clammail.engine.scanner import Engine
 
     assert Engine(db).scan_file(str(data / "test.exe"), allmatch=True).detections == []

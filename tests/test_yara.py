@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import clamscan_results, need_unit_data
-from test_logical import body_matcher, compare, write_files  # noqa: F401  (fixture)
+from test_logical import compare, write_files
 
 from clammail.signatures.common import LoadOptions, SignatureError
 from clammail.signatures.yara import load_yara
@@ -114,7 +114,6 @@ def test_rules_match_clamscan(tmp_path):
 
 
 def test_wildcard_hex_strings_match_clamscan(tmp_path):
-    pytest.importorskip("clammail.signatures.bodysig", reason="needs the body-pattern module")
     db = tmp_path / "wild.yar"
     db.write_text("".join(_rule(n, body, "W") for n, body in enumerate(WILDCARD_RULES)))
     paths = write_files(tmp_path, CONTENT)

@@ -26,165 +26,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import grp
 import os
-import pwd
-import resource
 import signal
 import socket
-import stat
 import sys
-import syslog
-import threading
 import time
 
 from clammail import __version__
 from clammail.clamd import pathscan
 from clammail.clamd.workers import WorkerPool
 from clammail.config.clamdconf import Config, ConfigError
+from clammail.service.log import ServiceLog
+from clammail.service.process import (
+    StartError,
+    daemonize,
+    drop_privileges,
+    remove_file,
+    sd_notify,
+    write_pid_file,
+)
+from clammail.service.sockets import (
+    SD_LISTEN_FDS_START,
+    bind_tcp,
+    bind_unix,
+    listen_fds,
+    raise_descriptor_limit,
+)
 
 DEFAULT_CONFIG = "/etc/clammail/clamd.conf"
 # Where the compiled database is kept between starts (see --cache-dir); a
 # directory the daemon cannot write or that others can is simply not used.
 DEFAULT_CACHE_DIR = "/var/cache/clammail"
 SHUTDOWN_GRACE = 10.0  # seconds in-flight scans get on SIGTERM/SHUTDOWN
-SD_LISTEN_FDS_START = 3
-
-# LogFacility names as clamd knows them (shared/output.c): exactly these
-# spellings, case and all. The codes are the standard ones (facility << 3);
-# Python's syslog module lacks LOG_FTP.
-_FACILITIES = {
-    "LOG_KERN": 0 << 3, "LOG_USER": 1 << 3, "LOG_MAIL": 2 << 3, "LOG_DAEMON": 3 << 3,
-    "LOG_AUTH": 4 << 3, "LOG_SYSLOG": 5 << 3, "LOG_LPR": 6 << 3, "LOG_NEWS": 7 << 3,
-    "LOG_UUCP": 8 << 3, "LOG_CRON": 9 << 3, "LOG_AUTHPRIV": 10 << 3, "LOG_FTP": 11 << 3,
-    **{f"LOG_LOCAL{n}": (16 + n) << 3 for n in range(8)},
-}
-
-
-class StartError(Exception):
-    """The daemon cannot start; the message is printed as clamd would."""
-
-    shown = False  # already on stderr (the log of a daemon in the foreground)
-
-
-# -- logging ------------------------------------------------------------
-
-
-class DaemonLog:
-    """clamd's log: LogFile (with LogTime, LogFileMaxSize, LogRotate), LogSyslog, stderr."""
-
-    def __init__(self, config: Config, foreground: bool, debug: bool = False):
-        self.path = config["LogFile"]
-        self.time = bool(config["LogTime"])
-        self.verbose = bool(config["LogVerbose"]) or debug
-        self.debug_on = debug or bool(config["Debug"])
-        self.max_size = int(config["LogFileMaxSize"] or 0)
-        self.rotate = bool(config["LogRotate"])
-        self.clean = bool(config["LogClean"])
-        self.syslog = bool(config["LogSyslog"])
-        self.to_stderr = foreground  # clamd in the foreground also prints its log
-        self.disabled = False
-        self._fh = None
-        self._lock = threading.Lock()
-        if self.syslog:
-            facility = _FACILITIES.get(str(config["LogFacility"]))
-            if facility is None:
-                raise StartError(f"LogFacility: {config['LogFacility']}: No such facility.")
-            syslog.openlog("clammail", syslog.LOG_PID, facility)
-        self.open()
-
-    def open(self) -> None:
-        if self.path:
-            try:
-                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
-            except OSError as exc:
-                raise StartError(f"Can't open {self.path} in append mode (check permissions!).") from exc
-
-    def reopen(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-            self.disabled = False
-            try:
-                self.open()
-            except StartError:
-                pass
-        self.info("SIGHUP caught: re-opening log file.")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-
-    def _write(self, level: str, message: str) -> None:
-        prefix = {"error": "ERROR: ", "warning": "WARNING: ", "info": "", "debug": ""}[level]
-        line = prefix + message
-        if self.syslog:
-            priority = {"error": syslog.LOG_ERR, "warning": syslog.LOG_WARNING,
-                        "info": syslog.LOG_INFO, "debug": syslog.LOG_DEBUG}[level]
-            syslog.syslog(priority, line)
-        if self.to_stderr:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-        with self._lock:
-            if self._fh is None or self.disabled:
-                return
-            stamp = time.strftime("%a %b %d %H:%M:%S %Y") + " -> " if self.time else ""
-            self._fh.write(stamp + line + "\n")
-            self._fh.flush()
-            if self.max_size and self._fh.tell() >= self.max_size:
-                self._size_exceeded()
-
-    def _size_exceeded(self) -> None:
-        if self.rotate:
-            self._fh.close()
-            rotated = f"{self.path}.{time.strftime('%Y%m%d_%H%M%S')}"
-            try:
-                os.rename(self.path, rotated)
-            except OSError:
-                pass
-            self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape")
-        else:
-            self._fh.write(f"Log size = {self._fh.tell()}, max = {self.max_size}\n")
-            self._fh.write("LOGGING DISABLED (Maximal log file size exceeded).\n")
-            self._fh.flush()
-            self.disabled = True
-
-    def error(self, message: str) -> None:
-        self._write("error", message)
-
-    def warning(self, message: str) -> None:
-        self._write("warning", message)
-
-    def info(self, message: str) -> None:
-        self._write("info", message)
-
-    def verbose_info(self, message: str) -> None:
-        if self.verbose:
-            self._write("info", message)
-
-    def debug(self, message: str) -> None:
-        if self.debug_on:
-            self._write("debug", message)
-
 
 # -- sockets ------------------------------------------------------------
 
 
-def listen_fds() -> int:
-    """sd_listen_fds(): how many descriptors systemd passed to this very process."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return 0
-    try:
-        return max(0, int(os.environ.get("LISTEN_FDS", "0")))
-    except ValueError:
-        return 0
-
-
-def systemd_sockets(count: int, log: DaemonLog) -> list[tuple[socket.socket, str]]:
+def systemd_sockets(count: int, log: ServiceLog) -> list[tuple[socket.socket, str]]:
     """The sockets clamd takes from systemd socket activation (LISTEN_PID, LISTEN_FDS).
 
     As clamd (localserver.c, tcpserver.c): at most two descriptors, from
@@ -228,129 +106,22 @@ def systemd_sockets(count: int, log: DaemonLog) -> list[tuple[socket.socket, str
     return result
 
 
-def bind_local(config: Config, log: DaemonLog) -> socket.socket:
-    path = config["LocalSocket"]
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        # A fresh machine has no /run/clammail yet: create it (root-owned, 0755).
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise StartError(f"LOCAL: Socket file {path} exists and is not a socket.")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            if config["FixStaleSocket"]:
-                log.info(f"LOCAL: Removing stale socket file {path}")
-                os.unlink(path)
-            else:
-                raise StartError(f"LOCAL: Socket file {path} exists. Either remove it, or configure a different one.") from None
-        else:
-            raise StartError(f"LOCAL: Socket file {path} is in use by another process.")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # As clamd: the socket is created with mode 000 (no client can connect
-    # before its group and mode are set), then given LocalSocketGroup and
-    # LocalSocketMode & 0666, or 0666 when no mode is configured.
-    saved_umask = os.umask(0o777)
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise StartError(f"LOCAL: Socket file {path} could not be bound: {exc.strerror}") from None
-    finally:
-        os.umask(saved_umask)
-    try:
-        _set_socket_access(path, config)
-    except StartError:
-        sock.close()
-        os.unlink(path)
-        raise
-    sock.listen(max(1, int(config["MaxConnectionQueueLength"])))
-    log.info(f"LOCAL: Unix socket file {path}")
-    return sock
+def bind_local(config: Config, log: ServiceLog) -> socket.socket:
+    return bind_unix(config["LocalSocket"], group=config["LocalSocketGroup"],
+                     mode=config["LocalSocketMode"], fix_stale=bool(config["FixStaleSocket"]),
+                     backlog=int(config["MaxConnectionQueueLength"]), log=log)
 
 
-def _set_socket_access(path: str, config: Config) -> None:
-    group = config["LocalSocketGroup"]
-    if group:
-        group = str(group)
-        if group.isdigit():
-            gid = int(group)  # clamd takes a number as a gid, named or not
-        else:
-            try:
-                gid = grp.getgrnam(group).gr_gid
-            except KeyError:
-                raise StartError(f"Unknown group {group}") from None
-        try:
-            os.chown(path, -1, gid)
-        except OSError:
-            raise StartError(f"Failed to change socket ownership to group {group}") from None
-    mode = config["LocalSocketMode"]
-    if mode:
-        try:
-            bits = int(str(mode), 8)
-        except ValueError:
-            raise StartError(f"Invalid LocalSocketMode {mode}") from None
-    else:
-        bits = 0o777
-    try:
-        os.chmod(path, bits & 0o666)
-    except OSError:
-        raise StartError(f"Cannot set socket permission to {mode}") from None
-
-
-def raise_descriptor_limit() -> None:
-    """Lift the soft RLIMIT_NOFILE to the hard one: each connection holds a descriptor.
-
-    clamd does this on Solaris only and otherwise bounds its connections by
-    MaxQueue; we serve every connection the descriptors allow (server.py).
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-
-
-def bind_tcp(config: Config, log: DaemonLog) -> list[socket.socket]:
-    port = int(config["TCPSocket"])
-    addresses = config["TCPAddr"] or [None]
-    sockets = []
-    for address in addresses:
-        try:
-            infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-        except socket.gaierror as exc:
-            raise StartError(f"TCP: getaddrinfo failed: {exc.strerror}") from None
-        for family, kind, proto, _, sockaddr in infos:
-            sock = socket.socket(family, kind, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(sockaddr)
-            except OSError as exc:
-                sock.close()
-                raise StartError(f"TCP: Cannot bind to [{sockaddr[0]}]:{port}: {exc.strerror}") from None
-            sock.listen(max(1, int(config["MaxConnectionQueueLength"])))
-            log.info(f"TCP: Bound to [{sockaddr[0]}]:{port}")
-            sockets.append(sock)
-    return sockets
+def bind_tcp_listeners(config: Config, log: ServiceLog) -> list[socket.socket]:
+    return bind_tcp(int(config["TCPSocket"]), config["TCPAddr"] or [None],
+                    int(config["MaxConnectionQueueLength"]), log)
 
 
 # -- the daemon -----------------------------------------------------------
 
 
 class Daemon:
-    def __init__(self, config: Config, log: DaemonLog, database_paths: list[str] | None = None,
+    def __init__(self, config: Config, log: ServiceLog, database_paths: list[str] | None = None,
                  cache_dir: str | None = None):
         self.config = config
         self.log = log
@@ -511,7 +282,7 @@ class Daemon:
             self.log.error(f"VirusEvent: fork failed: {exc}")
 
     def log_clean(self, path: str) -> None:
-        if self.log.clean:
+        if self.config["LogClean"]:
             self.log.info(f"{path}: OK")
 
     # -- control ----------------------------------------------------------
@@ -684,7 +455,7 @@ def main(argv: list[str]) -> int:
 
 def run(config: Config, debug: bool = False, cache_dir: str | None = None) -> int:
     foreground = bool(config["Foreground"])
-    log = DaemonLog(config, foreground, debug)
+    log = ServiceLog(config, foreground, debug)
     try:
         return _run(config, log, foreground, cache_dir)
     except StartError as exc:
@@ -695,7 +466,7 @@ def run(config: Config, debug: bool = False, cache_dir: str | None = None) -> in
         raise
 
 
-def _run(config: Config, log: DaemonLog, foreground: bool, cache_dir: str | None = None) -> int:
+def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | None = None) -> int:
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
@@ -711,13 +482,15 @@ def _run(config: Config, log: DaemonLog, foreground: bool, cache_dir: str | None
             raise StartError("Please define server type (local and/or TCP).")
         listeners = []
         if config["TCPSocket"] is not None:
-            listeners += [(s, "tcp") for s in bind_tcp(config, log)]
+            listeners += [(s, "tcp") for s in bind_tcp_listeners(config, log)]
         if config["LocalSocket"]:
             listeners.append((bind_local(config, log), "unix"))
             socket_path = config["LocalSocket"]
     if not listeners:
         raise StartError("Not listening on any interfaces")
-    drop_privileges(config, log, socket_path)
+    drop_privileges(config["User"], log, own_files=(config["LogFile"], config["PidFile"]),
+                    own_dirs=(os.path.dirname(config["PidFile"] or ""),
+                              os.path.dirname(socket_path or "")))
     daemon = Daemon(config, log, cache_dir=cache_dir)
     daemon.socket_path = socket_path
     log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
@@ -726,16 +499,13 @@ def _run(config: Config, log: DaemonLog, foreground: bool, cache_dir: str | None
     except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
         _cleanup(config, socket_path)
         raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
+    for warning in database.info.warnings:  # skipped files and rules, as clamd warns
+        log.warning(warning)
     log.info(f"Loaded {database.info.signatures} signatures.")
     if not foreground:
         daemonize()
-    pid_file = config["PidFile"]
-    if pid_file:
-        try:
-            with open(pid_file, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            log.error(f"Can't save PID in file {pid_file}: {exc.strerror}")
+    write_pid_file(config["PidFile"], log)
+    sd_notify("READY=1")
     try:
         asyncio.run(_serve(daemon, database, engine, stamp, listeners))
     finally:
@@ -753,64 +523,5 @@ async def _serve(daemon: Daemon, database, engine, stamp, listeners) -> None:
 
 
 def _cleanup(config: Config, socket_path: str | None) -> None:
-    if socket_path:
-        try:
-            os.unlink(socket_path)
-        except OSError:
-            pass
-    if config["PidFile"]:
-        try:
-            os.unlink(config["PidFile"])
-        except OSError:
-            pass
-
-
-def drop_privileges(config: Config, log: DaemonLog, socket_path: str | None) -> None:
-    user = config["User"]
-    if not user:
-        return
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise StartError(f"Can't get information about user {user}.") from None
-    if os.geteuid() != 0:
-        if os.geteuid() != entry.pw_uid:
-            log.warning(f"Running as a non-root user: User {user} is ignored.")
-        return
-    # Files the daemon must still write or remove as that user.
-    for path in (config["LogFile"], config["PidFile"]):
-        if path and os.path.exists(path):
-            try:
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-            except OSError:
-                pass
-    pid_dir = os.path.dirname(config["PidFile"] or "")
-    for directory in {pid_dir, os.path.dirname(socket_path or "")} - {""}:
-        try:
-            st = os.stat(directory)
-            if st.st_uid == 0 and directory.startswith(("/run/", "/var/run/")):
-                os.chown(directory, entry.pw_uid, entry.pw_gid)
-        except OSError:
-            pass
-    try:
-        os.initgroups(user, entry.pw_gid)
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
-    except OSError as exc:
-        raise StartError(f"Can't switch to user {user}: {exc.strerror}") from None
-    log.info(f"Running as user {user} (UID {entry.pw_uid}, GID {entry.pw_gid})")
-
-
-def daemonize() -> None:
-    """Detach as clamd does: fork, new session, stdio to /dev/null."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    if devnull > 2:
-        os.close(devnull)
-    os.chdir("/")
+    remove_file(socket_path)
+    remove_file(config["PidFile"])

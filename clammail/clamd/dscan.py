@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import stat
-import struct
 import sys
 import time
 
 from clammail import __version__
-from clammail.config.clamdconf import ConfigError, read_clamd_conf
+from clammail.clamd.client import Address, Clamd, ClamdConnectError, ClamdError
+from clammail.config.clamdconf import Config, ConfigError, read_clamd_conf
 
 CONFIG_CANDIDATES = ("/etc/clammail/clamd.conf", "/etc/clamav/clamd.conf")
 CHUNK = 1 << 20
+TIMEOUT = 600.0  # a CONTSCAN of a large tree takes long; clamdscan waits too
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,44 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Daemon:
-    def __init__(self, config):
-        if config["LocalSocket"]:
-            self.family, self.address = socket.AF_UNIX, config["LocalSocket"]
-        elif config["TCPSocket"] is not None:
-            host = (config["TCPAddr"] or ["127.0.0.1"])[0]
-            self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.address = (host, int(config["TCPSocket"]))
-        else:
-            raise ConfigError("Clamd is not configured properly.")
-        self.unix = self.family == socket.AF_UNIX
-
-    def connect(self) -> socket.socket:
-        sock = socket.socket(self.family, socket.SOCK_STREAM)
-        sock.settimeout(600)
-        sock.connect(self.address)
-        return sock
-
-    def command(self, data: bytes, fd: int | None = None, body=None) -> list[bytes]:
-        with self.connect() as sock:
-            if fd is not None:
-                sock.sendall(data)
-                socket.send_fds(sock, [b"\0"], [fd])
-            else:
-                sock.sendall(data)
-            for piece in body or ():
-                sock.sendall(piece)
-            reply = bytearray()
-            while chunk := sock.recv(65536):
-                reply.extend(chunk)
-        return [line for line in bytes(reply).split(b"\0") if line]
+def client_for(config: Config) -> Clamd:
+    """The daemon a clamd.conf describes, as clamdscan finds it: LocalSocket first, else TCP."""
+    if config["LocalSocket"]:
+        return Clamd(Address("unix", path=config["LocalSocket"]), timeout=TIMEOUT)
+    if config["TCPSocket"] is not None:
+        host = (config["TCPAddr"] or ["127.0.0.1"])[0]
+        return Clamd(Address("tcp", host=host, port=int(config["TCPSocket"])), timeout=TIMEOUT)
+    raise ConfigError("Clamd is not configured properly.")
 
 
-def _stream_body(path: str):
+def _file_pieces(path: str):
     with open(path, "rb") as fh:
         while piece := fh.read(CHUNK):
-            yield struct.pack(">I", len(piece)) + piece
-    yield struct.pack(">I", 0)
+            yield piece
 
 
 class Output:
@@ -114,8 +90,7 @@ class Output:
         sys.stderr.write(f"ERROR: {message}\n")
 
 
-def _reply_parts(line: bytes) -> tuple[str, str]:
-    text = os.fsdecode(line)
+def _reply_parts(text: str) -> tuple[str, str]:
     path, sep, rest = text.partition(": ")
     return (path, rest) if sep else ("", text)
 
@@ -144,7 +119,7 @@ def main(argv: list[str]) -> int:
     path = args.config_file or next((c for c in CONFIG_CANDIDATES if os.path.exists(c)),
                                     CONFIG_CANDIDATES[0])
     try:
-        daemon = Daemon(read_clamd_conf(path))
+        daemon = client_for(read_clamd_conf(path))
     except ConfigError as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         return 2
@@ -156,11 +131,11 @@ def main(argv: list[str]) -> int:
             interval = float(every or 1)
         for attempt in range(attempts):
             try:
-                if daemon.command(b"zPING\0") == [b"PONG"]:
+                if daemon.ping():
                     if not args.paths:
                         return 0
                     break
-            except OSError:
+            except ClamdError:
                 pass
             if attempt + 1 < attempts:
                 time.sleep(interval)
@@ -169,15 +144,14 @@ def main(argv: list[str]) -> int:
             return 2 if args.paths else 1
     try:
         if args.version:
-            print(os.fsdecode(daemon.command(b"zVERSION\0")[0]))
+            print(daemon.version())
             return 0
         if args.reload:
-            reply = daemon.command(b"zRELOAD\0")
-            if reply != [b"RELOADING"]:
+            if daemon.reload() != "RELOADING":
                 sys.stderr.write("ERROR: Clamd did not reload the database\n")
                 return 2
             return 0
-    except OSError as exc:
+    except ClamdError as exc:
         sys.stderr.write(f"ERROR: Could not connect to clamd: {exc}\n")
         return 2
     paths = list(args.paths)
@@ -191,9 +165,11 @@ def main(argv: list[str]) -> int:
     for given in paths:
         try:
             scan_one(daemon, args, out, given)
-        except OSError as exc:
+        except ClamdConnectError as exc:
             out.error(f"Could not connect to clamd: {exc}")
             break
+        except ClamdError as exc:
+            out.error(str(exc))
     if not args.no_summary and not args.quiet:
         elapsed = time.time() - started
         lines = ["", "----------- SCAN SUMMARY -----------",
@@ -209,11 +185,9 @@ def main(argv: list[str]) -> int:
     return 2 if out.errors else 0
 
 
-def scan_one(daemon: Daemon, args, out: Output, given: str) -> None:
+def scan_one(daemon: Clamd, args, out: Output, given: str) -> None:
     if given == "-":
-        for line in daemon.command(b"zINSTREAM\0", body=_stream_body("/dev/stdin")):
-            path, text = _reply_parts(line)
-            out.line("stdin", text)
+        out.line("stdin", daemon.instream(_file_pieces("/dev/stdin")).text)
         return
     path = os.path.abspath(given)
     try:
@@ -222,21 +196,22 @@ def scan_one(daemon: Daemon, args, out: Output, given: str) -> None:
         out.error(f"Can't access file {path}")
         return
     out.next_command()
-    if args.stream or (args.fdpass and daemon.unix) or args.allmatch:
+    unix = daemon.address.kind == "unix"
+    if args.stream or (args.fdpass and unix) or args.allmatch:
         # File by file, as clamdscan does here (ALLMATCHSCAN of a directory
         # would stop at the first infected file).
         is_dir = os.path.isdir(path)
         before = (out.infected, out.errors)
         for file_path in _walk_files(path):
             out.next_command()
-            if args.allmatch and not args.stream and not (args.fdpass and daemon.unix):
-                replies = daemon.command(b"zALLMATCHSCAN " + os.fsencode(file_path) + b"\0")
+            if args.allmatch and not args.stream and not (args.fdpass and unix):
+                replies = daemon.command("ALLMATCHSCAN", file_path)
             elif args.stream:
-                replies = daemon.command(b"zINSTREAM\0", body=_stream_body(file_path))
+                replies = [daemon.instream(_file_pieces(file_path)).line]
             else:
                 fd = os.open(file_path, os.O_RDONLY)
                 try:
-                    replies = daemon.command(b"zFILDES\0", fd=fd)
+                    replies = [daemon.fildes(fd).line]
                 finally:
                     os.close(fd)
             for line in replies:
@@ -247,8 +222,8 @@ def scan_one(daemon: Daemon, args, out: Output, given: str) -> None:
         if is_dir and (out.infected, out.errors) == before:
             out.line(path, "OK")
         return
-    command = b"ALLMATCHSCAN" if args.allmatch else b"MULTISCAN" if args.multiscan else b"CONTSCAN"
-    for line in daemon.command(b"z" + command + b" " + os.fsencode(path) + b"\0"):
+    command = "ALLMATCHSCAN" if args.allmatch else "MULTISCAN" if args.multiscan else "CONTSCAN"
+    for line in daemon.command(command, path):
         reply_path, text = _reply_parts(line)
         out.line(reply_path, text)
 

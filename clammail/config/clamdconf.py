@@ -1,4 +1,4 @@
-"""Reading clamd.conf as clamd 1.4.6 reads it.
+"""Reading clamd.conf (and clamav-milter.conf) as clamd 1.4.6 reads it.
 
 One option per line: a name, blanks, a value (optionally in double quotes).
 Lines starting with '#' and lines of two characters or fewer are skipped; a
@@ -8,6 +8,8 @@ repeated (TCPAddr, ExcludePath ...), which collect every value.
 
 Errors carry clamd's own wording plus the file and the line, so an
 administrator sees exactly what clamd would have said and where.
+clamav-milter.conf has the same syntax (ClamAV's common option parser) and
+another table of options (`MILTER_TABLE`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ import re
 from dataclasses import dataclass, field
 
 from clammail.config.options import (
-    CLAMD_OPTIONS,
-    DAEMON_DEFAULTS,
+    CLAMD_TABLE,
     ENGINE_OPTIONS,
-    RENAMED_TO,
     Kind,
     Option,
+    OptionTable,
 )
 
 # clamd reads lines with fgets() into a 512-byte buffer.
@@ -52,12 +53,17 @@ class ConfigError(Exception):
 
 @dataclass
 class Config:
-    """Option values by clamd.conf name, with clamd's defaults filled in."""
+    """Option values by name, with the defaults of the table filled in."""
 
-    values: dict[str, object] = field(default_factory=lambda: _fresh_defaults())
+    table: OptionTable = CLAMD_TABLE
+    values: dict[str, object] = field(default_factory=dict)
     given: set[str] = field(default_factory=set)  # names set by the file
     warnings: list[str] = field(default_factory=list)
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.table.defaults().items():
+            self.values.setdefault(name, list(value) if isinstance(value, list) else value)
 
     def __getitem__(self, name: str):
         return self.values[name]
@@ -68,10 +74,6 @@ class Config:
     def engine_options(self) -> dict[str, object]:
         """The values the engine takes (ScanOptions.from_mapping)."""
         return {name: self.values[name] for name in ENGINE_OPTIONS}
-
-
-def _fresh_defaults() -> dict[str, object]:
-    return {name: (list(v) if isinstance(v, list) else v) for name, v in DAEMON_DEFAULTS.items()}
 
 
 def parse_value(option: Option, text: str) -> object:
@@ -126,18 +128,19 @@ def split_line(raw: str) -> tuple[str, str] | None:
     return name, value
 
 
-def read_clamd_conf(path: str) -> Config:
+def read_clamd_conf(path: str, table: OptionTable = CLAMD_TABLE) -> Config:
     """Parse a clamd.conf file; ConfigError on the first problem, as clamd stops."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             text = fh.read()
     except OSError as exc:
         raise ConfigError(f"Can't open the config file: {exc.strerror}", path) from None
-    return parse_clamd_conf(text, path)
+    return parse_clamd_conf(text, path, table)
 
 
-def parse_clamd_conf(text: str, path: str = "<clamd.conf>") -> Config:
-    config = Config(source=path)
+def parse_clamd_conf(text: str, path: str = "<clamd.conf>",
+                     table: OptionTable = CLAMD_TABLE) -> Config:
+    config = Config(table=table, source=path)
     for number, raw in enumerate(text.splitlines(keepends=True), 1):
         try:
             item = split_line(raw)
@@ -154,7 +157,7 @@ def parse_clamd_conf(text: str, path: str = "<clamd.conf>") -> Config:
 
 def set_option(config: Config, name: str, value: object, path: str, line: int | None) -> None:
     """Give an option a value (text from clamd.conf, or typed from YAML), clamd's rules."""
-    option = CLAMD_OPTIONS.get(name)
+    option = config.table.options.get(name)
     where = f" at {path}:{line}" if line is not None else f" in {path}"
     if option is None:
         raise ConfigError(f"Parse error: Unknown option {name}", path, line)
@@ -165,8 +168,8 @@ def set_option(config: Config, name: str, value: object, path: str, line: int | 
         parsed = parse_value(option, value) if isinstance(value, str) else check_typed(option, value)
     except ValueError as exc:
         raise ConfigError(str(exc), path, line) from None
-    if name in RENAMED_TO:
-        new = RENAMED_TO[name]
+    if name in config.table.renamed:
+        new = config.table.renamed[name]
         config.warnings.append(
             f'Using deprecated option "{name}"{where}: please use "{new}" instead'
         )

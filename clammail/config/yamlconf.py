@@ -15,6 +15,7 @@ from __future__ import annotations
 import yaml
 
 from clammail.config.clamdconf import Config, ConfigError, set_option
+from clammail.config.options import CLAMD_TABLE, MILTER_TABLE, PROXY_TABLE, OptionTable
 
 SECTIONS = ("daemon", "milter", "proxy")
 
@@ -65,14 +66,19 @@ def load_yaml(path: str) -> dict:
     return data
 
 
+SECTION_TABLES: dict[str, OptionTable] = {
+    "daemon": CLAMD_TABLE, "milter": MILTER_TABLE, "proxy": PROXY_TABLE,
+}
+
+
 def read_yaml_config(path: str, section: str = "daemon") -> Config:
-    """The `daemon` section as a Config (clamd's defaults for what it does not set)."""
+    """A section (daemon, milter, proxy) as a Config, with its table's defaults for the rest."""
     data = load_yaml(path)
     body = data.get(section) or {}
     if not isinstance(body, dict):
         raise ConfigError(f"Section {section} must be a mapping", path)
     lines = body.pop("__lines__", {})
-    config = Config(source=path)
+    config = Config(table=SECTION_TABLES[section], source=path)
     for name, value in body.items():
         values = value if isinstance(value, list) else [value]
         for item in values:

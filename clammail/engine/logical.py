@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from clammail.engine.filetypes import RAW_TARGET, FileType
-from clammail.engine.match.api import Offset, OffsetKind
 from clammail.engine.objectinfo import ObjectInfo
 from clammail.signatures.logical import BodySubsig, LogicalSignature, PcreSubsig, TargetDescription
+from clammail.signatures.patterns import Offset, OffsetKind
 
 Report = Callable[[str], None]
 
@@ -99,13 +99,15 @@ class _Compiled:
 
 
 class LogicalMatcher:
-    def __init__(self, logical_signatures, yara_rules, first_pattern: int,
-                 limits: PcreLimits | None = None):
+    def __init__(self, signatures, first_pattern: int, limits: PcreLimits | None = None):
+        """`signatures`: logical signatures and YARA rules in load order."""
         self.limits = limits or PcreLimits()
         self.patterns: list = []
         self._by_target: dict[int, list[_Compiled]] = {}
         self._by_pattern: dict[int, list[_Compiled]] = {}
-        for sig in list(logical_signatures) + list(yara_rules):
+        for sig in signatures:
+            if sig.unsupported:
+                continue  # loaded as clamd loads it, but never matches
             compiled = self._add(sig, first_pattern)
             self._by_target.setdefault(sig.target, []).append(compiled)
         # Load order within each target: the index of each compiled entry.
@@ -136,8 +138,10 @@ class LogicalMatcher:
         for group in groups:
             todo = [c for c in self._by_target.get(group, ()) if c.always or id(c) in candidates]
             for compiled in todo:
-                matched = self._matches(compiled, hits, data, info, rule_results)
                 sig = compiled.sig
+                if getattr(sig, "halts_evaluation", False):
+                    break  # its code fails, and clamd's cli_exp_eval stops there
+                matched = self._matches(compiled, hits, data, info, rule_results)
                 if isinstance(sig, LogicalSignature):
                     if matched:
                         report(sig.name)

@@ -26,11 +26,11 @@ class SignatureMatcher:
         # each signature when first asked for (see bodysig.SignatureTable).
         self._body_sigs = database.body_signatures
         self._logical = None
-        if database.logical_signatures or database.yara_rules:
+        if database.logical_signatures:
             from clammail.engine.logical import LogicalMatcher, PcreLimits
 
             self._logical = LogicalMatcher(
-                database.logical_signatures, database.yara_rules,
+                database.logical_signatures,
                 first_pattern=len(self._body_sigs), limits=PcreLimits.from_options(options),
             )
         self.body = self._compiled_matcher(backend)

@@ -3,8 +3,8 @@
 Loading follows clamd 1.4's rules line by line: which lines are skipped
 (comments, engine levels that exclude us, target numbers past 14), which are
 errors (and with what reason), which load but can never match (`{5-3}`,
-`$1$` offsets, ...). The hex syntax itself is compiled by
-`clammail.engine.match.compile`, which the matcher shares.
+`$1$` offsets, ...). The hex syntax itself is parsed by `hexsig`, and each
+pattern's anchor literals for the matcher are chosen by `anchors`.
 `parse_offset` and `parse_body_pattern` are shared with the .ldb loader,
 whose subsignatures use the same hex syntax and offsets.
 """
@@ -15,10 +15,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clammail.engine.match.api import BodyPattern, Offset, PatternTable
-from clammail.engine.match.compile import hexsig_anchors
-from clammail.engine.match.compile import parse_offset as _parse_offset
+from clammail.signatures.anchors import hexsig_anchors
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
+from clammail.signatures.hexsig import parse_offset as _parse_offset
+from clammail.signatures.patterns import BodyPattern, Offset, PatternTable
 
 # clamd splits a line into at most this many fields: Name:Target:Offset:HexSig:Min:Max
 _MAX_FIELDS = 6
@@ -106,19 +106,18 @@ def parse_offset(text: str) -> Offset:
 
 def parse_body_pattern(hexsig: str, offset: str | Offset = "*", target: int = 0, *,
                        nocase: bool = False, wide: bool = False, ascii: bool = True,
-                       fullword: bool = False, ldb: bool | None = None,
+                       fullword: bool = False, logical: bool = False,
                        max_matches: int = 1) -> BodyPattern:
     """Check a hex signature as clamd would load it and return its `BodyPattern`.
 
-    Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `ldb` marks a
-    logical subsignature (always clamd's Aho-Corasick matcher); by default any
-    modifier implies it. Raises SignatureError without a location.
+    Modifiers are those of .ldb subsignatures (::i ::w ::a ::f). `logical`
+    marks a subsignature of an .ldb signature or YARA rule (always clamd's
+    Aho-Corasick matcher). Raises SignatureError without a location.
     """
     parsed = offset if isinstance(offset, Offset) else _parse_offset(offset)
     anchors = hexsig_anchors(hexsig, parsed, target, nocase=nocase, wide=wide, ascii=ascii,
-                             fullword=fullword,
-                             ldb=bool(ldb) if ldb is not None else (nocase or wide or fullword))
-    return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword,
+                             fullword=fullword, ldb=logical)
+    return BodyPattern(hexsig, parsed, target, nocase, wide, ascii, fullword, logical,
                        max_matches=max_matches, anchors=anchors)
 
 
@@ -232,7 +231,7 @@ def _parse_line(line: str, official: bool, options: LoadOptions) -> BodySignatur
     target = 0 if target_text == "*" else _c_atoi(target_text)
     if not 0 <= target < _TARGET_COUNT:
         return None  # clamd: "Not supported target type", skipped
-    pattern = parse_body_pattern(hexsig, offset_text, target, ldb=False,
+    pattern = parse_body_pattern(hexsig, offset_text, target,
                                  max_matches=REPORTED_OCCURRENCES)
     return BodySignature(display_name(_virus_name(name), official), pattern,
                          min_level, max_level)

@@ -70,9 +70,10 @@ class Database:
     ignored_names: frozenset[str] = frozenset()
     # Body signatures (.ndb): `clammail.signatures.bodysig.BodySignature`.
     body_signatures: list = field(default_factory=list)
-    # Logical signatures (.ldb) and YARA rules (.yar): `clammail.signatures.logical`.
+    # Logical signatures (.ldb: `clammail.signatures.logical.LogicalSignature`)
+    # and YARA rules (.yar: `clammail.signatures.yara.YaraRule`), in load
+    # order, the order in which clamd evaluates them.
     logical_signatures: list = field(default_factory=list)
-    yara_rules: list = field(default_factory=list)
     info: DatabaseInfo = field(default_factory=DatabaseInfo)
     # The compiled-database cache (`clammail.signatures.dbcache`): the key of
     # the loaded files, and a place for compiled forms (e.g. the body matcher)

@@ -55,7 +55,8 @@ from clammail.signatures.common import LoadOptions
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLAMMAIL-DB-CACHE\n"
-FORMAT = 2
+FORMAT = 5  # 3: pattern records moved to clammail.signatures.patterns; 4: BodyPattern.logical;
+# 5: hyperscan chunks with ids from their first (the own libhs binding)
 _PREFIX = "db-"
 _SUFFIX = ".cache"
 # After MAGIC: format, checksum of what follows the fixed header up to the

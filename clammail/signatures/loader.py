@@ -20,8 +20,8 @@ follow libclamav readdb.c (cl_load, cli_loaddbdir, cli_load) in 1.4.6:
 
 Formats that other modules parse are called by name and imported lazily
 (.ndb: `bodysig.load_ndb`, .ldb: `logical.load_ldb`, .yar: `yara.load_yara`);
-a module not there yet, or a format we do not support (bytecode, phishing,
-icons, certificates ...), is skipped with one warning per file.
+a format we do not support (bytecode, phishing, icons, certificates ...) is
+skipped with one warning per file.
 """
 
 from __future__ import annotations
@@ -85,13 +85,21 @@ _UNSUPPORTED = {
     ".pwdb": "archive passwords",
 }
 
+# extension: (module, function, Database field, line limit, whether it takes `warn`).
+# Logical signatures and YARA rules share one list, in load order: clamd
+# evaluates them in that order, and a YARA rule can stop the evaluation
+# of everything after it (`yara.YaraRule.halts_evaluation`).
 _DELEGATED = {
-    ".ndb": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT),
-    ".ndu": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT),
-    ".ldb": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT),
-    ".ldu": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT),
-    ".yar": ("clammail.signatures.yara", "load_yara", "yara_rules", None),
-    ".yara": ("clammail.signatures.yara", "load_yara", "yara_rules", None),
+    ".ndb": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT,
+             False),
+    ".ndu": ("clammail.signatures.bodysig", "load_ndb", "body_signatures", _NDB_LINE_LIMIT,
+             False),
+    ".ldb": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT,
+             True),
+    ".ldu": ("clammail.signatures.logical", "load_ldb", "logical_signatures", _LDB_LINE_LIMIT,
+             True),
+    ".yar": ("clammail.signatures.yara", "load_yara", "logical_signatures", None, True),
+    ".yara": ("clammail.signatures.yara", "load_yara", "logical_signatures", None, True),
 }
 
 _HASH_PURPOSE = {
@@ -196,7 +204,7 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
     if cache is not None and fingerprint is not None:
         database.fingerprint = fingerprint
         database.cache_dir = cache_dir
-        if not (database.body_signatures or database.logical_signatures or database.yara_rules):
+        if not (database.body_signatures or database.logical_signatures):
             cache.store(fingerprint, database)
         # else the engine stores it once, with the matcher it compiles (save_compiled):
         # writing it here too would cost a second or two for nothing.
@@ -218,9 +226,7 @@ class _Loader:
             self.builders = {p: HashIndexBuilder(NameTable()) for p in Purpose}
             self.ignore = parent.ignore
         self.info = DatabaseInfo()
-        self.records: dict[str, list] = {
-            "body_signatures": [], "logical_signatures": [], "yara_rules": []}
-        self._missing_modules: set[str] = set()
+        self.records: dict[str, list] = {"body_signatures": [], "logical_signatures": []}
         self._daily_version: tuple[int, int] | None = None  # (version, stime)
         # Big hash files parsed by forked children while this process goes on
         # (`_load_hashes`), in load order: (child, its parser here, file path).
@@ -413,21 +419,12 @@ class _Loader:
                 loader._hash_jobs = []
 
     def _load_delegated(self, source: _Source, ext: str) -> bool:
-        module_name, function_name, field, line_limit = _DELEGATED[ext]
+        module_name, function_name, field, line_limit, warns = _DELEGATED[ext]
+        function = getattr(importlib.import_module(module_name), function_name)
+        text = _read_text(source, line_limit)  # an empty file: each format decides
+        extra = {"warn": self.info.warnings.append} if warns else {}
         try:
-            module = importlib.import_module(module_name)
-            function = getattr(module, function_name)
-        except (ImportError, AttributeError):
-            if module_name not in self._missing_modules:
-                log.debug("%s is not available", module_name)
-            self._missing_modules.add(module_name)
-            self._skip(source.path, f"{ext} signatures are not supported yet")
-            return False
-        text = _read_text(source, line_limit)
-        if not text:
-            raise SignatureError("empty database file", source.path)
-        try:
-            records = function(text, source.path, source.official, self.options)
+            records = function(text, source.path, source.official, self.options, **extra)
         except SignatureError as exc:
             raise exc.located(source.path) from None
         if self.ignore:
@@ -583,7 +580,6 @@ class _Loader:
             allow_hashes=indexes[Purpose.ALLOW],
             body_signatures=body,
             logical_signatures=self.records["logical_signatures"],
-            yara_rules=self.records["yara_rules"],
             info=self.info,
         )
 

@@ -9,18 +9,22 @@ subsignature is a body pattern (`[offset:]hex[::modifiers]`) or a PCRE
 What ClamAV skips silently, we skip: an engine range that excludes our
 FLEVEL, an unknown TDB attribute or file-type name, a target number past 14.
 What ClamAV refuses (and so fails the whole database), we refuse with
-`SignatureError` naming the line. Decisions where we cannot do what ClamAV
-does are listed in `_SKIPPED_KINDS`.
+`SignatureError` naming the line. What ClamAV loads and we cannot evaluate
+is loaded as `unsupported` (`_UNSUPPORTED_KINDS`, PCREs Python's re cannot
+run): counted as clamd counts it, reported in a warning, never matching.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clammail.engine.filetypes import FileType
+from clammail.signatures.bodysig import parse_body_pattern, parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name, flevel_applies
 from clammail.signatures.lexpr import Expression, parse_expression
+from clammail.signatures.patterns import BodyPattern, Offset
 from clammail.signatures.pcre import CompiledRegex, UnsupportedRegex, compile_pcre
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,12 @@ TARGET_COUNT = 15  # CLI_MTARGETS: Target numbers 0..14
 
 
 class SkipSignature(Exception):
-    """A well-formed signature this engine does not load (libclamav's CL_BREAK)."""
+    """A well-formed signature clamd does not load either (libclamav's CL_BREAK)."""
+
+
+class UnsupportedSubsig(Exception):
+    """A subsignature clamd loads and clammail cannot evaluate: its signature is
+    loaded and counted as clamd counts it, but never matches (with a warning)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class TargetDescription:
 class BodySubsig:
     """A hex body pattern (its BodyPattern goes to the shared BodyMatcher)."""
 
-    pattern: object  # clammail.engine.match.api.BodyPattern
+    pattern: BodyPattern
     partial: bool  # split by `*` or `{n-m}`: libclamav counts each completed match
 
 
@@ -62,7 +71,7 @@ class BodySubsig:
 class PcreSubsig:
     trigger: Expression
     regex: CompiledRegex
-    offset: object  # clammail.engine.match.api.Offset
+    offset: Offset
 
 
 @dataclass(frozen=True)
@@ -75,14 +84,24 @@ class LogicalSignature:
     line: int | None = None
     # Per subsignature: how many matches the expression (or a trigger) needs to see.
     needed: dict = field(default_factory=dict, compare=False)
+    # Why clammail loads but cannot evaluate it (it never matches); None normally.
+    unsupported: str | None = None
 
     @property
     def target(self) -> int:
         return self.tdb.target
 
 
-def load_ldb(text: str, path: str, official: bool, options: LoadOptions) -> list[LogicalSignature]:
-    """Every loadable logical signature of an .ldb/.ldu file's text."""
+def load_ldb(text: str, path: str, official: bool, options: LoadOptions,
+             warn: Callable[[str], None] | None = None) -> list[LogicalSignature]:
+    """Every logical signature of an .ldb/.ldu file's text that clamd loads.
+
+    Those clammail cannot evaluate are loaded as `unsupported` (counted as
+    clamd counts them, never matching) and reported to `warn` once each.
+    """
+    if warn is None:
+        def warn(message: str) -> None:
+            log.warning("%s", message)
     signatures = []
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -94,11 +113,16 @@ def load_ldb(text: str, path: str, official: bool, options: LoadOptions) -> list
             continue
         line = raw.rstrip("\r\n")
         try:
-            signatures.append(parse_ldb_line(line, official, options))
+            signature = parse_ldb_line(line, official, options)
         except SkipSignature as why:
             log.debug("%s:%d: signature skipped: %s", path, number, why)
+            continue
         except SignatureError as exc:
             raise exc.located(path, number) from None
+        if signature.unsupported:
+            warn(f"{path}:{number}: {signature.name} loaded but never matches: "
+                 f"{signature.unsupported}")
+        signatures.append(signature)
     for sig in signatures:
         object.__setattr__(sig, "path", path)
     return signatures
@@ -125,11 +149,18 @@ def parse_ldb_line(line: str, official: bool, options: LoadOptions | None = None
     if not name:
         raise SignatureError("empty signature name")
     subsigs = []
+    unsupported = None
     for index, text in enumerate(tokens[3:]):
         try:
             subsigs.append(parse_subsig(text, index, tdb.target))
+        except UnsupportedSubsig as why:
+            unsupported = unsupported or f"subsignature {index}: {why}"
+            subsigs.append(None)
         except SignatureError as exc:
             raise SignatureError(f"subsignature {index} of {name}: {exc.reason}") from None
+    if unsupported:
+        return LogicalSignature(display_name(name_prefix + name, official), tdb, expression, (),
+                                unsupported=unsupported)
     needed = expression.needed_counts()
     for sub in subsigs:
         if isinstance(sub, PcreSubsig):
@@ -292,8 +323,8 @@ def parse_tdb(text: str, flevel: int) -> TargetDescription:
 # -- subsignatures -------------------------------------------------------------
 
 # Subsignature kinds libclamav 1.4 loads that we cannot evaluate: the whole
-# signature is skipped (with a debug line) instead of matching wrongly.
-_SKIPPED_KINDS = {
+# signature is loaded as unsupported (it never matches) instead of matching wrongly.
+_UNSUPPORTED_KINDS = {
     "macro": "macro subsignatures (${min-max}group$) need .ndb macro groups",
     "bytecompare": "byte-compare subsignatures are not implemented",
     "fuzzy": "fuzzy image-hash subsignatures are not implemented",
@@ -304,14 +335,14 @@ def parse_subsig(text: str, index: int, target: int):
     if text.startswith("$"):
         if not text.endswith("$") or len(text) < 2:
             raise SignatureError("macro subsignature is missing the '$' terminator")
-        raise SkipSignature(_SKIPPED_KINDS["macro"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["macro"])
     if "/" in text:
         return parse_pcre_subsig(text, index)
     paren, first_hash, last_hash = text.find("("), text.find("#"), text.rfind("#")
     if paren >= 0 and first_hash >= 0 and first_hash != last_hash:
-        raise SkipSignature(_SKIPPED_KINDS["bytecompare"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["bytecompare"])
     if text.startswith("fuzzy_img#"):
-        raise SkipSignature(_SKIPPED_KINDS["fuzzy"])
+        raise UnsupportedSubsig(_UNSUPPORTED_KINDS["fuzzy"])
     parts = ldb_tokenize(text, ":", 5, skip=0)
     offset = parts[0] if len(parts) % 2 == 0 else "*"
     hexsig = parts[0] if len(parts) % 2 else parts[1]
@@ -351,46 +382,18 @@ def parse_pcre_subsig(text: str, index: int) -> PcreSubsig:
     try:
         regex = compile_pcre(expression, flags)
     except UnsupportedRegex as exc:
-        raise SkipSignature(f"PCRE /{expression}/ uses {exc}, which Python's re cannot run") from None
+        raise UnsupportedSubsig(f"PCRE /{expression}/ uses {exc}, which Python's re cannot run") from None
     return PcreSubsig(trigger, regex, offset)
 
 
 # -- the hex-pattern language belongs to clammail.signatures.bodysig ------------
 
 
-def body_pattern(hexsig: str, offset: str, target: int, **modifiers):
-    try:
-        from clammail.signatures.bodysig import parse_body_pattern
-    except ImportError:  # until the body-signature module lands
-        from clammail.engine.match.api import BodyPattern
-
-        _check_literal_hex(hexsig)
-        return BodyPattern(hexsig.lower(), parse_offset_text(offset), target, **modifiers)
-    return parse_body_pattern(hexsig, offset, target, **modifiers)
+def body_pattern(hexsig: str, offset: str, target: int, **modifiers) -> BodyPattern:
+    """A subsignature's hex pattern, checked as clamd loads it (in its Aho-Corasick
+    matcher: two static bytes are enough)."""
+    return parse_body_pattern(hexsig, offset, target, logical=True, **modifiers)
 
 
-def parse_offset_text(text: str):
-    try:
-        from clammail.signatures.bodysig import parse_offset
-    except ImportError:  # until the body-signature module lands: `*`, `n`, `EOF-n` (`,m`)
-        from clammail.engine.match.api import ANY_OFFSET, Offset, OffsetKind
-
-        if text == "*":
-            return ANY_OFFSET
-        base, _, shift = text.partition(",")
-        kind = OffsetKind.ABSOLUTE
-        if base.startswith("EOF-"):
-            kind, base = OffsetKind.EOF_MINUS, base[4:]
-        if not base.isdigit() or (shift and not shift.isdigit()):
-            raise SignatureError(f"invalid offset {text!r}") from None
-        return Offset(kind, int(base), max_shift=int(shift) if shift else None)
+def parse_offset_text(text: str) -> Offset:
     return parse_offset(text)
-
-
-def _check_literal_hex(hexsig: str) -> None:
-    if len(hexsig) % 2 or len(hexsig) < 4:
-        raise SignatureError(f"malformed or too short hex signature {hexsig!r}")
-    try:
-        bytes.fromhex(hexsig)
-    except ValueError:
-        raise SignatureError(f"malformed hex signature {hexsig!r}") from None

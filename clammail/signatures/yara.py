@@ -9,10 +9,18 @@ ClamAV's YARA is derived from YARA 3.1 and differs from today's YARA:
   and int8/16/32 (little endian), $a, #a, @a[i], `$a at n`, `$a in (a..b)`,
   `N/any/all of them|($a, $b*)`, `for ... of` / `for ... in` loops, other
   rules by name; no unary minus, no modules, no `matches`/`contains`;
-- a rule that does not parse is skipped with a warning (the rest of the
-  file loads); so is a rule without strings, with a one-byte text string or
-  with a wide regex; a hex string with a one-byte piece between jumps makes
-  the whole database fail, as in clamscan.
+- a rule that does not compile (a module such as `pe` or `math`, `xor`,
+  `uint16be`, ...) is skipped with a warning and the rest of the file
+  loads; so is a rule ClamAV cannot load (no strings, a string of one
+  byte, a hex string with a one-byte piece next to a jump or without two
+  static bytes in a row, a wide regex), except that clamd fails the whole
+  database when the last rule of the file fails with a hex string error;
+- what a rule that failed to compile leaves in ClamAV's compiler goes to
+  the next rule that compiles: the strings it had declared, and, when the
+  failure came after some of its condition, code that makes that next rule
+  return an error whenever it runs, after which clamd evaluates no further
+  logical signature or YARA rule (`YaraRule.halts_evaluation`). clammail
+  does the same, and says so in a warning.
 
 Every rule is evaluated on every buffer (ClamAV does too: `not $a` fires).
 Reported as `YARA.<rule>` (+ `.UNOFFICIAL`); private rules are never reported.
@@ -22,10 +30,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from clammail.signatures.common import LoadOptions, SignatureError, display_name
 from clammail.signatures.logical import BodySubsig, PcreSubsig, body_pattern
+from clammail.signatures.patterns import ANY_OFFSET
 from clammail.signatures.pcre import UnsupportedRegex, compile_pcre
 
 log = logging.getLogger(__name__)
@@ -38,17 +48,13 @@ class YaraSyntaxError(Exception):
     pass
 
 
-class _SkipRule(Exception):
-    pass
-
-
 # -- lexer -------------------------------------------------------------------------
 
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+|//[^\n]*|/\*.*?\*/)
   | (?P<string>"(?:\\.|[^"\\\n])*")
-  | (?P<hexstr>\{[0-9a-fA-F?\s\[\]\-()|~]*\})
+  | (?P<hexstr>\{[0-9a-fA-F?\ \t\n\[\]\-()|]+\})  # no \r, no ~: as ClamAV's lexer
   | (?P<number>0x[0-9a-fA-F]+|\d+(?:KB|MB)?)
   | (?P<strid>[$#@!][A-Za-z0-9_]*\*?)
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
@@ -74,6 +80,14 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
+    """The tokens of a rules file, as ClamAV's lexer (yara_lexer.l) produces them.
+
+    Its fatal lexer errors (an unterminated string or regex, a non-ASCII or
+    control character outside strings and comments) end the token stream
+    there: the rules before that point still load, as in clamd. Any other
+    stray printable character becomes a one-character token the parser
+    refuses (a syntax error that skips just that rule).
+    """
     tokens = []
     pos = 0
     line = 1
@@ -82,14 +96,10 @@ def tokenize(text: str) -> list[Token]:
     while pos < n:
         if text[pos] == "/" and regex_allowed and not text.startswith(("//", "/*"), pos):
             end = pos + 1
-            while end < n and text[end] != "/":
-                if text[end] == "\\":
-                    end += 1
-                if end < n and text[end] == "\n":
-                    raise YaraSyntaxError(f"line {line}: unterminated regular expression")
-                end += 1
-            if end >= n:
-                raise YaraSyntaxError(f"line {line}: unterminated regular expression")
+            while end < n and text[end] not in "/\n":
+                end += 2 if text[end] == "\\" else 1
+            if end >= n or text[end] != "/":
+                break  # unterminated regular expression
             flags_end = end + 1
             while flags_end < n and text[flags_end] in "is":
                 flags_end += 1
@@ -99,7 +109,15 @@ def tokenize(text: str) -> list[Token]:
             continue
         m = _TOKEN.match(text, pos)
         if not m:
-            raise YaraSyntaxError(f"line {line}: unexpected character {text[pos]!r}")
+            char = text[pos]
+            if not " " <= char < "\x7f":
+                break  # "non-ascii character", or the start of an unterminated string
+            if char == '"':
+                break  # unterminated string
+            tokens.append(Token("op", char, line))
+            pos += 1
+            regex_allowed = False
+            continue
         kind = m.lastgroup
         value = m.group()
         if kind == "ws":
@@ -135,7 +153,22 @@ class Node:
 class YaraString:
     ident: str  # "$a" ("$" for anonymous)
     kind: str  # text, hex, regex
-    subsig: object = None
+    subsig: object = None  # BodySubsig or PcreSubsig; None when it does not load
+    problem: _StringProblem | None = None  # why ClamAV cannot load it
+    unsupported: str | None = None  # why clammail cannot run what ClamAV loads
+
+
+@dataclass(frozen=True)
+class _StringProblem:
+    """Why ClamAV's load_oneyara cannot load a string, and how that ends the rule."""
+
+    reason: str
+    # load_oneyara stops at this string (`break`), where a too short text string
+    # lets it look at the next one (`continue`) ...
+    stops: bool
+    # ... and returns an error (CL_EMALFDB) instead of CL_SUCCESS: clamd then fails
+    # the whole database when this rule is the last of its file.
+    fatal: bool
 
 
 @dataclass
@@ -150,6 +183,17 @@ class YaraRule:
     rule_refs: dict = field(default_factory=dict)  # identifier -> index in the file's rules
     tdb: None = None
     target: int = 0
+    # Strings of rules before it that failed to compile after declaring them:
+    # ClamAV's compiler keeps them queued and gives them to this rule (loaded,
+    # never referenced, but they can make this rule fail to load).
+    inherited: list[YaraString] = field(default_factory=list)
+    # A rule before it failed to compile in the middle of its condition: ClamAV
+    # runs the code left behind before this rule's own, finds its stack not
+    # empty at the end and returns an error, which makes clamd stop evaluating
+    # every logical signature and YARA rule after this one (cli_exp_eval).
+    halts_evaluation: bool = False
+    # Why clammail loads but cannot evaluate it (it never matches); None normally.
+    unsupported: str | None = None
 
     def may_match_without_strings(self) -> bool:
         return True
@@ -159,54 +203,68 @@ class YaraRule:
         return _truth(env.eval(self.condition))
 
 
-def load_yara(text: str, path: str, official: bool, options: LoadOptions) -> list[YaraRule]:
-    """The rules of a .yar/.yara file that ClamAV would load (warnings go to the log)."""
-    try:
-        tokens = tokenize(text)
-    except YaraSyntaxError as exc:
-        log.warning("%s: %s: no YARA rules loaded", path, exc)
-        return []
-    parser = _Parser(tokens, path)
+def load_yara(text: str, path: str, official: bool, options: LoadOptions,
+              warn: Callable[[str], None] | None = None) -> list[YaraRule]:
+    """The rules of a .yar/.yara file that clamd 1.4.6 loads, in file order.
+
+    As clamd: a rule that does not compile is skipped (the rest of the file
+    loads), and so is a rule with a string ClamAV cannot load; but when the
+    last rule of the file fails to load with an error, the whole database
+    fails (`SignatureError`). Every skipped rule is reported to `warn` once,
+    with the file and rule.
+    """
+    if warn is None:
+        def warn(message: str) -> None:
+            log.warning("%s", message)
+    declared = _Parser(tokenize(text), path).declared_rules(
+        lambda where, why: warn(f"{path}: {where}: YARA rule skipped: {why}"))
+    if not declared:
+        warn(f"{path}: empty database file")  # a warning only, in clamd too
     rules: list[YaraRule] = []
-    known: dict[str, YaraRule] = {}
-    while not parser.at_end():
-        start = parser.pos
-        try:
-            rule = parser.rule(known)
-        except _SkipRule as why:
-            log.warning("%s: YARA rule skipped: %s", path, why)
+    fatal = None
+    for rule in declared:
+        problem = _load_problem(rule)
+        fatal = problem if problem is not None and problem.fatal else None
+        if problem is not None:
+            warn(f"{path}: YARA rule {rule.identifier} skipped: {problem.reason}")
             continue
-        except YaraSyntaxError as exc:
-            log.warning("%s: YARA rule skipped: %s", path, exc)
-            parser.resync(start)
-            continue
-        if rule is None:
-            continue
-        known[rule.identifier] = rule
-        try:
-            _attach_subsigs(rule, official)
-        except _SkipRule as why:
-            log.warning("%s: YARA rule %s skipped: %s", path, rule.identifier, why)
-            rule.subsigs = None
-            continue
-        except SignatureError as exc:
-            raise SignatureError(f"YARA rule {rule.identifier}: {exc.reason}", path) from None
+        rule.unsupported = next((s.unsupported for s in rule.strings + rule.inherited
+                                 if s.unsupported), None)
+        if not rule.unsupported:
+            rule.subsigs = tuple(s.subsig for s in rule.strings + rule.inherited)
+        rule.name = display_name("YARA." + rule.identifier, official)
         rule.path = path
+        if rule.halts_evaluation:
+            warn(f"{path}: YARA rule {rule.identifier} never matches and, as in clamd, no "
+                 f"logical signature or YARA rule after it is evaluated: a rule before it "
+                 f"failed to compile in the middle of its condition")
+        elif rule.unsupported:
+            warn(f"{path}: YARA rule {rule.identifier} loaded but never matches: "
+                 f"{rule.unsupported}")
         rules.append(rule)
-    # A rule referring to a skipped rule can never be true; clamd evaluates it as false too.
+    if fatal is not None:
+        # cli_loadyara returns the result of its last rule.
+        raise SignatureError(f"YARA rule {declared[-1].identifier}: {fatal.reason}", path)
     return rules
 
 
-def _attach_subsigs(rule: YaraRule, official: bool) -> None:
-    if not rule.strings:
-        raise _SkipRule("the rule contains no supported strings")
-    subsigs = []
-    for string in rule.strings:
-        subsigs.append(string.subsig)
-    if len(subsigs) > MAX_STRINGS:
-        raise _SkipRule(f"too many strings ({len(subsigs)}, at most {MAX_STRINGS})")
-    rule.subsigs = tuple(subsigs)
-    rule.name = display_name("YARA." + rule.identifier, official)
+def _load_problem(rule: YaraRule) -> _StringProblem | None:
+    """What load_oneyara finds wrong with a declared rule, or None when it loads."""
+    strings = rule.inherited + rule.strings  # the queued ones come first
+    first = None
+    for string in strings:
+        if string.problem is not None:
+            first = first or string.problem
+            if string.problem.stops:
+                return replace(string.problem, reason=f"{string.ident}: {string.problem.reason}")
+    if first is not None:
+        return first
+    if not strings:
+        return _StringProblem("the rule contains no supported strings", True, False)
+    if len(strings) > MAX_STRINGS:
+        return _StringProblem(f"too many strings ({len(strings)}, at most {MAX_STRINGS})",
+                              True, False)
+    return None
 
 
 # -- parser ------------------------------------------------------------------------
@@ -219,6 +277,8 @@ class _Parser:
         self.path = path
         self.strings: dict[str, int] = {}
         self.loop_vars: list[str] = []
+        self.current_strings: list[YaraString] = []  # of the rule being parsed
+        self.emitted = 0  # operands of its condition compiled so far
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
@@ -244,13 +304,54 @@ class _Parser:
         return self.take()
 
     def resync(self, start: int) -> None:
+        """Skip to the next rule, as the grammar's `rules error rule` recovery does
+        (bison drops tokens until one that can start a rule)."""
         self.pos = max(self.pos, start + 1)
         while not self.at_end():
             tok = self.peek()
-            if tok.kind == "kw" and tok.text in ("rule", "private", "global", "import"):
-                if tok.text != "rule" or self.pos > start:
-                    return
+            if tok.kind == "kw" and tok.text in ("rule", "private", "global"):
+                return
             self.pos += 1
+
+    def declared_rules(self, skipped: Callable[[str, str], None]) -> list[YaraRule]:
+        """Every rule that compiles, in file order; `skipped(where, why)` for the others.
+
+        What a failed rule leaves behind in ClamAV's compiler goes to the next
+        rule that compiles: its queued strings (`YaraRule.inherited`) and, when
+        its condition had emitted code, the unbalanced stack that makes that
+        rule halt the evaluation (`YaraRule.halts_evaluation`).
+        """
+        declared: list[YaraRule] = []
+        known: dict[str, YaraRule] = {}
+        inherited: list[YaraString] = []
+        halts = False
+        while not self.at_end():
+            start = self.pos
+            self.current_strings = []
+            self.emitted = 0
+            try:
+                rule = self.rule(known)
+            except YaraSyntaxError as exc:
+                name = self._rule_name(start)
+                skipped(f"line {self.tokens[start].line}" + (f" (rule {name})" if name else ""),
+                        str(exc))
+                inherited += self.current_strings
+                halts = halts or self.emitted > 0
+                self.resync(start)
+                continue
+            if rule is None:  # an import
+                continue
+            rule.inherited, rule.halts_evaluation = inherited, halts
+            inherited, halts = [], False
+            known[rule.identifier] = rule
+            declared.append(rule)
+        return declared
+
+    def _rule_name(self, start: int) -> str | None:
+        for tok in self.tokens[start:start + 4]:
+            if tok.kind == "ident":
+                return tok.text
+        return None
 
     def rule(self, known: dict) -> YaraRule | None:
         if self.accept("import"):
@@ -267,8 +368,6 @@ class _Parser:
         ident = self.take()
         if ident.kind != "ident":
             raise YaraSyntaxError(f"line {ident.line}: rule name expected")
-        if ident.text in known:
-            raise YaraSyntaxError(f"line {ident.line}: duplicated rule identifier {ident.text!r}")
         if self.accept(":"):
             while self.peek().kind == "ident":
                 self.take()
@@ -282,31 +381,24 @@ class _Parser:
                 if value.kind not in ("string", "number") and value.text not in ("true", "false"):
                     raise YaraSyntaxError(f"line {value.line}: bad meta value")
         self.strings = {}
-        strings: list[YaraString] = []
-        skip_reason = None
+        strings = self.current_strings
         if self.accept("strings"):
             self.expect(":")
             while self.peek().kind == "strid" and self.peek().text.startswith("$"):
-                try:
-                    strings.append(self.string_declaration(len(strings)))
-                except _SkipRuleDeferred as why:
-                    # ClamAV cannot load this string: the rule is read to its end, then skipped.
-                    skip_reason = skip_reason or str(why)
-                    strings.append(YaraString(self.tokens[self.pos - 1].text, "skipped"))
+                strings.append(self.string_declaration(len(strings)))
         self.expect("condition")
         self.expect(":")
         self.rules = known
         self.used: set[int] = set()
         condition = self.expression()
         self.expect("}")
+        # yr_parser_reduce_rule_declaration's checks, after the condition's code.
+        if ident.text in known:
+            raise YaraSyntaxError(f"line {ident.line}: duplicated rule identifier {ident.text!r}")
         for index, string in enumerate(strings):
             if string.ident != "$" and index not in self.used:
                 raise YaraSyntaxError(f"unreferenced string {string.ident!r}")
-        rule = YaraRule(ident.text, ident.text, private, strings, condition)
-        if skip_reason:
-            known[rule.identifier] = rule
-            raise _SkipRule(skip_reason)
-        return rule
+        return YaraRule(ident.text, ident.text, private, list(strings), condition)
 
     def string_declaration(self, index: int) -> YaraString:
         ident = self.take()
@@ -317,15 +409,15 @@ class _Parser:
         self.strings.setdefault(ident.text, index)
         self.expect("=")
         value = self.take()
+        if value.kind == "hexstr":  # no modifiers in ClamAV's grammar
+            return _hex_string(ident.text, value.text)
         modifiers = set()
         while self.peek().text in ("ascii", "wide", "nocase", "fullword") and self.peek().kind == "kw":
             modifiers.add(self.take().text)
         if value.kind == "string":
-            return YaraString(ident.text, "text", _text_subsig(_unescape(value.text[1:-1], value.line), modifiers))
+            return _text_string(ident.text, _unescape(value.text[1:-1]), modifiers)
         if value.kind == "regex":
-            return YaraString(ident.text, "regex", _regex_subsig(value.text, modifiers))
-        if value.kind == "hexstr" and not modifiers:
-            return YaraString(ident.text, "hex", _hex_subsig(value.text[1:-1]))
+            return _regex_string(ident.text, value.text, modifiers)
         raise YaraSyntaxError(f"line {value.line}: bad string value for {ident.text}")
 
     # precedence climbing: or < and < not < comparison < bitwise < shift < + - < * \ %
@@ -397,9 +489,17 @@ class _Parser:
         return index
 
     def primary(self) -> Node:
+        node = self._primary()
+        # ClamAV's compiler has now emitted code that pushes this operand: a
+        # failure later in the condition leaves it behind (declared_rules).
+        self.emitted += 1
+        return node
+
+    def _primary(self) -> Node:
         tok = self.peek()
         if tok.kind == "number" and self.peek(1).text == "of":
             self.take()
+            self.emitted += 1  # the quantifier is pushed before the set is read
             self.expect("of")
             return Node("of", (Node("int", value=_number(tok.text)),), self.string_set())
         if tok.kind == "number":
@@ -432,27 +532,29 @@ class _Parser:
             sigil = tok.text[0]
             if tok.text.endswith("*"):
                 raise YaraSyntaxError(f"line {tok.line}: wildcard string identifier out of a set")
-            index = self.string_ref(tok)
+            # The string is looked up where ClamAV's grammar reduces it: after the
+            # operands of `@a[i]`, `$a at n` and `$a in (..)` (already compiled then).
             if sigil == "#":
-                return Node("count", value=index)
+                return Node("count", value=self.string_ref(tok))
             if sigil == "@":
                 position = Node("int", value=1)
                 if self.accept("["):
                     position = self.expression()
                     self.expect("]")
-                return Node("offset", (position,), index)
+                return Node("offset", (position,), self.string_ref(tok))
             if sigil == "!":
                 raise YaraSyntaxError(f"line {tok.line}: match lengths (!) are not supported")
             if self.accept("at"):
-                return Node("at", (self.term(),), index)
+                where = self.term()
+                return Node("at", (where,), self.string_ref(tok))
             if self.accept("in"):
                 self.expect("(")
                 low = self.expression()
                 self.expect("..")
                 high = self.expression()
                 self.expect(")")
-                return Node("in", (low, high), index)
-            return Node("found", value=index)
+                return Node("in", (low, high), self.string_ref(tok))
+            return Node("found", value=self.string_ref(tok))
         if tok.kind == "ident":
             if tok.text in self.loop_vars:
                 self.take()
@@ -468,6 +570,8 @@ class _Parser:
 
     def string_set(self) -> tuple[int, ...]:
         if self.accept("them"):
+            if not self.strings:
+                raise YaraSyntaxError(f"line {self.peek().line}: undefined string \"$*\"")
             members = tuple(range(len(self.strings_list())))
             self.used.update(members)
             return members
@@ -496,6 +600,7 @@ class _Parser:
 
     def of_expr(self, quantifier: Node) -> Node:
         self.take()
+        self.emitted += 1  # `all`/`any` push their quantifier
         self.expect("of")
         return Node("of", (quantifier,), self.string_set())
 
@@ -504,6 +609,7 @@ class _Parser:
         quant_tok = self.peek()
         if quant_tok.text in ("all", "any"):
             self.take()
+            self.emitted += 1
             quantifier = Node(quant_tok.text)
         else:
             quantifier = self.primary_number()
@@ -544,6 +650,7 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "number":
             self.take()
+            self.emitted += 1
             return Node("int", value=_number(tok.text))
         return self.primary()
 
@@ -560,26 +667,23 @@ def _number(text: str) -> int:
 
 
 
-def _unescape(body: str, line: int) -> bytes:
+def _unescape(body: str) -> bytes:
+    """A text string's bytes, as ClamAV's lexer reads them: \\t \\n \\" \\\\ and \\xHH;
+    any other escape (\\r too) is an error it reports and drops, reading on."""
     out = bytearray()
     i = 0
     while i < len(body):
         c = body[i]
         if c == "\\":
-            if i + 1 >= len(body):
-                raise YaraSyntaxError(f"line {line}: bad escape")
-            d = body[i + 1]
-            if d == "x":
-                digits = body[i + 2:i + 4]
-                if len(digits) != 2 or not all(ch in "0123456789abcdefABCDEF" for ch in digits):
-                    raise YaraSyntaxError(f"line {line}: bad \\x escape")
+            d = body[i + 1:i + 2]
+            digits = body[i + 2:i + 4]
+            if d == "x" and len(digits) == 2 and all(ch in _HEX_DIGITS for ch in digits):
                 out.append(int(digits, 16))
                 i += 4
                 continue
-            mapped = {"n": 10, "t": 9, "r": 13, '"': 34, "\\": 92}.get(d)
-            if mapped is None:
-                raise YaraSyntaxError(f"line {line}: unknown escape \\{d}")
-            out.append(mapped)
+            mapped = {"n": 10, "t": 9, '"': 34, "\\": 92}.get(d)
+            if mapped is not None:
+                out.append(mapped)
             i += 2
             continue
         out += c.encode("latin-1", "replace")
@@ -587,83 +691,85 @@ def _unescape(body: str, line: int) -> bytes:
     return bytes(out)
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
 # libclamav records every match of a YARA string (#a, @a[i] and `for` loops
 # read them); BodyMatcher returns at most BodyPattern.max_matches.
 STRING_MATCHES = 10_000
+AC_MINDEPTH = 2  # CLI_DEFAULT_AC_MINDEPTH: the shortest string ClamAV loads
 
 
-def _text_subsig(value: bytes, modifiers: set[str]):
-    if len(value) < 2:
-        raise _SkipRuleDeferred("string is too short")
+def _text_string(ident: str, value: bytes, modifiers: set[str]) -> YaraString:
+    if len(value) < AC_MINDEPTH:
+        return YaraString(ident, "text", problem=_StringProblem(
+            "string is too short", stops=False, fatal=False))
     wide = "wide" in modifiers
     pattern = body_pattern(
         value.hex(), "*", 0, nocase="nocase" in modifiers, wide=wide,
         ascii=(not wide) or "ascii" in modifiers, fullword="fullword" in modifiers,
     )
-    return BodySubsig(replace(pattern, max_matches=STRING_MATCHES), partial=False)
+    return YaraString(ident, "text", BodySubsig(replace(pattern, max_matches=STRING_MATCHES),
+                                                partial=False))
 
 
-def _regex_subsig(expression: str, modifiers: set[str]):
+def _regex_string(ident: str, expression: str, modifiers: set[str]) -> YaraString:
     if "wide" in modifiers:
-        raise _SkipRuleDeferred("wide modifier is not supported for regex strings")
+        return YaraString(ident, "regex", problem=_StringProblem(
+            "wide modifier is not supported for regex strings", stops=True, fatal=False))
     try:
         regex = compile_pcre(expression, "")
     except UnsupportedRegex as exc:
-        raise _SkipRuleDeferred(f"regex uses {exc}") from None
-    from clammail.engine.match.api import ANY_OFFSET
+        # clamd loads it, Python's re cannot run it: the rule loads and never matches.
+        return YaraString(ident, "regex", unsupported=f"regex /{expression}/ uses {exc}")
+    return YaraString(ident, "regex", PcreSubsig(None, regex, ANY_OFFSET))
 
-    return PcreSubsig(None, regex, ANY_OFFSET)
+
+def _hex_string(ident: str, token: str) -> YaraString:
+    """A hex string as ClamAV's parse_yara_hex_string converts it, checked as
+    yara_hexstr_verify checks it."""
+    hexsig = clamav_hex(token)
+    if hexsig is None:
+        return YaraString(ident, "hex", problem=_StringProblem(
+            "single byte subpatterns are unsupported in ClamAV", stops=True, fatal=True))
+    if len(hexsig) // 2 < AC_MINDEPTH:
+        return YaraString(ident, "hex", problem=_StringProblem(
+            "string is too short", stops=True, fatal=True))
+    try:
+        pattern = body_pattern(hexsig, "*", 0)
+    except SignatureError as exc:
+        return YaraString(ident, "hex", problem=_StringProblem(
+            f"string failed test insertion: {exc.reason}", stops=True, fatal=True))
+    return YaraString(ident, "hex", BodySubsig(replace(pattern, max_matches=STRING_MATCHES),
+                                               partial="*" in hexsig or "{" in hexsig))
 
 
-def _hex_subsig(body: str):
-    """A YARA hex string as a ClamAV body pattern: `[n-m]` jumps become `{n-m}`."""
-    text = re.sub(r"\s+", "", body)
+def clamav_hex(token: str) -> str | None:
+    """ClamAV's text for a YARA hex string token (`{ 4D 5A [2-4] ?? }`): blanks
+    dropped, `[-]` as `*`, other jumps as `{..}`; None where it refuses a first or
+    last piece of one byte next to a jump (only `[n..]` jumps are looked at)."""
     out = []
-    piece_bytes = 0
+    body = token[1:-1]
     i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "[":
-            close = text.find("]", i)
-            if close < 0:
-                raise SignatureError("unterminated jump in YARA hex string")
-            jump = text[i + 1:close]
-            if piece_bytes == 1:
-                raise SignatureError("single byte subpatterns are unsupported in ClamAV")
-            piece_bytes = 0
-            if jump == "-":
+    while i < len(body):
+        c = body[i]
+        if c in " \t\r\n}":
+            pass
+        elif c == "[":
+            if body[i + 1:i + 3] == "-]":
                 out.append("*")
-            elif re.fullmatch(r"\d+", jump):
-                out.append("{" + jump + "}")
-            elif re.fullmatch(r"\d*-\d*", jump):
-                out.append("{" + jump + "}")
+                i += 2
             else:
-                raise SignatureError(f"bad jump [{jump}] in YARA hex string")
-            i = close + 1
-            continue
-        if c in "()|":
+                out.append("{")
+        elif c == "]":
+            out.append("}")
+        else:
             out.append(c)
-            i += 1
-            continue
-        if c == "~":
-            raise SignatureError("negated bytes (~) are not supported")
-        pair = text[i:i + 2]
-        if len(pair) != 2 or not re.fullmatch(r"[0-9a-fA-F?]{2}", pair):
-            raise SignatureError(f"bad byte {pair!r} in YARA hex string")
-        out.append(pair.lower())
-        piece_bytes += 1
-        i += 2
-    if piece_bytes == 1 and any(p.startswith(("{", "*")) for p in out):
-        raise SignatureError("single byte subpatterns are unsupported in ClamAV")
-    hexsig = "".join(out)
-    pattern = replace(body_pattern(hexsig, "*", 0), max_matches=STRING_MATCHES)
-    return BodySubsig(pattern, partial="*" in hexsig or "{" in hexsig)
-
-
-class _SkipRuleDeferred(Exception):
-    """A string ClamAV cannot load: the rule is skipped (after it parsed)."""
-
-
+        i += 1
+    text = "".join(out)
+    brace, close = text.find("{"), text.rfind("}")
+    if brace == 2 or (close >= 0 and len(text) - close == 3):
+        return None
+    return text.lower()
 
 
 # -- evaluation ------------------------------------------------------------------

@@ -26,15 +26,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from clammail.engine.match.api import (
-    BodyPattern,
-    Offset,
-    OffsetKind,
-    PatternMatch,
-    PatternTable,
-)
+from clammail.engine.match.api import PatternMatch
 from clammail.engine.match.backends import LITERAL_CAP, backend_name, make_backend
-from clammail.engine.match.compile import (
+from clammail.engine.match.verify import verify_part
+from clammail.signatures.anchors import STRONG_LITERAL, plan_anchors
+from clammail.signatures.common import SignatureError
+from clammail.signatures.hexsig import (
     ALT_CHAR,
     ALT_FIXED,
     ALT_GENERIC,
@@ -53,18 +50,15 @@ from clammail.engine.match.compile import (
     NIBBLE_LOW,
     NOCASE,
     SPECIAL,
-    STRONG_LITERAL,
     W_LEFT,
     W_LEFT_NEG,
     W_RIGHT,
     W_RIGHT_NEG,
     Part,
     Plan,
-    compile_pattern,
-    plan_anchors,
+    parse_pattern,
 )
-from clammail.engine.match.verify import verify_part
-from clammail.signatures.common import SignatureError
+from clammail.signatures.patterns import BodyPattern, Offset, OffsetKind, PatternTable
 
 # ClamAV keeps this many recent matches of each part of a multi-part pattern
 # (CLI_DEFAULT_AC_TRACKLEN); slot 1 keeps the first one.
@@ -122,7 +116,7 @@ class BodyMatcher:
             anchors = pattern.anchors
             if anchors is None:
                 try:
-                    anchors = plan_anchors(compile_pattern(pattern))
+                    anchors = plan_anchors(parse_pattern(pattern))
                 except SignatureError:
                     anchors = ()  # a pattern ClamAV would refuse: it never matches
                 self._computed_anchors[index] = anchors
@@ -323,7 +317,7 @@ class BodyMatcher:
     def _plan(self, index: int) -> Plan | None:
         if index not in self._plans:
             try:
-                self._plans[index] = compile_pattern(self.patterns[index])
+                self._plans[index] = parse_pattern(self.patterns[index])
             except SignatureError:
                 self._plans[index] = None
         return self._plans[index]

@@ -11,7 +11,7 @@ relative to the whole buffer (ClamAV's file offsets).
 
 from __future__ import annotations
 
-from clammail.engine.match.compile import (
+from clammail.signatures.hexsig import (
     ALT_CHAR,
     ALT_FIXED,
     ALT_GENERIC,

@@ -1,4 +1,4 @@
-"""Compile a ClamAV hex signature into the parts the matcher verifies.
+"""Parse a ClamAV hex signature into the parts the matcher verifies.
 
 This follows the rules of libclamav 1.4 (readdb.c and matcher-ac.c), because
 the product is "same verdict as clamd": which signatures load, how `{n}` is
@@ -9,10 +9,12 @@ gap that means "any distance", a `(B)` in the middle that counts as zero bytes
 in the length checks) we keep them: the matcher must agree with clamd, not with
 the documentation.
 
-A compiled pattern is a `Plan`: one or two variants (an .ldb `::wa` pattern
+A parsed pattern is a `Plan`: one or two variants (an .ldb `::wa` pattern
 has a wide and an ASCII variant), each a tuple of `Part`s that must match in
-order with the gaps between them. `compile_hexsig` raises `SignatureError`
-with a clamd-like reason for everything clamd refuses to load.
+order with the gaps between them. `parse_hexsig` raises `SignatureError`
+with a clamd-like reason for everything clamd refuses to load. Which static
+bytes the matcher's automaton looks for is chosen in `anchors`; the matcher
+(`clammail.engine.match`) only compiles and runs Plans.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-from clammail.engine.match.api import ANY_OFFSET, BodyPattern, Offset, OffsetKind
 from clammail.signatures.common import SignatureError, scan_decimal
+from clammail.signatures.patterns import ANY_OFFSET, BodyPattern, Offset, OffsetKind
 
 # Compiled records are plain slotted classes (not frozen: building 100 000
 # patterns at load time must be cheap); nothing changes them after compilation.
@@ -61,6 +63,8 @@ BM_MIN_LENGTH = 3  # plain patterns of targets 0 and 1 go to ClamAV's Boyer-Moor
 
 # Target types whose objects have an executable layout (EP, sections, VI).
 EXE_TARGETS = frozenset({1, 6, 9})
+# Targets whose Aho-Corasick trie has clamd's prefilter (cli_mtargets' enable_prefiltering).
+PREFILTER_TARGETS = frozenset({0, 1, 4, 7})
 # Targets matched only by ClamAV's Aho-Corasick matcher; 0 and 1 also use Boyer-Moore.
 _BM_TARGETS = frozenset({0, 1})
 
@@ -286,21 +290,17 @@ def _wide_text(hexsig: str) -> str:
     return "".join(out)
 
 
-# -- pattern compilation -----------------------------------------------------------
+# -- pattern parsing -----------------------------------------------------------
 
 
-def compile_pattern(pattern: BodyPattern) -> Plan:
-    """Compile a `BodyPattern` (already validated or not); raises SignatureError."""
-    return compile_hexsig(pattern.hexsig, pattern.offset, pattern.target,
-                          nocase=pattern.nocase, wide=pattern.wide, ascii=pattern.ascii,
-                          fullword=pattern.fullword, ldb=_has_modifiers(pattern))
+def parse_pattern(pattern: BodyPattern) -> Plan:
+    """Parse a `BodyPattern` (already validated or not); raises SignatureError."""
+    return parse_hexsig(pattern.hexsig, pattern.offset, pattern.target,
+                        nocase=pattern.nocase, wide=pattern.wide, ascii=pattern.ascii,
+                        fullword=pattern.fullword, ldb=pattern.logical)
 
 
-def _has_modifiers(pattern: BodyPattern) -> bool:
-    return pattern.nocase or pattern.wide or pattern.fullword
-
-
-def compile_hexsig(hexsig: str, offset: Offset, target: int, *, nocase: bool = False,
+def parse_hexsig(hexsig: str, offset: Offset, target: int, *, nocase: bool = False,
                    wide: bool = False, ascii: bool = True, fullword: bool = False,
                    ldb: bool = False) -> Plan:
     """`ldb` marks a logical subsignature: always Aho-Corasick, never Boyer-Moore."""
@@ -309,23 +309,24 @@ def compile_hexsig(hexsig: str, offset: Offset, target: int, *, nocase: bool = F
     text = _fullword_text(hexsig) if fullword else hexsig
     variants = []
     if wide:
-        variants.append(_compile_variant(_wide_text(text), offset, target, nocase, True,
+        variants.append(_parse_variant(_wide_text(text), offset, target, nocase, True,
                                          modified, ldb))
     if not wide or ascii:
-        variants.append(_compile_variant(text, offset, target, nocase, False, modified, ldb))
+        variants.append(_parse_variant(text, offset, target, nocase, False, modified, ldb))
     return Plan(tuple(variants), offset)
 
 
-def _compile_variant(text: str, offset: Offset, target: int, nocase: bool, wide: bool,
+def _parse_variant(text: str, offset: Offset, target: int, nocase: bool, wide: bool,
                      modified: bool, ldb: bool) -> Variant:
-    text, boyer_moore, pieces = _variant_pieces(text, offset, target, modified, ldb)
+    text, boyer_moore, pieces = variant_pieces(text, offset, target, modified, ldb)
     if boyer_moore:
-        return Variant((_compile_plain(text),), boyer_moore=True)
-    return Variant(tuple(_compile_part(piece, nocase, wide, modified, mindist, maxdist)
+        return Variant((plain_part(text),), boyer_moore=True)
+    prefiltered = target in PREFILTER_TARGETS
+    return Variant(tuple(parse_part(piece, nocase, wide, modified, mindist, maxdist, prefiltered)
                          for piece, mindist, maxdist in pieces))
 
 
-def _variant_pieces(text: str, offset: Offset, target: int, modified: bool, ldb: bool):
+def variant_pieces(text: str, offset: Offset, target: int, modified: bool, ldb: bool):
     """(text after `{n}` expansion, Boyer-Moore?, the parts' texts with their gaps).
 
     The parts come from a generator, so a caller that compiles each part as
@@ -442,7 +443,7 @@ def _star_pieces(text: str):
         yield piece, 0, 0
 
 
-def _compile_plain(text: str) -> Part:
+def plain_part(text: str) -> Part:
     """A Boyer-Moore pattern: plain hex bytes, at least three."""
     data = _hex_bytes(text)
     if len(data) < BM_MIN_LENGTH:
@@ -494,8 +495,8 @@ def _nocase_elements(elements: list[int]) -> list[int]:
     return [NOCASE | _lower(e) if e & KIND_MASK == CHAR else e for e in elements]
 
 
-def _compile_part(text: str, nocase: bool, wide: bool, modified: bool,
-                  mindist: int, maxdist: int) -> Part:
+def parse_part(text: str, nocase: bool, wide: bool, modified: bool,
+               mindist: int, maxdist: int, prefiltered: bool) -> Part:
     """One part, as cli_ac_addsig builds it."""
     if len(text) // 2 < AC_MINDEPTH:
         raise SignatureError("cli_ac_addsig: Signature is too short")
@@ -518,11 +519,31 @@ def _compile_part(text: str, nocase: bool, wide: bool, modified: bool,
         depth += 1
     if depth < AC_MINDEPTH:
         raise SignatureError("cli_ac_addpatt: Signature is too short")
+    if specials and prefiltered:
+        _check_prefilter(elements, specials)
     prefix_specials = sum(1 for e in prefix if e & WILDCARD_MASK == SPECIAL) if specials else 0
     prefix_min, prefix_max = _lengths(prefix, specials[:prefix_specials])
     body_min, body_max = _lengths(body, specials[prefix_specials:])
     return Part(prefix, body, depth, tuple(specials), prefix_specials, boundary, left, right,
                 prefix_min, prefix_max, body_min, body_max, mindist, maxdist, wide)
+
+
+def _check_prefilter(elements: list[int], specials: list[Special]) -> None:
+    """clamd's prefilter (filtering.c, on by default) must get two bytes' worth of
+    classes from the start of a part before a special other than a one-byte
+    alternative stops it; else cli_ac_addsig fails and with it the database.
+
+    Measured with clamscan: `68(L)6c6c`, `aa(bbcc|ddee)ff00`, `??(aabb|ccdd)eeff`
+    fail; a special at the very start (`(aabb|ccdd)eeff`) or at the third
+    element (`6865(L)6c6c`) does not.
+    """
+    if len(elements) < 2 or elements[1] & KIND_MASK != SPECIAL:
+        return
+    first_special = elements[0] & KIND_MASK == SPECIAL
+    if first_special and specials[0].kind != ALT_CHAR:
+        return
+    if specials[1 if first_special else 0].kind != ALT_CHAR:
+        raise SignatureError("cli_ac_addsig: cannot use filter for trie")
 
 
 def _lengths(elements: tuple[int, ...], specials: list[Special]) -> tuple[int, int]:
@@ -843,221 +864,3 @@ def _anchor_position(elements: list[int]) -> int:
         raise SignatureError(
             f"cli_ac_addsig: Can't find a static subpattern of length {AC_MINDEPTH}")
     return best_pos
-
-
-# -- the literal each part gives the multi-literal automaton -------------------------
-
-LITERAL_MAX = 12  # longer static runs add automaton memory, not selectivity
-STRONG_LITERAL = 3  # a part whose best literal is shorter takes the slow path
-_COMMON_BYTES = frozenset(b"\x00\xff\x20")
-
-
-def _exact_width(element: int, specials: tuple[Special, ...], number: int) -> int | None:
-    """Bytes an element always consumes, None when that varies (or ClamAV miscounts it)."""
-    if element & KIND_MASK != SPECIAL:
-        return 1
-    spec = specials[number]
-    if spec.kind in (ALT_CHAR, ALT_FIXED) or (spec.kind == ALT_GENERIC
-                                              and spec.minlen == spec.maxlen):
-        return spec.minlen
-    return None
-
-
-def part_literal(part: Part) -> tuple[bytes, int, bool]:
-    """The best run of static bytes at a fixed distance from the part's anchor.
-
-    Returns (literal, delta, nocase): the literal starts `delta` bytes after
-    the anchor (negative: in the prefix). Only elements ClamAV always checks
-    are used (the window stops at the first element of varying width), so a
-    hit of the literal is necessary for a match.
-    """
-    specials = part.specials
-    if not specials and not part.boundary and not (part.body and max(part.body) >= NOCASE):
-        return _plain_part_literal(part)
-    # The window: prefix elements back to the last varying one, then body elements.
-    first = len(part.prefix)
-    number = part.prefix_specials - 1
-    offset = 0
-    while first > 0:
-        element = part.prefix[first - 1]
-        width = _exact_width(element, specials, number)
-        if width is None:
-            break
-        if element & KIND_MASK == SPECIAL:
-            number -= 1
-        offset -= width
-        first -= 1
-    window = part.prefix[first:] + part.body
-    number += 1  # the first special inside the window
-    best_len = best_pos = best_index = 0
-    run_len = run_pos = run_index = 0
-    position = offset
-    for index, element in enumerate(window):
-        if not element & WILDCARD_MASK:
-            if not run_len:
-                run_pos, run_index = position, index
-            run_len += 1
-            if run_len > best_len:
-                best_len, best_pos, best_index = run_len, run_pos, run_index
-            position += 1
-            continue
-        run_len = 0
-        width = _exact_width(element, specials, number)
-        if width is None:
-            break
-        if element & KIND_MASK == SPECIAL:
-            number += 1
-        position += width
-    run = window[best_index:best_index + best_len]
-    if best_len > LITERAL_MAX:
-        skip = 0
-        while skip < best_len - LITERAL_MAX and run[skip] & 0xFF in _COMMON_BYTES:
-            skip += 1
-        run = run[skip:skip + LITERAL_MAX]
-        best_pos += skip
-    if not run:
-        return b"", best_pos, False
-    if max(run) < 0x100:
-        return bytes(run), best_pos, False
-    return bytes(element & 0xFF for element in run), best_pos, True
-
-
-_STATIC_RUN = re.compile("[\x00-\xff]+")
-
-
-def _plain_part_literal(part: Part) -> tuple[bytes, int, bool]:
-    """part_literal for a part of bytes and wildcards only: every element is one byte wide.
-
-    Elements become characters (static bytes are the ones below 0x100), so
-    the regex engine finds the runs; the first longest run wins.
-    """
-    text = "".join(map(chr, part.prefix + part.body))
-    runs = _STATIC_RUN.findall(text)
-    if not runs:
-        return b"", 0, False
-    best = max(runs, key=len)
-    start = text.find(best)
-    if len(best) > LITERAL_MAX:
-        skip = 0
-        while len(best) - skip > LITERAL_MAX and ord(best[skip]) in _COMMON_BYTES:
-            skip += 1
-        best = best[skip:skip + LITERAL_MAX]
-        start += skip
-    return best.encode("latin-1"), start - len(part.prefix), False
-
-
-def hexsig_anchors(hexsig: str, offset: Offset, target: int, *, nocase: bool = False,
-                   wide: bool = False, ascii: bool = True, fullword: bool = False,
-                   ldb: bool = False) -> tuple:
-    """`plan_anchors(compile_hexsig(...))`, with the same errors, computed faster.
-
-    Loading 100 000 body signatures spends most of its time here. Parts made
-    only of hex bytes and `??` (most parts of real signatures) get their
-    literal straight from the text (`_plain_part_anchor`); other parts, and
-    patterns with .ldb modifiers, are compiled in full.
-    """
-    if nocase or wide or fullword:
-        return plan_anchors(compile_hexsig(hexsig, offset, target, nocase=nocase, wide=wide,
-                                           ascii=ascii, fullword=fullword, ldb=ldb))
-    check_offset_target(offset, target)
-    text, boyer_moore, pieces = _variant_pieces(hexsig, offset, target, False, ldb)
-    if boyer_moore:
-        part = _compile_plain(text)
-        return ((True, (_plain_part_literal(part),), part.body_max),)
-    literals = []
-    longest = 0
-    for piece, mindist, maxdist in pieces:
-        fast = _plain_part_anchor(piece)
-        if fast is None:
-            part = _compile_part(piece, False, False, False, mindist, maxdist)
-            fast = part_literal(part), part.prefix_max + part.body_max
-        literals.append(fast[0])
-        longest = max(longest, fast[1])
-    return ((False, tuple(literals), longest),)
-
-
-_PLAIN_PART = re.compile(r"(?:[0-9a-fA-F]{2}|\?\?)+")
-_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
-
-
-def _plain_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
-    """((literal, delta, nocase), length) of a part of hex bytes and `??` whose first
-    three bytes are static and not all zero; None for any other part.
-
-    For such a part ClamAV's anchor is its first byte (`_anchor_position`
-    returns 0 at once), nothing in it can be refused, and every element is one
-    byte wide: the literal is its first longest run of static bytes, cut as
-    `part_literal` cuts it.
-    """
-    if len(text) < 6 or text[:6] == "000000" or "?" in text[:6] or "(" in text[:6]:
-        return None
-    if "(" in text:
-        return _alternatives_part_anchor(text)
-    if "?" not in text:
-        # All static (the common case): the whole part is the run.
-        if not _HEX_RUN.fullmatch(text):
-            return None
-        return _cut_literal(text, 0), len(text) // 2
-    if not _PLAIN_PART.fullmatch(text):
-        return None
-    # Pairs only, so the runs between the `??`s are aligned; positions in bytes.
-    best = ""
-    best_at = position = 0
-    for run in text.split("??"):
-        if len(run) > len(best):
-            best, best_at = run, position
-        position += len(run) // 2 + 1
-    return _cut_literal(best, best_at), len(text) // 2
-
-
-def _cut_literal(run: str, start: int) -> tuple[bytes, int, bool]:
-    """(literal, delta, nocase) of a run of hex pairs starting `start` bytes into the part:
-    a run longer than LITERAL_MAX loses its leading common bytes, then its tail."""
-    if len(run) <= 2 * LITERAL_MAX:
-        return bytes.fromhex(run), start, False
-    literal = bytes.fromhex(run)
-    skip = 0
-    while len(literal) - skip > LITERAL_MAX and literal[skip] in _COMMON_BYTES:
-        skip += 1
-    return literal[skip:skip + LITERAL_MAX], start + skip, False
-
-
-_ALT_PART = re.compile(
-    r"(?:[0-9a-fA-F]{2}|\?\?|\((?:[0-9a-fA-F]{2})+(?:\|(?:[0-9a-fA-F]{2})+)*\))+")
-_ALT_GROUP = re.compile(r"\(([^)]*)\)")
-
-
-def _alternatives_part_anchor(text: str) -> tuple[tuple[bytes, int, bool], int] | None:
-    """`_plain_part_anchor` for a part that also holds alternatives of equal-length hex
-    strings, `(aa|bb)` or `(aabb|ccdd)`: each is one element as wide as its strings,
-    which ClamAV accepts as they are (ALT_CHAR, ALT_FIXED). Anything else: None."""
-    if not _ALT_PART.fullmatch(text):
-        return None
-    # split() alternates: plain text (pairs and `??`), a group's inside, plain text, ...
-    best = ""
-    best_at = position = 0
-    for index, piece in enumerate(_ALT_GROUP.split(text)):
-        if index & 1:
-            widths = set(map(len, piece.split("|")))
-            if len(widths) != 1:
-                return None  # unequal lengths: ClamAV refuses them, with its own message
-            position += widths.pop() // 2
-            continue
-        at = position
-        for run in piece.split("??"):
-            if len(run) > len(best):
-                best, best_at = run, at
-            at += len(run) // 2 + 1
-        position += len(piece) // 2
-    return _cut_literal(best, best_at), position
-
-
-def plan_anchors(plan: Plan) -> tuple:
-    """Per variant: (boyer_moore, ((literal, delta, nocase), ...) per part, longest part).
-
-    The longest part (ClamAV's pattern length, its maxpatlen) sets how much
-    clamd's 128 KiB scan windows overlap, which the report order depends on.
-    """
-    return tuple((variant.boyer_moore, tuple([part_literal(p) for p in variant.parts]),
-                  max(p.prefix_max + p.body_max for p in variant.parts))
-                 for variant in plan.variants)
