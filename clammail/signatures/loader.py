@@ -237,6 +237,7 @@ class _Loader:
         # shares in load order, merged by `finish`: (cache key, _Unit or sub-loader).
         self.units = units
         self._pending: list[tuple[str | None, _Unit | _Loader]] = []
+        self._body_parts: list = []  # the shares' body signatures (tables or lists)
 
     # -- paths -----------------------------------------------------------
 
@@ -531,7 +532,10 @@ class _Loader:
             for purpose, (columns, names) in unit.hashes.items():
                 self.builders[purpose].add_export(columns, names, renumber=True)
             for field, records in unit.records.items():
-                self.records[field].extend(records)
+                if field == "body_signatures":
+                    self._body_parts.append(records)  # joined as columns by `finish`
+                else:
+                    self.records[field].extend(records)
             self.info.signatures += unit.signatures
             if unit.daily_version is not None:
                 self._daily_version = unit.daily_version
@@ -569,7 +573,13 @@ class _Loader:
             self.info.build_timestamp = stime
             self.info.build_time = time.ctime(stime)
         body = self.records["body_signatures"]
-        if body:
+        if self._body_parts:
+            from clammail.signatures.bodysig import SignatureTable
+
+            # Columns put together: 100 000 signatures from the per-file cache are
+            # not made one by one (the matcher reads the columns too).
+            body = SignatureTable.join(self._body_parts)
+        elif body:
             from clammail.signatures.bodysig import BodySignatures
 
             body = BodySignatures(body)  # pickled as columns in the cache

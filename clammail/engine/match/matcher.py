@@ -90,8 +90,9 @@ class BodyMatcher:
                  cache_dir: str | None = None):
         """`cache_dir`: keep the compiled hyperscan chunks there (and take them from
         there), beside the compiled-database cache."""
-        self.patterns = list(patterns)
-        self._targets = array("B", (min(p.target, 255) for p in self.patterns))
+        # Columns: a table from the caches is read without making 100 000 patterns.
+        self.patterns = PatternTable.of(patterns)
+        self._targets = array("B")
         self._boyer_moore = array("b")  # per pattern: 1 if clamd uses Boyer-Moore for it
         self._bm_shift = array("i")  # per pattern: where Boyer-Moore notices it, from the start
         self._shapes: list[tuple[int, ...]] = []  # per pattern: parts per variant (shared tuples)
@@ -112,26 +113,26 @@ class BodyMatcher:
         # index of each repeated pattern text, for the report order.
         self._twin_of: dict[int, int] = {}
         first_of: dict[tuple, int] = {}
-        for index, pattern in enumerate(self.patterns):
-            anchors = pattern.anchors
+        for index, (hexsig, target, flags, anchors) in enumerate(self.patterns.rows()):
             if anchors is None:
                 try:
-                    anchors = plan_anchors(parse_pattern(pattern))
+                    anchors = plan_anchors(parse_pattern(self.patterns[index]))
                 except SignatureError:
                     anchors = ()  # a pattern ClamAV would refuse: it never matches
                 self._computed_anchors[index] = anchors
-            twin = first_of.setdefault((pattern.hexsig.lower(), pattern.nocase, pattern.wide,
-                                        pattern.ascii, pattern.fullword), index)
+            self._targets.append(min(target, 255))
+            # Same text and modifiers (nocase, wide, ascii, fullword: flags 1-8).
+            twin = first_of.setdefault((hexsig.lower(), flags & 15), index)
             if twin != index:
                 self._twin_of[index] = twin
             shape = tuple(len(parts) for _, parts, _ in anchors)
             self._shapes.append(shapes.setdefault(shape, shape))
             boyer_moore = bool(anchors) and anchors[0][0]
             self._boyer_moore.append(1 if boyer_moore else 0)
-            self._bm_shift.append(_bm_block(pattern, buckets) if boyer_moore else 0)
+            self._bm_shift.append(_bm_block(hexsig, target, buckets) if boyer_moore else 0)
             for _, _, length in anchors:
                 longest = self._longest
-                longest[pattern.target] = max(longest.get(pattern.target, 0), length)
+                longest[target] = max(longest.get(target, 0), length)
             for variant, (_, parts, _) in enumerate(anchors):
                 # One literal per variant goes to the automaton: the longest of its
                 # parts. The other parts are looked for only when it occurs.
@@ -188,9 +189,7 @@ class BodyMatcher:
         state = dict(self.__dict__)
         state["_plans"] = {}
         state["_regexes"] = {}
-        # Columns, not 100 000 objects: the compiled-database cache loads fast.
-        state["patterns"] = PatternTable.of(self.patterns)
-        return state
+        return state  # `patterns` is a PatternTable: pickled as columns
 
     def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int],
                      size: int = 0, target: int = 0) -> list[int]:
@@ -499,17 +498,17 @@ def _windows(start: int, end: int, size: int, step: int) -> range:
     return range(first, max(first, last) + 1)
 
 
-def _bm_block(pattern: BodyPattern, buckets: dict[int, set[int]]) -> int:
+def _bm_block(hexsig: str, target: int, buckets: dict[int, set[int]]) -> int:
     """Where in a plain pattern clamd's Boyer-Moore matcher hashes it (its report position).
 
     clamd balances its hash buckets at load: a pattern is filed under its
     first three-byte block whose bucket is still empty.
     """
     try:
-        data = bytes.fromhex(pattern.hexsig)
+        data = bytes.fromhex(hexsig)
     except ValueError:
         return 0
-    occupied = buckets.setdefault(pattern.target, set())
+    occupied = buckets.setdefault(target, set())
     chosen = 0
     for i in range(len(data) - 2):
         if 211 * data[i] + 37 * data[i + 1] + data[i + 2] not in occupied:
