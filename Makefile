@@ -31,6 +31,10 @@ deps: $(STAMPS)/apt $(STAMPS)/venv
 
 # Debian packages: installed only when one of the list is missing. A line
 # `package [arch ...]` is for those architectures only.
+# Postfix is only there for the tests' private instances: installed fresh, it
+# is preseeded "No configuration", so its installation asks nothing, writes
+# no /etc/postfix/main.cf and starts no system mail server (an existing
+# Postfix and its debconf answers are left alone).
 $(STAMPS)/apt: $(APT_LIST)
 	@mkdir -p $(STAMPS)
 	@arch=$$(dpkg --print-architecture); \
@@ -42,6 +46,9 @@ $(STAMPS)/apt: $(APT_LIST)
 	done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
+		case " "$$(echo $$missing)" " in *" postfix "*) \
+			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections;; \
+		esac; \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi

@@ -106,7 +106,7 @@ AREAS = [
     ("signature matching", "clammail/engine/sigmatch.py", "match_buffer"),
     ("executable matching", "clammail/engine/sigmatch.py", "match_executable"),
     ("hashes", "clammail/engine/scanner.py", "_match_hashes"),
-    ("file typing", "clammail/engine/filetypes.py", "detect"),
+    ("file typing", "clammail/formats/filetypes.py", "detect"),
     ("archives (zip, gz, ...)", "clammail/unpack/archive.py", "unpack_archive"),
     ("PE parsing", "clammail/unpack/executable.py", "unpack_pe"),
     ("PDF", "clammail/unpack/pdf.py", "unpack_pdf"),

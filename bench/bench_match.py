@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clammail.engine.filetypes import FileType  # noqa: E402
 from clammail.engine.match import BodyMatcher, available_backends  # noqa: E402
 from clammail.engine.objectinfo import ObjectInfo  # noqa: E402
+from clammail.formats.filetypes import FileType  # noqa: E402
 from clammail.signatures.bodysig import load_ndb, parse_body_pattern  # noqa: E402
 from clammail.signatures.common import LoadOptions  # noqa: E402
 

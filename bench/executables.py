@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from clammail.engine.filetypes import FileType  # noqa: E402
 from clammail.formats.executable import (  # noqa: E402
     import_table_text,
     parse_executable,
     section_hash_candidates,
 )
+from clammail.formats.filetypes import FileType  # noqa: E402
 
 ALGOS = frozenset({"md5", "sha1", "sha256"})
 

@@ -40,6 +40,7 @@ _ENGINE_FLAGS = {
     "scan-pe": "ScanPE", "scan-elf": "ScanELF", "scan-mail": "ScanMail",
     "scan-ole2": "ScanOLE2", "scan-pdf": "ScanPDF", "scan-swf": "ScanSWF",
     "scan-html": "ScanHTML", "scan-xmldocs": "ScanXMLDOCS", "scan-hwp3": "ScanHWP3",
+    "scan-onenote": "ScanOneNote",
     "scan-archive": "ScanArchive", "scan-image": "ScanImage",
     "detect-pua": "DetectPUA", "disable-cache": "DisableCache",
     # clammail's own (not clamscan's): open formats ClamAV 1.4.6 leaves closed.

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from postfix_harness import postfix, postfix_factory  # noqa: F401  (fixtures for every test)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTFILES = Path("/usr/share/clamav-testfiles")
@@ -36,6 +37,15 @@ def _find_unit_data() -> Path | None:
 
 
 UNIT_DATA = _find_unit_data()
+
+
+def shared_bench_script(name: str) -> Path:
+    """A script of ../shared/bench (the benchmark database and corpus builders)."""
+    for base in (REPO.parent / "shared", Path("/work/shared")):
+        if (base / "bench" / name).exists():
+            return base / "bench" / name
+    pytest.fail(f"../shared/bench/{name} is missing: the shared benchmark scripts sit "
+                "beside the checkout")
 
 
 def need_unit_data() -> Path:

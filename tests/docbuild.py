@@ -1,10 +1,13 @@
-"""Builders for test documents: OLE2 (compound files) with VBA projects, RTF, PDF.
+"""Builders for test documents: OLE2 (compound files) with VBA projects, RTF, PDF, OneNote.
 
 Nothing here is used by clammail itself; tests write these files, scan them
 with clamscan and with clammail, and compare. The OLE2 writer follows
 MS-CFB version 3 (512-byte sectors, a mini stream for streams under 4096
 bytes); the VBA project follows MS-OVBA (a compressed `dir` stream and
-module streams whose source starts at MODULEOFFSET).
+module streams whose source starts at MODULEOFFSET). A OneNote section
+follows MS-ONESTORE as far as ClamAV looks: the 1024-byte header and
+FileDataStoreObjects (without the file node lists that would make it a
+document OneNote itself opens).
 """
 
 from __future__ import annotations
@@ -242,6 +245,38 @@ def pdf_file(objects: list[bytes], trailer_extra: bytes = b"", xref: bool = True
 
 def pdf_stream(data: bytes, dictionary: bytes = b"") -> bytes:
     return b"<< /Length %d %s>>\nstream\n" % (len(data), dictionary) + data + b"\nendstream"
+
+
+# -- OneNote -----------------------------------------------------------------
+
+ONENOTE_MAGIC = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")  # guidFileType of .one
+_ONESTORE_FORMAT = bytes.fromhex("3fdd9a101b91f549a5d01791edc8aed8")  # guidFileFormat
+FILE_DATA_STORE = bytes.fromhex("e716e3bd65261145a4c48d4d0b7a9eac")  # guidHeader
+_FILE_DATA_FOOTER = bytes.fromhex("22a7fb71790f0b4abb13899256426b24")  # guidFooter
+
+
+def onenote_header(total_length: int, seed: int = 1) -> bytes:
+    """The 1024-byte MS-ONESTORE header (2.3.1) of a .one section."""
+    rng = random.Random(seed)
+    version = struct.pack("<IIII", 0x2A, 0x2A, 0x2A, 0x2A)
+    head = ONENOTE_MAGIC + rng.randbytes(16) + b"\0" * 16 + _ONESTORE_FORMAT + version
+    head = bytearray(head.ljust(1024, b"\0"))
+    struct.pack_into("<Q", head, 196, total_length)  # cbExpectedFileLength
+    return bytes(head)
+
+
+def file_data_store(payload: bytes, length: int | None = None, footer: bool = True) -> bytes:
+    """A FileDataStoreObject (2.6.13): header GUID, cbLength, 12 reserved bytes,
+    the data padded to 8 bytes, the footer GUID. `length` overrides cbLength."""
+    cb = len(payload) if length is None else length
+    padded = payload + b"\0" * (-len(payload) % 8)
+    return FILE_DATA_STORE + struct.pack("<QIQ", cb, 0, 0) + padded + (_FILE_DATA_FOOTER if footer else b"")
+
+
+def onenote_section(objects: list[bytes], filler: bytes = b"", seed: int = 1) -> bytes:
+    """A .one file: the header, `filler`, then the given objects in order."""
+    body = filler + b"".join(objects)
+    return onenote_header(1024 + len(body), seed) + body
 
 
 # -- scanning both ways -------------------------------------------------------

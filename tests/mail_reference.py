@@ -15,7 +15,7 @@ import re
 from collections.abc import Generator, Iterator
 from unittest import mock
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.unpack import mail, mime_message
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.embedded import (
@@ -46,6 +46,7 @@ from clammail.unpack.mail import (
     _as_line,
     _boundary_end,
     _boundary_start,
+    _boundary_then_semicolon,
     _continue_empty_options,
     _get_text_part,
     _header_kind,
@@ -198,12 +199,17 @@ def reference_parse_email_file(self, first: bytes) -> Message | None:
                         pending = []
                     if not skip:
                         if boundary is None:
-                            boundary = ret.find_argument(b"boundary")
+                            boundary = ret.boundary()
                         if boundary is not None:
                             last_was_blank = True
                     if skip or last_was_blank:
                         raw = reader.getline()
                         continue
+                if line is None and pending and _boundary_then_semicolon(b"".join(pending)):
+                    header_count += 1
+                    self._check_header_count(header_count)
+                    self._parse_email_header(ret, b"".join(pending))
+                    pending = []
                 if line is None and not pending:
                     if any_headers:
                         in_header = False
@@ -281,7 +287,7 @@ def reference_multipart(self, main: Message, message_in: Message | None,
     """The multipart branch of parseEmailBody, and what is left of the
     message; no result when the rest of parseEmailBody is to treat the
     message as text after all."""
-    boundary = main.find_argument(b"boundary")
+    boundary = main.boundary()
     if boundary is None:
         return None, main
     boundary = chomp(boundary)

@@ -11,7 +11,7 @@ import pytest
 from conftest import TESTFILES
 
 from clammail.engine import Engine, ScanOptions
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 from clammail.signatures.loader import load_database
 
 
@@ -78,11 +78,12 @@ def test_ooxml_and_tar_typing():
 
 
 def test_overlapping_entries_under_the_threshold_are_extracted(tmp_path):
+    from clammail.formats.zip import find_central_directory
     from clammail.unpack import archive_zip
 
     data = member("dup")
     zipped = B.zip_py([("a.txt", data)], zipfile.ZIP_STORED)
-    coff = archive_zip.find_central_directory(zipped)
+    coff = find_central_directory(zipped)
     records = archive_zip.index_central_directory(zipped, coff, lambda: None)
     assert [r.name for r in records] == ["a.txt"]
     assert archive_zip.decompress(records[0], zipped, 10)[0] == data[:10]

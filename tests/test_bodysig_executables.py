@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import UNIT_DATA, clammail_results, clamscan_results
 
-from clammail.engine.filetypes import FileType
 from clammail.engine.match import available_backends
 from clammail.formats.executable import parse_executable
+from clammail.formats.filetypes import FileType
 
 CANDIDATES = [
     UNIT_DATA / "pe_allmatch" / "test.exe" if UNIT_DATA else None,

@@ -27,7 +27,6 @@ from exe_samples import (
 )
 from test_pe_allmatch import LocalHashIndex
 
-from clammail.engine.filetypes import FileType
 from clammail.engine.scanner import Engine, ScanOptions
 from clammail.formats.executable import (
     import_hash_candidates,
@@ -35,6 +34,7 @@ from clammail.formats.executable import (
     parse_executable,
     section_hash_candidates,
 )
+from clammail.formats.filetypes import FileType
 from clammail.formats.pe import embedded_pe_candidates, find_embedded_pe, parse_pe_header
 from clammail.signatures.database import Database
 

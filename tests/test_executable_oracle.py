@@ -38,12 +38,12 @@ from exe_samples import (
     version_section,
 )
 
-from clammail.engine.filetypes import FileType
 from clammail.formats.executable import (
     import_hash_candidates,
     parse_executable,
     section_hash_candidates,
 )
+from clammail.formats.filetypes import FileType
 from clammail.formats.pe import find_embedded_pe
 
 pytestmark = pytest.mark.oracle

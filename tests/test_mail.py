@@ -31,7 +31,7 @@ from conftest import (
 
 import clammail.engine  # noqa: F401  (the engine before the unpackers: import order)
 from clammail.config.options import ENGINE_DEFAULTS
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 from clammail.unpack.mail import unpack_mail
 
 EXE = (TESTFILES / "clam.exe").read_bytes()

@@ -12,7 +12,7 @@ import pytest
 from conftest import CLAM_TEST_FILE_SIG, clammail_results, clamscan_results
 from test_mail import _digests, clamscan_objects, our_objects
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 
 CANDIDATES = [
     "/usr/lib/python3.11/test/test_email/data",

@@ -37,7 +37,7 @@ from test_mail import _Ctx
 from test_mail import corpus as mail_corpus
 from test_mail_hostile import hostile
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 from clammail.unpack import mail, mime_message
 from clammail.unpack.embedded import embedded_objects
 from clammail.unpack.mail import _as_line, unpack_mail

@@ -9,11 +9,11 @@ import time
 import pytest
 from conftest import need_fast_matcher
 
-from clammail.engine.filetypes import FileType
 from clammail.engine.match import BodyMatcher, available_backends
 from clammail.engine.match.api import PatternMatch
 from clammail.engine.objectinfo import ObjectInfo
 from clammail.formats.executable import ExecutableInfo, Section
+from clammail.formats.filetypes import FileType
 from clammail.signatures.bodysig import parse_body_pattern, parse_offset
 from clammail.signatures.common import SignatureError
 from clammail.signatures.patterns import BodyPattern

@@ -13,9 +13,9 @@ import random
 import pytest
 from conftest import clamscan_results
 
-from clammail.engine.filetypes import FileType
 from clammail.engine.match import BodyMatcher, available_backends
 from clammail.engine.objectinfo import ObjectInfo
+from clammail.formats.filetypes import FileType
 from clammail.signatures.bodysig import parse_body_pattern
 
 WORDS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 from clamd_harness import make_root
-from conftest import REPO
+from conftest import shared_bench_script
 from milter_harness import backends, start_milter, stop_all
 
 pytestmark = [pytest.mark.oracle]
 
-MKCORPUS = REPO.parent / "shared" / "bench" / "mkcorpus.py"
 COUNT = 150
 
 
@@ -40,10 +39,9 @@ def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    if not MKCORPUS.exists():
-        pytest.fail(f"{MKCORPUS} is missing: the shared benchmark scripts are part of the checkout")
     out = tmp_path_factory.mktemp("corpus")
-    subprocess.run([sys.executable, str(MKCORPUS), str(out), str(COUNT)], check=True, timeout=600)
+    subprocess.run([sys.executable, str(shared_bench_script("mkcorpus.py")), str(out), str(COUNT)],
+                   check=True, timeout=600)
     truth = dict(line.split("\t") for line in (out / "truth.tsv").read_text().splitlines())
     return out, {name: value == "1" for name, value in truth.items()}
 

@@ -12,7 +12,6 @@ import base64
 import re
 import shutil
 import signal
-import subprocess
 
 import pytest
 from clamd_harness import EICAR, make_root
@@ -52,6 +51,13 @@ def with_attachment(subject: str, name: str, data: bytes) -> bytes:
 CLEAN = with_attachment("clean with attachments", "report.zip", zipped("report.txt", b"fine"))
 EICAR_BODY = message("eicar in the body", EICAR + b"\n")
 EICAR_ZIP = with_attachment("eicar in a zip", "eicar.zip", zipped("eicar.com", EICAR))
+
+
+def outcome(result) -> int:
+    """The code that decided a swaks session: the DATA reply, or the first refusal before it."""
+    if result.data is not None:
+        return result.data.code
+    return next(reply.code for _, reply in result.replies if reply.code >= 400)
 
 
 def milter_postfix(pair, options: dict, name: str, kind: str = "clammail", backend="clammail",
@@ -127,10 +133,11 @@ def test_actions_through_postfix(pair, options, infected_code, delivered_count, 
 
 def test_skips_through_postfix(pair, tmp_path):
     """LocalNet (swaks comes from 127.0.0.1), an allowed sender, an authenticated user."""
+    del tmp_path
     allow = pair.extra["root"] / "allow-list"
-    allow.write_text("From:^<?boss@example\\.org>?$\n")
+    allow.write_text("From:^<boss@example\\.org>$\n")  # a POSIX basic regex: ? is no operator
     allow.chmod(0o644)
-    sasl = _sasl_setup(pair.extra["root"] / "sasl")
+    sasl = _authenticated_login()
     cases = [({"LocalNet": "127.0.0.0/8"}, {}, "sender@example.org"),
              ({"AllowList": str(allow)}, {}, "boss@example.org"),
              ({"SkipAuthenticated": "^alice"}, sasl["main"], "sender@example.org")]
@@ -147,26 +154,18 @@ def test_skips_through_postfix(pair, tmp_path):
         finally:
             postfix.stop()
             stop_all(milter)
-    assert codes == [(250, 250), (250, 550), (250, 550)]
+    assert codes == [(250, 250), (250, 550), (250, 550)], codes
 
 
-def _sasl_setup(directory):
-    """Cyrus SASL with a sasldb for Postfix's smtpd: user alice, password secret."""
-    directory.mkdir(exist_ok=True)
-    db = directory / "sasldb2"
-    subprocess.run(["saslpasswd2", "-f", str(db), "-c", "-p", "-u", "example.org", "alice"],
-                   input=b"secret", check=True)
-    shutil.chown(db, group="postfix")
-    db.chmod(0o640)
-    (directory / "smtpd.conf").write_text(
-        f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n"
-        f"sasldb_path: {db}\n")
-    directory.chmod(0o755)
-    main = {"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "cyrus",
-            "smtpd_sasl_path": "smtpd", "cyrus_sasl_config_path": str(directory),
-            "smtpd_sasl_security_options": "noanonymous", "smtpd_sasl_local_domain": "example.org"}
-    swaks = ["--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "secret"]
-    return {"main": main, "swaks": swaks}
+def _authenticated_login() -> dict:
+    """A session whose SMTP AUTH login is "alice", as Postfix's XCLIENT LOGIN sets it.
+
+    Postfix passes the login it has for a session -- from AUTH, or from a
+    trusted client's XCLIENT LOGIN (XCLIENT_README) -- to milters in the
+    {auth_authen} macro; XCLIENT spares the test a SASL database.
+    """
+    return {"main": {"smtpd_authorized_xclient_hosts": "127.0.0.0/8"},
+            "swaks": ["--xclient-login", "alice"]}
 
 
 def test_same_replies_and_headers_as_clamav_milter(pair):
@@ -180,10 +179,11 @@ def test_same_replies_and_headers_as_clamav_milter(pair):
     for kind in ("clamav-milter", "clammail"):
         milter, postfix = milter_postfix(pair, options, f"diff-{kind}", kind=kind, backend="clamd")
         try:
-            replies = [(r.data.code, r.data.text) for r in (postfix.send(m) for m in mails)]
+            replies = [(r.data.code, re.sub(r"queued as \w+", "queued as ID", r.data.text))
+                       for r in (postfix.send(m) for m in mails)]
             delivered = postfix.wait_delivered(sum(1 for c, _ in replies if c == 250))
             headers = sorted(
-                (d.headers["Subject"], d.headers.get_all("X-Virus-Status"),
+                (str(d.headers["Subject"]), d.headers.get_all("X-Virus-Status"),
                  [re.sub(r"^\S+ \S+", "<product>", v)
                   for v in d.headers.get_all("X-Virus-Scanned") or []])
                 for d in delivered)
@@ -218,6 +218,6 @@ def test_backend_faults_through_postfix(pair):
         stop_all(milter)
         spare.stop()
         shutil.rmtree(root, ignore_errors=True)
-    assert [first.data.code, second.data.code, third.data.code] == [550, 550, 250]
-    assert fourth.data.code == 451 and fifth.data.code == 451
+    assert [outcome(r) for r in (first, second, third)] == [550, 550, 250]
+    assert outcome(fourth) == 451 and outcome(fifth) == 451
     assert len(delivered) == 1  # only the clean message that had a verdict

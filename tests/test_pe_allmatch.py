@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 from conftest import UNIT_DATA, clammail_results, clamscan_results, need_unit_data
 
-from clammail.engine.filetypes import FileType
 from clammail.formats.executable import (
     import_hash_candidates,
     parse_executable,
     section_hash_candidates,
 )
+from clammail.formats.filetypes import FileType
 from clammail.formats.pe import find_embedded_pe
 
 pytestmark = pytest.mark.oracle

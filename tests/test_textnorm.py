@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import clammail_results, clamscan_results
 
-from clammail.engine.filetypes import FileType, detect, text_type
 from clammail.engine.textnorm import normalize_text
+from clammail.formats.filetypes import FileType, detect, text_type
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from clammail.engine.filetypes import RAW_TARGET, FileType
 from clammail.engine.objectinfo import ObjectInfo
+from clammail.formats.filetypes import RAW_TARGET, FileType
 from clammail.signatures.logical import BodySubsig, LogicalSignature, PcreSubsig, TargetDescription
 from clammail.signatures.patterns import Offset, OffsetKind
 

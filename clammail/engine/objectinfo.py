@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 
 
 @dataclass

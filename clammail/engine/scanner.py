@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from clammail import mapped
 from clammail.config.options import ENGINE_DEFAULTS
 from clammail.engine.cache import CleanCache
-from clammail.engine.filetypes import (
+from clammail.engine.objectinfo import ObjectInfo
+from clammail.engine.textnorm import normalize_text
+from clammail.formats.filetypes import (
     RAW_TARGET,
     TEXT_TYPES,
     FileType,
@@ -35,8 +37,6 @@ from clammail.engine.filetypes import (
     contains_html,
     detect,
 )
-from clammail.engine.objectinfo import ObjectInfo
-from clammail.engine.textnorm import normalize_text
 from clammail.signatures.database import Database
 from clammail.unpack import unpacker_for
 from clammail.unpack.base import Extracted, LimitExceeded, ScanTimeout
@@ -253,7 +253,6 @@ class ScanJob:
     # -- the recursion ----------------------------------------------------
 
     def run(self, data: bytes | memoryview, name: str | None) -> ScanResult:
-        error = None
         # MaxFiles counts every object scanned, the top-level one too (clamscan
         # --max-files=2 scans one member of an archive).
         self.files = 1
@@ -263,13 +262,11 @@ class ScanJob:
             pass
         except ScanTimeout:
             self._exceeded("MaxScanTime")
-        except _StopScanWithError as exc:
-            error = str(exc)
         if not self.detections and self.heuristics:
             self.detections.append(self.heuristics[0])
         elif self.allmatch:
             self.detections.extend(h for h in self.heuristics if h not in self.detections)
-        return ScanResult(self.detections, error, self.scanned_bytes)
+        return ScanResult(self.detections, scanned_bytes=self.scanned_bytes)
 
     def _exceeded(self, limit: str) -> None:
         self.limits_hit += 1
@@ -452,10 +449,6 @@ _CONTAINER_ONLY = frozenset({FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_
 _UNCOUNTED = _CONTAINER_ONLY | {FileType.ANY}
 
 
-class _StopScanWithError(Exception):
-    pass
-
-
 def _digest(info: ObjectInfo, algo: str) -> bytes:
     """A hash of the object, computed once per object (a mapped file piece by piece,
     each piece's pages given back after it)."""
@@ -471,5 +464,3 @@ def _digest(info: ObjectInfo, algo: str) -> bytes:
         digests[algo] = digest.digest()
     return digests[algo]
 
-
-ReportFn = Callable[[str], None]

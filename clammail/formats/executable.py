@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 
 BROKEN_EXECUTABLE = "Heuristics.Broken.Executable"
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.signatures.bodysig import parse_body_pattern, parse_offset
 from clammail.signatures.common import LoadOptions, SignatureError, display_name, flevel_applies
 from clammail.signatures.lexpr import Expression, parse_expression

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from clammail.engine.filetypes import FileType as T
+from clammail.formats.filetypes import FileType as T
 from clammail.unpack.base import Unpacker
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ _REGISTRY: dict[T, tuple[str, str, str | None]] = {
     T.PDF: ("clammail.unpack.pdf", "unpack_pdf", "ScanPDF"),
     T.HTML: ("clammail.unpack.html", "unpack_html", "ScanHTML"),
     T.RTF: ("clammail.unpack.rtf", "unpack_rtf", "ScanOLE2"),
+    T.ONENOTE: ("clammail.unpack.onenote", "unpack_onenote", "ScanOneNote"),
     # PE files embedded in PE files; the slices of a universal Mach-O binary
     # (which clamd opens whatever its options: ScanArchive is the nearest switch).
     T.MSEXE: ("clammail.unpack.executable", "unpack_pe", "ScanPE"),

@@ -6,7 +6,8 @@ and applies ClamAV 1.4.6's rules for that format:
 
 - zip (and the OOXML/ODF documents that are zips): `archive_zip`, ClamAV's
   own algorithm; gzip, bzip2, xz: `archive_streams`; ISO 9660:
-  `archive_iso`; tar, cpio, 7z, RAR 4/5, cab, LHA/LZH, xar: libarchive
+  `archive_iso`; RAR with the RAR 1.5 and 2.0 methods: `rar`; tar, cpio,
+  7z, other RAR 1.5-4.x and RAR 5, cab, LHA/LZH, xar: libarchive
   (`archive_lib`).
 - What happens to a member bigger than MaxFileSize or than what is left of
   MaxScanSize differs by format in ClamAV, and is copied per format in
@@ -29,9 +30,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
+from clammail.formats.zip import find_central_directory
 from clammail.unpack import archive_streams as streams
 from clammail.unpack import archive_zip as zipfmt
+from clammail.unpack import rar
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,7 @@ def _extras(ctx: UnpackContext) -> bool:
 # -- zip ------------------------------------------------------------------
 
 def _zip(data, ctx: UnpackContext) -> Iterator[Extracted]:
-    coff = zipfmt.find_central_directory(data, ctx.check)
+    coff = find_central_directory(data, ctx.check)
     if coff is None:
         ctx.debug("zip: no central directory, nothing extracted (as ClamAV)")
         return
@@ -229,9 +232,9 @@ _POLICIES: dict[FileType, Policy] = {
 }
 
 
-def libarchive_members(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extracted]:
-    """The members of a libarchive-read archive of type `ftype` (e.g. one embedded in a file)."""
-    yield from _libarchive_members(data, ctx, _POLICIES[ftype])
+def archive_members(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extracted]:
+    """The members of an archive of type `ftype` found inside another file."""
+    yield from _HANDLERS[ftype](data, ctx)
 
 
 def _libarchive(policy: Policy):
@@ -313,6 +316,15 @@ def _oversized(limits: Limits, policy: Policy, size: int) -> None:
     return None
 
 
+def _rar(data, ctx: UnpackContext) -> Iterator[Extracted]:
+    """RAR: old compression methods by clammail's reader, the rest by libarchive."""
+    archive = rar.read_rar4(data)
+    if rar.wants_own_reader(archive):
+        yield from rar.own_members(data, archive, ctx)
+    else:
+        yield from _libarchive_members(data, ctx, _POLICIES[FileType.RAR])
+
+
 def _xar(data, ctx: UnpackContext) -> Iterator[Extracted]:
     """xar: ClamAV scans the table of contents (zlib-compressed XML) first."""
     toc = _xar_toc(data, Limits(ctx).room())
@@ -373,5 +385,7 @@ _HANDLERS: dict[FileType, Callable[[object, UnpackContext], Iterator[Extracted]]
     FileType.ZSTD: _stream(streams.unzstd, extra=True),
     FileType.ISO9660: _iso,
     FileType.XAR: _xar,
-    **{ftype: _libarchive(policy) for ftype, policy in _POLICIES.items() if ftype is not FileType.XAR},
+    FileType.RAR: _rar,
+    **{ftype: _libarchive(policy) for ftype, policy in _POLICIES.items()
+       if ftype not in (FileType.XAR, FileType.RAR)},
 }

@@ -34,18 +34,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from clammail.formats.zip import (
+    CENTRAL_HEADER,
+    CENTRAL_MAGIC,
+    CENTRAL_SIZE,
+    LOCAL_HEADER,
+    LOCAL_MAGIC,
+    LOCAL_SIZE,
+    SPANNED_MAGIC,
+)
 from clammail.unpack.base import first_bytes
-
-LOCAL_MAGIC = b"PK\x03\x04"
-CENTRAL_MAGIC = b"PK\x01\x02"
-END_MAGIC = b"PK\x05\x06"
-SPANNED_MAGIC = b"PK\x07\x08"
-
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
-LOCAL_SIZE = _LOCAL.size
-CENTRAL_SIZE = _CENTRAL.size
-END_SIZE = 22
 
 F_ENCRYPTED = 0x0001
 F_DATA_DESCRIPTOR = 0x0008
@@ -58,9 +56,6 @@ STORED, IMPLODED, DEFLATED, DEFLATE64, BZIP2, LZMA = 0, 6, 8, 9, 12, 14
 OUTPUT_CHUNK = 8192
 # ZIP_MAX_NUM_OVERLAPPING_FILES in libclamav/unzip.c.
 MAX_OVERLAPPING = 5
-# Candidate end records tried before giving up on finding the central
-# directory: a file full of fake end records must not cost minutes.
-MAX_END_CANDIDATES = 4096
 # Input fed to a decoder at once: small enough that the output of one call
 # stays bounded even at deflate64's ratio (tens of thousands to one).
 _FEED = 256
@@ -100,42 +95,6 @@ def _name(raw: bytes) -> str:
     return bytes(raw[:255]).decode("utf-8", "replace")
 
 
-def find_central_directory(data, check=None) -> int | None:
-    """Offset of the central directory, as ClamAV's backward search finds it."""
-    size = len(data)
-    end = size - END_SIZE + 4  # an end record needs 22 bytes, at offset > 0
-    tried = 0
-    while end > 4:
-        pos = _rfind(data, END_MAGIC, 1, end)
-        if pos < 0:
-            return None
-        tried += 1
-        if tried > MAX_END_CANDIDATES:
-            return None
-        if check is not None and tried % 256 == 0:
-            check()
-        (pointer,) = struct.unpack_from("<I", data, pos + 16)
-        if pointer + CENTRAL_SIZE <= size:
-            return pointer or None  # ClamAV treats offset 0 as "not found"
-        end = pos + 3
-    return None
-
-
-def _rfind(data, needle: bytes, start: int, end: int) -> int:
-    if hasattr(data, "rfind"):  # bytes, bytearray, mmap
-        return data.rfind(needle, start, end)
-    # memoryview has no rfind: search backwards in bounded windows.
-    window = 1 << 16
-    hi = end
-    while hi > start:
-        lo = max(start, hi - window)
-        pos = bytes(data[lo:hi]).rfind(needle)
-        if pos >= 0:
-            return lo + pos
-        hi = lo + len(needle) - 1 if lo > start else start
-    return -1
-
-
 def parse_local(data, offset: int, central: tuple | None) -> tuple[Record | None, int, bool]:
     """Read the local header at `offset`.
 
@@ -148,7 +107,7 @@ def parse_local(data, offset: int, central: tuple | None) -> tuple[Record | None
     if offset + LOCAL_SIZE > size:
         return None, 0, False
     (magic, _ver, flags, method, _t, _d, _crc, csize, usize,
-     flen, elen) = _LOCAL.unpack_from(data, offset)
+     flen, elen) = LOCAL_HEADER.unpack_from(data, offset)
     if magic != LOCAL_MAGIC:
         return None, 0, False
     remaining = size - offset - LOCAL_SIZE
@@ -199,7 +158,7 @@ def index_central_directory(data, coff: int, on_encrypted, check=None) -> list[R
             check()
         if coff + CENTRAL_SIZE > size:
             break
-        fields = _CENTRAL.unpack_from(data, coff)
+        fields = CENTRAL_HEADER.unpack_from(data, coff)
         if fields[0] != CENTRAL_MAGIC:
             break
         csize, usize = fields[8], fields[9]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 
 
 @dataclass

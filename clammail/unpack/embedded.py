@@ -21,6 +21,10 @@ over the matched types in the raw scan):
 | (`\\xef\\xbe\\xad\\xdeNullsoftInst`, | become objects of their own type     |           |
 | `AU3!EA05/6`, `InstallShield\\0`...) | (CL_TYPE_NULSFT, _AUTOIT, _ISHIELD_MSI), |           |
 |                            | opened by unpack/nsis, autoit, ishield |           |
+| `\\nMIME-Version: ` and       | parses the whole object as mail (MHTML)| all but   |
+| `\\nContent-Type: ` within    | when it is text or binary data         | text and  |
+| 1024 bytes (MHTML)         | (clamscan finds the attachments of     | binary    |
+|                            | mail inside binary data this way)      | data      |
 | `MZ`..`PE\\0\\0` (embedded PE) | scans the data from there on as a new  | see below |
 |                            | object, when its PE header parses; the |           |
 |                            | other hits are then left to that scan  |           |
@@ -45,7 +49,7 @@ import struct
 from collections.abc import Iterator
 
 from clammail import mapped
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
 # The type-1 magics, each searched for alone: a literal search runs at C
@@ -111,6 +115,12 @@ def embedded_objects(data, ftype: FileType, ctx: UnpackContext) -> Iterator[Extr
     for offset, kind in _type_matches(data, ftype):
         if pe_offset is not None and offset > pe_offset:
             break  # left to the scan of the embedded executable, which holds it
+        if kind == "mhtml":
+            if ctx.option("ScanMail"):
+                from clammail.unpack.mail import unpack_mail
+
+                yield from unpack_mail(data, ctx)
+            continue
         if not offset or ftype in _SKIP_FOR.get(kind, ()) or not ctx.option("ScanArchive"):
             continue
         if kind == "iso" and not _iso_follows(data, offset):
@@ -145,7 +155,37 @@ def _type_matches(data, ftype: FileType) -> list[tuple[int, str]]:
     if ftype is FileType.MSEXE:
         found += _installer_hits(data)
         found.sort()
+    if ftype in _MAIL_IN_DATA:
+        mhtml = _mhtml_offset(data)
+        if mhtml is not None:
+            found.append((mhtml, "mhtml"))
+            found.sort()
     return found
+
+
+# Objects the raw scan re-types as MHTML when it finds MIME headers in them
+# past their start (libclamav: CL_TYPE_TEXT_ASCII up to CL_TYPE_BINARY_DATA).
+_MAIL_IN_DATA = frozenset({
+    FileType.TEXT_ASCII, FileType.TEXT_UTF8, FileType.TEXT_UTF16LE, FileType.TEXT_UTF16BE,
+    FileType.BINARY_DATA,
+})
+_MIME_VERSION = re.compile(re.escape(b"ersion: "))
+_MIME_VERSION_LINE = re.compile(rb"\n[Mm][Ii][Mm][Ee]-[Vv]ersion: ")
+_CONTENT_TYPE_LINE = re.compile(rb"\n[Cc]ontent-[Tt]ype: ")
+# ClamAV's pattern allows up to 1024 bytes between the two header lines.
+_MHTML_GAP = 1024
+
+
+def _mhtml_offset(data) -> int | None:
+    """Where the first "\\nMIME-Version: " followed within 1024 bytes by a
+    "\\nContent-Type: " line starts, past the first byte; None if nowhere."""
+    for hit in _MIME_VERSION.finditer(data, 8):
+        start = hit.start() - 7  # where "\\nMIME-V" would start
+        if start > 0 and _MIME_VERSION_LINE.match(data, start):
+            end = hit.end()
+            if _CONTENT_TYPE_LINE.search(data, end, end + _MHTML_GAP + 15):
+                return start
+    return None
 
 
 # A literal inside each installer magic, and how far into the magic it sits:
@@ -243,4 +283,4 @@ def _open(kind: str, data, offset: int, ctx: UnpackContext) -> Iterator[Extracte
         yield from arj_members(memoryview(data)[offset:], ctx)
     else:
         ftype = _CONTAINER[kind]
-        yield from archive.libarchive_members(memoryview(data)[offset:], ftype, ctx)
+        yield from archive.archive_members(memoryview(data)[offset:], ftype, ctx)

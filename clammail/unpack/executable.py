@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from clammail.engine.filetypes import FileType
 from clammail.formats.executable import BROKEN_EXECUTABLE
+from clammail.formats.filetypes import FileType
 from clammail.formats.macho import fat_slices
 from clammail.formats.pe import find_embedded_pe
 from clammail.unpack.base import Extracted, UnpackContext

@@ -49,7 +49,7 @@ import threading
 from collections.abc import Iterator
 from itertools import compress, repeat
 
-from clammail.engine.filetypes import Target
+from clammail.formats.filetypes import Target
 from clammail.unpack.base import Extracted, UnpackContext
 
 # The constants, states and small helpers of the state machine are the

@@ -48,7 +48,7 @@ import mmap
 import re
 from collections.abc import Generator, Iterator
 
-from clammail.engine.filetypes import FileType, detect
+from clammail.formats.filetypes import FileType, detect
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.mime_message import (
     MARKER_FIRST,
@@ -688,12 +688,20 @@ class _MailParser:
                         pending = []
                     if not skip:
                         if boundary is None:
-                            boundary = ret.find_argument(b"boundary")
+                            boundary = ret.boundary()
                         if boundary is not None:
                             last_was_blank = True
                     if skip or last_was_blank:
                         raw = reader.getline()
                         continue
+                if line is None and pending and _boundary_then_semicolon(b"".join(pending)):
+                    # A last header giving a boundary and ending in ';' ends at the
+                    # blank line: libclamav 1.4.6 reads the body into it (and
+                    # loses the parts), newer ClamAV and clammail do not.
+                    header_count += 1
+                    self._check_header_count(header_count)
+                    self._parse_email_header(ret, b"".join(pending))
+                    pending = []
                 if line is None and not pending:
                     if any_headers:
                         in_header = False
@@ -1027,6 +1035,7 @@ class _MailParser:
                         _set_content_type(m, field)
             count = 0
             i = 1
+            this_header = Message()
             while True:
                 field = strtokbuf(ptr, i, b";")
                 i += 1
@@ -1037,6 +1046,10 @@ class _MailParser:
                     self._heuristic("EmailMIMEArguments")
                     break
                 m.add_arguments(field)
+                this_header.add_arguments(field)
+            boundary = this_header.find_last_argument(b"boundary")
+            if boundary is not None:
+                m.content_type_boundary = boundary
         elif kind == _Header.CONTENT_TRANSFER_ENCODING:
             m.set_encoding(ptr)
         elif kind == _Header.CONTENT_DISPOSITION:
@@ -1148,7 +1161,7 @@ class _MailParser:
         """The multipart branch of parseEmailBody, and what is left of the
         message; no result when the rest of parseEmailBody is to treat the
         message as text after all."""
-        boundary = main.find_argument(b"boundary")
+        boundary = main.boundary()
         if boundary is None:
             return None, main
         boundary = chomp(boundary)
@@ -1595,6 +1608,14 @@ def _next_is_folded_header(lines: list[Line], i: int) -> bool:
             continue
         return False
     return False
+
+
+_BOUNDARY_PARAMETER = re.compile(rb"[;\s]boundary\s*=", re.IGNORECASE)
+
+
+def _boundary_then_semicolon(header: bytes) -> bool:
+    """A header that gives a boundary parameter and ends in ';'."""
+    return header.endswith(b";") and _BOUNDARY_PARAMETER.search(header) is not None
 
 
 def _boundary_start(line: Line, boundary: bytes | None) -> bool:

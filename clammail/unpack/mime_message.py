@@ -115,6 +115,8 @@ class Message:
         self.subtype: bytes | None = None
         self.disposition: bytes | None = None
         self.args: list[bytes | None] = []
+        # The last boundary parameter a Content-Type header gave (see boundary()).
+        self.content_type_boundary: bytes | None = None
         self.encodings: list[Enc] = []
         self.body: list[Line] = []
         # index in body of the first line that starts a nested encoding
@@ -383,19 +385,28 @@ class Message:
         starts with `variable` (None if that one has no '=')."""
         vlen = len(variable)
         for arg in self.args:
-            if not arg:
-                continue
-            if arg[:vlen].lower() == variable.lower():
-                rest = arg[vlen:].lstrip(SPACE)
-                if not rest.startswith(b"="):
-                    return None
-                rest = rest[1:]
-                if len(rest) > 1 and rest[0] == 0x22 and b'"' in rest[1:]:
-                    ret = rest[1:]
-                    q = ret.find(b'"')
-                    return ret[:q]
-                return rest
+            if arg and arg[:vlen].lower() == variable.lower():
+                return _argument_value(arg[vlen:])
         return None
+
+    def find_last_argument(self, variable: bytes) -> bytes | None:
+        """The value of the last parameter named like `variable` that has one."""
+        vlen = len(variable)
+        found = None
+        for arg in self.args:
+            if arg and arg[:vlen].lower() == variable.lower():
+                found = _argument_value(arg[vlen:]) or found
+        return found
+
+    def boundary(self) -> bytes | None:
+        """The multipart boundary. libclamav 1.4.6 takes the first boundary
+        parameter of any header, so a second one, one in Content-Disposition
+        or a second Content-Type header loses the parts; newer ClamAV takes
+        the last one of the Content-Type headers, and so does clammail
+        (finding more than 1.4.6), falling back to 1.4.6's choice."""
+        if self.content_type_boundary is not None:
+            return self.content_type_boundary
+        return self.find_argument(b"boundary")
 
     def has_argument(self, variable: bytes) -> bool:
         vlen = len(variable)
@@ -516,6 +527,18 @@ class Blob:
     data: bytes
     final: bool  # the one messageExport returns to its caller
     scan_now: bool  # has the scan context: scanned at once when the caller scans it
+
+
+def _argument_value(rest: bytes) -> bytes | None:
+    """What follows a parameter's name: `= value` or `= "value"`, else None."""
+    rest = rest.lstrip(SPACE)
+    if not rest.startswith(b"="):
+        return None
+    rest = rest[1:]
+    if len(rest) > 1 and rest[0] == 0x22 and b'"' in rest[1:]:
+        ret = rest[1:]
+        return ret[:ret.find(b'"')]
+    return rest
 
 
 def _c_str(data: bytes) -> bytes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from clammail.engine.filetypes import FileType
+from clammail.formats.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 from clammail.unpack.decoders import Budget, Decoder, Lzma1, RawDeflate
 

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 import enum
 import re
+import struct
+
+from clammail.formats.zip import (
+    CENTRAL_MAGIC,
+    CENTRAL_SIZE,
+    LOCAL_MAGIC,
+    LOCAL_SIZE,
+    find_central_directory,
+)
 
 
 class FileType(enum.Enum):
@@ -221,6 +230,7 @@ _MAGIC: list[tuple[int, bytes, FileType]] = [
     (0, b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F", FileType.LNK),
     (0, b"EGGA", FileType.EGG),
     (0, b"ALZ\x01", FileType.ALZ),
+    (0, bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3"), FileType.ONENOTE),
     # Not in ClamAV 1.4.6's table: typed only with ExtraArchiveFormats.
     (0, b"\x28\xb5\x2f\xfd", FileType.ZSTD),
     (0, b"!<arch>\n", FileType.AR),
@@ -327,9 +337,7 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
     if ftype is not None:
         if ftype is FileType.ZIP and len(data) > 70:  # ClamAV: bread > 2 * (SIZEOF_LH + 5)
             # OOXML documents are zips typed by the names inside (ClamAV's cli_filetype2).
-            from clammail.unpack.archive_typing import zip_document_type
-
-            return zip_document_type(data) or ftype
+            return _zip_document_type(data) or ftype
         return _refine(head, ftype)
     if _LHA.match(head):
         return FileType.LHA_LZH
@@ -338,27 +346,126 @@ def detect(data: bytes | memoryview, extra_formats: bool = False) -> FileType:
     if head.startswith(_MAIL_AT_START):
         return FileType.MAIL
     ftype = text_type(head)
-    if ftype in TEXT_TYPES:
-        # When several of these match, the larger CL_TYPE_* wins in libclamav:
-        # MHTML over MAIL over HTML.
-        window = bytes(data[:3072])
-        # (The literal test first: the regex alone costs ~30 us per object.)
-        if b"ersion: " in window and _MHTML_PAIR.search(window):
-            return FileType.MHTML
-        if _MAIL_PAIRS.search(window):
-            return FileType.MAIL
-        if head.startswith(_HTML_ASP) or _HTML_TAGS.search(head):
-            return FileType.HTML
     if ftype is FileType.BINARY_DATA:
-        # ClamAV's type-1 pattern "1:8,12:19040010": a Symbian installer's
-        # third UID anywhere from offset 8 to 20.
-        if _SIS_UID in head[8:24]:
-            return FileType.SIS
-        # Tar formats without "ustar" at 257 (v7): a valid header checksum.
-        from clammail.unpack.archive_typing import tar_type
+        # Tar formats without "ustar" at 257 (v7): a valid header checksum,
+        # checked before the type-1 signatures (ClamAV's is_tar).
+        tar = _tar_type(head)
+        if tar is not None:
+            return tar
+    if ftype is FileType.BINARY_DATA or _TYPE1_HINT.search(head):
+        found = _type1_in_head(head)
+    else:
+        # Text holds none of the other signatures: only the markup ones can
+        # match, and of those the larger CL_TYPE_* wins: MHTML over MAIL over HTML.
+        found = _markup_type(head)
+    if found is not None:
+        # A self-extractor's magic found after the markup hides it: ClamAV
+        # drops SFX types from typing and the object keeps its text type.
+        return ftype if found in _SFX_ARCHIVES else found
+    if ftype is FileType.TEXT_ASCII:
+        # Mail headers further in are found by the raw scan of ASCII text,
+        # which then parses it as mail: clammail types it so here. (MIME
+        # headers anywhere in other text and in binary data: see
+        # clammail.unpack.embedded.)
+        found = _markup_type(bytes(data[:3072]), html=False)
+    return found or ftype
 
-        return tar_type(head) or ftype
-    return ftype
+
+def _markup_type(window: bytes, html: bool = True) -> FileType | None:
+    # (The literal test first: the regex alone costs ~30 us per object.)
+    if b"ersion: " in window and _MHTML_PAIR.search(window):
+        return FileType.MHTML
+    if _MAIL_PAIRS.search(window):
+        return FileType.MAIL
+    if html and (window.startswith(_HTML_ASP) or _HTML_TAGS.search(window)):
+        return FileType.HTML
+    return None
+
+
+# -- type-1 signatures in the typing window --------------------------------
+# libclamav matches its "type-1" file-type signatures over the first
+# kilobyte of text and binary data (cli_determine_fmap_type). Each match, in
+# the order the matcher reports them (where its last part starts), replaces
+# the type found so far when its CL_TYPE_* number is larger, or when it is
+# CL_TYPE_MSEXE or a type from CL_TYPE_SFX on, whatever came before. The
+# self-extractor types that may end up on top are then thrown away, which
+# leaves the object its text or binary type: an HTML file whose script holds
+# "PK\x03\x04" is UTF-16 text to ClamAV, not HTML.
+
+# The types that take part, in libclamav's enum order (cli_file_t).
+_CLAMAV_ORDER = {t: n for n, t in enumerate((
+    FileType.MSEXE, FileType.SIS, FileType.PDF, FileType.MBR, FileType.HTML, FileType.MAIL,
+    # CL_TYPE_SFX and every type after it replace whatever was found before.
+    FileType.ZIPSFX, FileType.RARSFX, FileType.SEVENZIPSFX, FileType.CABSFX, FileType.ARJSFX,
+    FileType.NULSFT, FileType.AUTOIT, FileType.ISHIELD_MSI, FileType.XDP, FileType.MHTML,
+))}
+_FIRST_SFX = _CLAMAV_ORDER[FileType.ZIPSFX]
+_SFX_ARCHIVES = frozenset(
+    {FileType.ZIPSFX, FileType.RARSFX, FileType.SEVENZIPSFX, FileType.CABSFX, FileType.ARJSFX})
+_MARKUP_TYPES = frozenset({FileType.HTML, FileType.MAIL, FileType.MHTML})
+# Literals one of which every signature below holds: a head without any of
+# them (nearly every text) costs one search.
+_TYPE1_HINT = re.compile(
+    rb"PK\x03\x04|Rar!\x1a\x07\x00|MSCF\x00{4}|7z\xbc\xaf\x27\x1c|\x60\xea"
+    rb"|\xef\xbe\xad\xdeNullsoftInst|AU3!EA0|InstallShield\x00|PE\x00\x00|<xdp:xdp|%[Pp][Dd][Ff]-"
+    rb"|\x19\x04\x00\x10|\x55\xaa"
+)
+# (type, a literal every match holds, pattern): a match is reported where its
+# last part starts (the groups named late*), else where it starts.
+_TYPE1_SIGNATURES: list[tuple[FileType, bytes, re.Pattern]] = [
+    (FileType.ZIPSFX, b"PK\x03\x04", re.compile(rb"PK\x03\x04")),
+    (FileType.RARSFX, b"Rar!", re.compile(rb"Rar!\x1a\x07\x00")),
+    (FileType.CABSFX, b"MSCF", re.compile(rb"MSCF\x00{4}")),
+    (FileType.SEVENZIPSFX, b"7z", re.compile(rb"7z\xbc\xaf\x27\x1c")),
+    (FileType.ARJSFX, b"\x60\xea", re.compile(rb"(?=\x60\xea.{7}[\x00-\x02]\x02)", re.DOTALL)),
+    (FileType.NULSFT, b"NullsoftInst", re.compile(rb"\xef\xbe\xad\xdeNullsoftInst")),
+    (FileType.AUTOIT, b"AU3!EA0", re.compile(
+        rb"\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0[56]")),
+    (FileType.ISHIELD_MSI, b"InstallShield", re.compile(
+        rb"InstallShield\x00.{292}\x06\x00{7}.{8}\x00{4}\x01", re.DOTALL)),
+    (FileType.XDP, b"<xdp:xdp", re.compile(rb"<xdp:xdp")),
+    (FileType.PDF, b"%", re.compile(rb"%(?:PDF|pdf)-.\.")),
+    (FileType.HTML, b"<", re.compile(
+        rb"^<%@ LANGUAGE =|<(?:A |a ).*?(?P<late>[hH][rR](?:EF|ef))"
+        rb"|<(?:HEAD>|HTML>|Head>|Html>|IFRAME|IMG|Img|OBJECT|Object|SCRIPT|Script|TABLE"
+        rb"|head>|html>|iframe|img|object|script|table)", re.DOTALL)),
+    (FileType.MAIL, b": ", re.compile(
+        rb"\n(?:[Ff]rom: .{0,1024}?(?P<late>\n(?:[Mm][Ii][Mm][Ee]-[Vv]ersion: |[Cc]ontent-[Tt]ype: ))"
+        rb"|[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,2048}?(?P<late2>\n[Cc]ontent-[Tt]ype: )"
+        rb"|[Mm]essage-[Ii]d: .{0,1024}?(?P<late3>\n[Cc]ontent-[Tt]ype: )"
+        rb"|[Rr]eceived: .{0,2048}?(?P<late4>\n[Cc]ontent-[Tt]ype: ))"
+        rb"|Delivered-To:.{0,256}?(?P<late5>Received:)", re.DOTALL)),
+    (FileType.MHTML, b"ersion: ", re.compile(
+        rb"(?:^|\n)[Mm][Ii][Mm][Ee]-[Vv]ersion: .{0,1024}?(?P<late>\n[Cc]ontent-[Tt]ype: )",
+        re.DOTALL)),
+]
+
+
+def _type1_in_head(head: bytes) -> FileType | None:
+    """The type libclamav's type-1 signatures give the typing window, or None."""
+    reports: list[tuple[int, FileType]] = []
+    for ftype, literal, pattern in _TYPE1_SIGNATURES:
+        if literal not in head:
+            continue
+        for match in pattern.finditer(head):
+            late = [match.start(g) for g in match.groupdict() if match.start(g) >= 0]
+            reports.append((late[0] if late else match.start(), ftype))
+    # MZ, 60 to 300 bytes, PE\0\0: reported where PE\0\0 starts.
+    pe = head.find(b"PE\0\0", 62)
+    while pe >= 0:
+        if head.find(b"MZ", max(0, pe - 302), pe - 60) >= 0:
+            reports.append((pe, FileType.MSEXE))
+        pe = head.find(b"PE\0\0", pe + 1)
+    if head[510:512] == b"\x55\xaa":
+        reports.append((510, FileType.MBR))
+    if _SIS_UID in head[8:24]:
+        reports.append((head.index(_SIS_UID, 8), FileType.SIS))
+    found, rank = None, -1
+    for _at, ftype in sorted(reports, key=lambda r: r[0]):
+        n = _CLAMAV_ORDER[ftype]
+        if n > rank or n >= _FIRST_SFX or ftype is FileType.MSEXE:
+            found, rank = ftype, n
+    return found
 
 
 def contains_html(data: bytes | memoryview) -> bool:
@@ -458,3 +565,114 @@ def _utf16_kind(buf: bytes) -> FileType | None:
     if bom and bad >= len(buf) // 2:
         return None
     return FileType.TEXT_UTF16BE if big else FileType.TEXT_UTF16LE
+
+
+# -- typing that needs a look inside an archive -------------------------
+# - A zip is an OOXML document (CL_TYPE_OOXML_WORD / _PPT / _XL / _HWP) when
+#   one of its first three local headers names "word/", "ppt/", "xl/" or
+#   "Contents/content.hpf"; or when one of them names another file typical
+#   of such documents ("[Content_Types].xml", "docProps/", "_rels/.rels",
+#   "mimetype", ...) and the central directory lists one of those four.
+#   That is ClamAV 1.4.6's cli_filetype2 and cli_ooxml_filetype. ODF files
+#   (first entry "mimetype") stay CL_TYPE_ZIP, as in ClamAV.
+# - Binary data whose first 512 bytes are a tar header with a valid checksum
+#   is a tar file (CL_TYPE_OLD_TAR, or CL_TYPE_POSIX_TAR with the GNU magic),
+#   which catches the tar formats without "ustar" at offset 257 (ClamAV's
+#   is_tar, from file(1)).
+
+_NAME_WINDOW = 22  # the longest name compared
+_DOCUMENT_ROOTS = (
+    (b"xl/", FileType.OOXML_XL),
+    (b"ppt/", FileType.OOXML_PPT),
+    (b"word/", FileType.OOXML_WORD),
+    (b"Contents/content.hpf", FileType.OOXML_HWP),
+)
+_LIKELY = (
+    b"BinData", b"mimetype", b"Contents", b"docProps/", b"customXml/", b"version.xml",
+    b"settings.xml", b"_.rels/.rels", b"[ContentTypes].xml", b"[Content_Types].xml",
+    b"Preview/PrvText.txt", b"META-INF/container.xml",
+)
+# ClamAV looks at most at 32 local header magics while typing.
+_MAX_MAGICS = 32
+_HEADERS_LOOKED_AT = 3
+
+
+def _zip_document_type(data) -> FileType | None:
+    """The OOXML type of a zip, or None when it is a plain zip."""
+    likely = False
+    looked_at = 0
+    pos = 0
+    for _ in range(_MAX_MAGICS):
+        pos = _find(data, LOCAL_MAGIC, pos)
+        if pos < 0:
+            break
+        name_at = pos + LOCAL_SIZE
+        pos += 1
+        if len(data) - name_at <= _NAME_WINDOW:
+            break
+        name = bytes(data[name_at:name_at + _NAME_WINDOW])
+        for prefix, ftype in _DOCUMENT_ROOTS:
+            if name.startswith(prefix):
+                return ftype
+        likely = likely or name.startswith(_LIKELY)
+        looked_at += 1
+        if looked_at >= _HEADERS_LOOKED_AT:
+            break
+    if likely:
+        return _central_directory_type(data)
+    return None
+
+
+def _find(data, needle: bytes, start: int) -> int:
+    if hasattr(data, "find"):
+        return data.find(needle, start)
+    return bytes(data).find(needle, start)
+
+
+def _central_directory_type(data) -> FileType | None:
+    coff = find_central_directory(data)
+    if coff is None:
+        return None
+    size = len(data)
+    while coff + CENTRAL_SIZE <= size and bytes(data[coff:coff + 4]) == CENTRAL_MAGIC:
+        flen, elen, clen = struct.unpack_from("<HHH", data, coff + 28)
+        start = coff + CENTRAL_SIZE
+        if size - start <= flen:
+            break
+        name = bytes(data[start:start + min(flen, 255)])
+        for prefix, ftype in _DOCUMENT_ROOTS:
+            if name.startswith(prefix):
+                return ftype
+        coff = start + flen + elen + clen
+    return None
+
+
+def _tar_type(head: bytes) -> FileType | None:
+    """CL_TYPE_OLD_TAR / CL_TYPE_POSIX_TAR for a valid tar header, else None."""
+    if len(head) < 512:
+        return None
+    recorded = _octal(head[148:156])
+    if recorded is None:
+        return None
+    total = sum(head[:512]) - sum(head[148:156]) + ord(" ") * 8
+    if total != recorded:
+        return None
+    if head[257:265] == b"ustar  \0":  # GNU tar's magic (file(1)'s TMAGIC)
+        return FileType.POSIX_TAR
+    return FileType.OLD_TAR
+
+
+def _octal(field: bytes) -> int | None:
+    """file(1)'s from_oct: spaces, octal digits, then only a space or NUL."""
+    i = 0
+    while i < len(field) and field[i:i + 1].isspace():
+        i += 1
+    if i == len(field) or not 0x30 <= field[i] <= 0x37:
+        return None
+    value = 0
+    while i < len(field) and 0x30 <= field[i] <= 0x37:
+        value = value * 8 + field[i] - 0x30
+        i += 1
+    if i < len(field) and field[i] and not field[i:i + 1].isspace():
+        return None
+    return value
