@@ -84,9 +84,9 @@ def test_matcher_on_a_mapping_finds_what_it_finds_in_bytes(tmp_path, small_piece
 
 
 def test_digest_of_a_mapping_is_the_file_hash(tmp_path, small_pieces):
-    from clammail.engine.filetypes import FileType
     from clammail.engine.objectinfo import ObjectInfo
     from clammail.engine.scanner import _digest
+    from clammail.formats.filetypes import FileType
 
     data = random.Random(1).randbytes(10 * mmap.PAGESIZE + 17)
     path = tmp_path / "f"
