@@ -80,9 +80,9 @@ def search(pattern, data, pos: int = 0):
     return None
 
 
-def finditer(pattern, data) -> Iterator:
-    """`pattern.finditer(data)` through `search` (non-empty matches)."""
-    position = 0
+def finditer(pattern, data, pos: int = 0) -> Iterator:
+    """`pattern.finditer(data, pos)` through `search` (non-empty matches)."""
+    position = pos
     while (match := search(pattern, data, position)) is not None:
         yield match
         position = match.end()

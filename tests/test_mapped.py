@@ -45,8 +45,9 @@ def test_search_and_finditer_agree_with_re(tmp_path, small_pieces):
     fh, mapping = mapping_of(path)
     with fh, mapping:
         for regex in (pattern, arj):
-            assert [m.span() for m in mapped.finditer(regex, mapping)] == [
-                m.span() for m in regex.finditer(bytes(data))]
+            for start in (0, 8, 7001):
+                assert [m.span() for m in mapped.finditer(regex, mapping, start)] == [
+                    m.span() for m in regex.finditer(bytes(data), start)]
             for pos in (0, 1, 9000, len(data) - 3):
                 expected = regex.search(bytes(data), pos)
                 found = mapped.search(regex, mapping, pos)

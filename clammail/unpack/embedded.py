@@ -179,7 +179,7 @@ _MHTML_GAP = 1024
 def _mhtml_offset(data) -> int | None:
     """Where the first "\\nMIME-Version: " followed within 1024 bytes by a
     "\\nContent-Type: " line starts, past the first byte; None if nowhere."""
-    for hit in _MIME_VERSION.finditer(data, 8):
+    for hit in mapped.finditer(_MIME_VERSION, data, 8):
         start = hit.start() - 7  # where "\\nMIME-V" would start
         if start > 0 and _MIME_VERSION_LINE.match(data, start):
             end = hit.end()
