@@ -21,6 +21,19 @@ give the settings Postfix's FILTER_README and SMTPD_PROXY_README describe.
 For pytest: the `postfix_factory` fixture starts instances and stops them
 after the test; `postfix` is one plain instance. $CLAMMAIL_KEEP_POSTFIX=1
 keeps each instance's directory after the test, for a look at it.
+
+    def test_milter_tags(postfix_factory):
+        mta = postfix_factory(PostfixConfig(main={
+            "smtpd_milters": f"inet:127.0.0.1:{milter_port}",
+            "milter_default_action": "tempfail"}))
+        result = mta.send(message, recipients=["rcpt@example.com", "rcpt2@example.com"])
+        assert result.data.code == 250          # result.rcpt: each RCPT's reply
+        [first, second] = mta.wait_delivered(2)
+        assert first.headers["X-Virus-Status"] == "Clean"
+        # first.as_sent(): the message without the trace headers Postfix added
+
+smtpd and the other daemons run as the `postfix` user: a milter's or
+filter's unix socket must be reachable by it (or use inet: on loopback).
 """
 
 from __future__ import annotations
@@ -214,7 +227,8 @@ def _main_cf(root: Path, config_dir: Path, config: PostfixConfig) -> str:
         # mailbox limit (51 200 000) makes every delivery fail.
         "virtual_mailbox_limit": "0",
         "message_size_limit": str(config.message_size_limit),
-        # Nothing leaves the machine.
+        # Nothing leaves the machine: smtpd refuses other domains at RCPT
+        # with this text, since they could only go to the error transport.
         "default_transport": "error:outside delivery is off in this test instance",
         "relay_transport": "error:outside delivery is off in this test instance",
         "smtp_dns_support_level": "disabled",

@@ -100,10 +100,11 @@ class Proxy:
 def start_proxy(root: Path, options: dict, name: str = "proxy") -> Proxy:
     workdir = root / name
     workdir.mkdir(mode=0o777, exist_ok=True)
-    port = free_port()
+    listen = options.get("Listen") or f"127.0.0.1:{free_port()}"
+    port = int(listen.rsplit(":", 1)[1])
     log = workdir / "proxy.log"
     config = workdir / "clammail.yaml"
-    section = {"Listen": f"127.0.0.1:{port}", "Foreground": True, "LogFile": str(log),
+    section = {"Listen": listen, "Foreground": True, "LogFile": str(log),
                "QuarantineDirectory": str(workdir / "quarantine"), "Hostname": "proxy.test",
                "ReportHostname": "mx.test", "AuthservID": "mx.test", **options}
     config.write_text(yaml.safe_dump({"proxy": section}))

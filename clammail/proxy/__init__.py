@@ -162,7 +162,8 @@ async def _serve(settings, log: ServiceLog, listener) -> None:
     loop = asyncio.get_running_loop()
 
     def protocol():
-        return ProxySMTP(handler, hostname=settings.hostname, ident=f"clammail {__version__}",
+        return ProxySMTP(handler, lmtp=settings.listen_lmtp, hostname=settings.hostname,
+                         ident=f"clammail {__version__}",
                          data_size_limit=settings.max_message_size, enable_SMTPUTF8=True,
                          decode_data=False, timeout=settings.client_timeout)
 

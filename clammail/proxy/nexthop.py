@@ -112,11 +112,14 @@ def dot_stuff(content: bytes) -> bytes:
     What came in over SMTP already has CRLF line ends and goes out byte for
     byte; a bare LF (in parts the proxy wrote itself) becomes CRLF.
     """
-    lines = re.split(rb"\r?\n", content)
-    if lines and lines[-1] == b"":
-        lines.pop()
-    stuffed = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
-    return stuffed + (b"\r\n" if lines else b"") + b".\r\n"
+    if content.count(b"\n") != content.count(b"\r\n"):
+        content = re.sub(rb"\r?\n", b"\r\n", content)
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    stuffed = content.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 class NextHop:

@@ -27,6 +27,7 @@ class DkimKey:
 class ProxySettings:
     config: Config  # for the Log* options, read by name by the service log
     listen: tuple[str, object]  # ("tcp", (host, port)) or ("unix", path)
+    listen_lmtp: bool  # the sending MTA speaks LMTP (Postfix: content_filter = lmtp:...)
     hostname: str
     max_connections: int
     max_message_size: int
@@ -60,6 +61,9 @@ class ProxySettings:
             return ConfigError(message, source)
 
         listen_text = str(config["Listen"])
+        listen_lmtp = listen_text.startswith("lmtp:")
+        if listen_lmtp:
+            listen_text = listen_text[5:]
         if listen_text.startswith("unix:"):
             if not listen_text[5:].startswith("/"):
                 raise fail(f"Listen {listen_text}: a unix socket needs an absolute path")
@@ -68,7 +72,8 @@ class ProxySettings:
             try:
                 address = parse_address(f"tcp:{listen_text}")
             except ClamdError:
-                raise fail(f"Listen must be host:port or unix:/path, not {listen_text}") from None
+                raise fail("Listen must be [lmtp:]host:port or [lmtp:]unix:/path, "
+                           f"not {listen_text}") from None
             listen = ("tcp", (address.host, address.port))
         try:
             parse_next_hop(str(config["NextHop"]))
@@ -119,6 +124,7 @@ class ProxySettings:
         return cls(
             config=config,
             listen=listen,
+            listen_lmtp=listen_lmtp,
             hostname=hostname,
             max_connections=max(1, int(config["MaxConnections"])),
             max_message_size=int(config["MaxMessageSize"]) or 25 * 1024 * 1024,
