@@ -181,7 +181,8 @@ _CUT_SPREAD = 5_000
 
 
 def _expression_chunks(expressions: Sequence[bytes]) -> list[range]:
-    """Ranges of ids of at most EXPRESSIONS_PER_DATABASE, cut where the content says.
+    """Ranges of ids of at most EXPRESSIONS_PER_DATABASE, cut where the content says
+    (the last may hold 20 % more: it joins a short one after it).
 
     A change in one place of the list (a database update adds and removes
     signatures) moves the cuts near it only; past it, the cuts fall on the
@@ -200,6 +201,14 @@ def _expression_chunks(expressions: Sequence[bytes]) -> list[range]:
             start = ident + 1
     if start < len(expressions):
         chunks.append(range(start, len(expressions)))
+    # One pass over the buffer fewer: /usr/bin/node against 100 000 literals
+    # scans at 1 210 MB/s (CPU time) in chunks of 41 147 + 58 853, 1 200 in
+    # 50 000 + 50 000, 820 in 41 147 + 43 023 + 15 830. The last chunk ends the
+    # load order (usually the main database, which changes least): the cache
+    # loses little.
+    merged = maximum * 6 // 5
+    if len(chunks) > 1 and len(chunks[-2]) + len(chunks[-1]) <= merged:
+        chunks[-2:] = [range(chunks[-2].start, chunks[-1].stop)]
     return chunks
 
 
