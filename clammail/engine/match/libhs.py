@@ -209,8 +209,8 @@ class Scratch:
         local = self._local
         pid = os.getpid()
         if getattr(local, "pid", None) != pid:
-            # A forked child inherits the parent's pointer, not a scratch it may use
-            # alongside it; a new one is cheap (kilobytes).
+            # Each thread needs its own, and a forked worker gets a fresh one rather
+            # than copy-on-write pages of its parent's; allocating is cheap.
             handle = ctypes.c_void_p()
             for database in self._databases:
                 _check(_lib.hs_alloc_scratch(database._handle, ctypes.byref(handle)),
