@@ -14,6 +14,7 @@ STAMPS := .stamps
 # The daemon in the foreground on the bundled configuration and database:
 # /run/clammail/clamd.ctl and 127.0.0.1:3310 (Ctrl-C stops it).
 run: deps
+	install -d -m 0755 /var/log/clammail  # clamd, too, refuses a LogFile it cannot create
 	$(BIN)/clammail daemon --foreground -c config/clamd.conf --datadir clammail/data
 
 test: deps

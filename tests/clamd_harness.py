@@ -88,7 +88,7 @@ def start_daemon(name: str, root: Path, options: dict[str, object]) -> Daemon:
     unix = str(workdir / "clamd.sock")
     port = free_port()
     conf = workdir / "clamd.conf"
-    log = workdir / "clamd.log"
+    log = Path(options.get("LogFile") or workdir / "clamd.log")
     write_config(conf, {**options, "LogFile": str(log)}, unix, port)
     if name == "clamd":
         cmd = [shutil.which("clamd") or "/usr/sbin/clamd", "-c", str(conf)]

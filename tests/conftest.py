@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from milter_harness import scanners  # noqa: F401  (fixtures for every test)
 from postfix_harness import postfix, postfix_factory  # noqa: F401  (fixtures for every test)
 
 REPO = Path(__file__).resolve().parents[1]

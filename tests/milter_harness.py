@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from clamd_harness import EICAR, REPO, TEST_DB, make_root, start_pair
 from milter_client import MilterClient
 
@@ -35,6 +36,18 @@ def backends(root: Path | None = None, **options):
     for p in [root, db, *db.iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return start_pair(root, {"DatabaseDirectory": db, "SelfCheck": 0, **options})
+
+
+@pytest.fixture(scope="module")
+def scanners():
+    """clamd and clammail's daemon on the test database, for a module's tests
+    (`scanners.extra["root"]`: a world-readable scratch directory beside them)."""
+    root = make_root()
+    pair = backends(root)
+    pair.extra["root"] = root
+    yield pair
+    pair.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

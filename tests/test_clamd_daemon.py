@@ -140,17 +140,6 @@ def test_clean_exit_removes_socket_and_pidfile(daemon_env, how):
     assert "Stopped at" in d.log.read_text()
 
 
-def test_sighup_reopens_the_log(daemon_env):
-    root, db, files, start = daemon_env
-    d = start()
-    rotated = d.log.with_suffix(".old")
-    os.rename(d.log, rotated)
-    d.proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: d.log.exists() and "re-opening log file" in d.log.read_text())
-    scan(d, files / "eicar.com")
-    assert wait_for(lambda: "eicar.com: Win.Test.EICAR_HDB-1.UNOFFICIAL FOUND" in d.log.read_text())
-
-
 def test_virus_event_gets_clamd_environment(daemon_env):
     root, db, files, start = daemon_env
     out = root / "event.txt"

@@ -90,16 +90,6 @@ class BrokenBackend:
         self.listener.close()
 
 
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def send(milter, name="eicar-body", body=None):
     hdrs, default_body = MESSAGES[name]
     with milter.client(timeout=120) as client:
@@ -108,9 +98,9 @@ def send(milter, name="eicar-body", body=None):
 
 
 @pytest.mark.parametrize("mode", ["garbage", "hangup", "silent", "pong-then-garbage"])
-def test_a_broken_only_backend_means_defer(pair, mode):
+def test_a_broken_only_backend_means_defer(scanners, mode):
     broken = BrokenBackend(mode)
-    milter = start_milter("clammail", pair.extra["root"],
+    milter = start_milter("clammail", scanners.extra["root"],
                           {"ClamdSocket": broken.address, "ReadTimeout": 2,
                            "OnInfected": "Reject"}, name=f"broken-{mode}")
     try:
@@ -125,9 +115,9 @@ def test_a_broken_only_backend_means_defer(pair, mode):
 
 @pytest.mark.parametrize("on_fail, expected", [("Defer", "tempfail"), ("Reject", "reject"),
                                                 ("Accept", "accept")])
-def test_all_backends_down_follows_on_fail(pair, on_fail, expected):
-    dead = [f"tcp:127.0.0.1:{free_port()}", f"unix:{pair.extra['root']}/nobody-here.sock"]
-    milter = start_milter("clammail", pair.extra["root"],
+def test_all_backends_down_follows_on_fail(scanners, on_fail, expected):
+    dead = [f"tcp:127.0.0.1:{free_port()}", f"unix:{scanners.extra['root']}/nobody-here.sock"]
+    milter = start_milter("clammail", scanners.extra["root"],
                           {"ClamdSocket": dead, "OnFail": on_fail}, name=f"down-{on_fail}")
     try:
         result = send(milter)
@@ -137,12 +127,12 @@ def test_all_backends_down_follows_on_fail(pair, on_fail, expected):
     assert result.added == [] and result.inserted == []  # a failed scan never gets headers
 
 
-def test_broken_first_backend_second_takes_over(pair):
+def test_broken_first_backend_second_takes_over(scanners):
     """Each failure mode of the first backend: the message still gets the second one's verdict."""
     for mode in ("garbage", "hangup", "silent"):
         broken = BrokenBackend(mode)
-        milter = start_milter("clammail", pair.extra["root"],
-                              {"ClamdSocket": [broken.address, f"unix:{pair.clammail.unix}"],
+        milter = start_milter("clammail", scanners.extra["root"],
+                              {"ClamdSocket": [broken.address, f"unix:{scanners.clammail.unix}"],
                                "ReadTimeout": 2, "OnInfected": "Reject",
                                "AddHeader": "Replace"}, name=f"failover-{mode}")
         try:
@@ -155,15 +145,15 @@ def test_broken_first_backend_second_takes_over(pair):
         assert f"Backend {broken.address} is down" in log, mode
 
 
-def test_backend_killed_mid_stream_the_next_gets_the_whole_message(pair):
+def test_backend_killed_mid_stream_the_next_gets_the_whole_message(scanners):
     """A 6 MB message; the first backend is SIGKILLed after a third of it was streamed."""
-    root = pair.extra["root"]
+    root = scanners.extra["root"]
     victim_root = make_root()
     victim = backends(victim_root)
     try:
         milter = start_milter("clammail", root,
                               {"ClamdSocket": [f"unix:{victim.clammail.unix}",
-                                               f"unix:{pair.clamd.unix}"],
+                                               f"unix:{scanners.clamd.unix}"],
                                "OnInfected": "Reject", "MaxFileSize": "20M"},
                               name="killed-mid-stream")
         try:
@@ -190,17 +180,17 @@ def test_backend_killed_mid_stream_the_next_gets_the_whole_message(pair):
         shutil.rmtree(victim_root, ignore_errors=True)
 
 
-def test_backend_back_after_a_restart_is_probed_up(pair):
+def test_backend_back_after_a_restart_is_probed_up(scanners):
     """A backend that was down answers PING again: the prober marks it up."""
     port = free_port()
-    milter = start_milter("clammail", pair.extra["root"],
+    milter = start_milter("clammail", scanners.extra["root"],
                           {"ClamdSocket": [f"tcp:127.0.0.1:{port}"], "ClamdProbeInterval": 1,
                            "OnInfected": "Reject"}, name="probe")
     relay = None
     try:
         assert send(milter).action == "tempfail"
         # Now something answers on that port: a relay to the real clamd.
-        relay = _Relay(port, pair.clamd.port)
+        relay = _Relay(port, scanners.clamd.port)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and "is up again" not in milter.log.read_text():
             time.sleep(0.2)

@@ -21,16 +21,6 @@ from postfix_harness import PostfixConfig, start_postfix
 pytestmark = [pytest.mark.oracle]
 
 
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def message(subject: str, body: bytes = b"Hello.\n", extra: bytes = b"") -> bytes:
     return (f"From: sender@example.org\nTo: rcpt@example.com\nSubject: {subject}\n"
             f"Message-ID: <{subject.replace(' ', '.')}@example.org>\n").encode() + extra + \
@@ -60,11 +50,11 @@ def outcome(result) -> int:
     return next(reply.code for _, reply in result.replies if reply.code >= 400)
 
 
-def milter_postfix(pair, options: dict, name: str, kind: str = "clammail", backend="clammail",
+def milter_postfix(scanners, options: dict, name: str, kind: str = "clammail", backend="clammail",
                    main: dict | None = None):
-    """A milter on the pair's daemon (unless options name ClamdSocket) and a Postfix using it."""
-    target = pair.clammail if backend == "clammail" else pair.clamd
-    milter = start_milter(kind, pair.extra["root"],
+    """A milter on the scanners's daemon (unless options name ClamdSocket) and a Postfix using it."""
+    target = scanners.clammail if backend == "clammail" else scanners.clamd
+    milter = start_milter(kind, scanners.extra["root"],
                           {"ClamdSocket": f"unix:{target.unix}", "ReportHostname": "mx.test",
                            **options}, name=name)
     settings = {"smtpd_milters": f"unix:{milter.socket}",
@@ -79,9 +69,9 @@ def milter_postfix(pair, options: dict, name: str, kind: str = "clammail", backe
 
 
 @pytest.mark.parametrize("backend", ["clammail", "clamd"])
-def test_mail_through_postfix(pair, backend):
+def test_mail_through_postfix(scanners, backend):
     milter, postfix = milter_postfix(
-        pair, {"OnInfected": "Reject", "RejectMsg": "Virus found: %v", "AddHeader": "Replace"},
+        scanners, {"OnInfected": "Reject", "RejectMsg": "Virus found: %v", "AddHeader": "Replace"},
         f"e2e-{backend}", backend=backend)
     try:
         clean = postfix.send(CLEAN)
@@ -112,8 +102,8 @@ def test_mail_through_postfix(pair, backend):
     ({"OnInfected": "Accept", "AddHeader": "Add"}, 250, 2, 0),
     ({"OnInfected": "Reject", "OnClean": "Reject"}, 550, 0, 0),
 ])
-def test_actions_through_postfix(pair, options, infected_code, delivered_count, held):
-    milter, postfix = milter_postfix(pair, options, "actions")
+def test_actions_through_postfix(scanners, options, infected_code, delivered_count, held):
+    milter, postfix = milter_postfix(scanners, options, "actions")
     try:
         infected = postfix.send(EICAR_ZIP)
         clean = postfix.send(CLEAN)
@@ -131,10 +121,10 @@ def test_actions_through_postfix(pair, options, infected_code, delivered_count, 
         assert statuses == ["Clean", "Infected (Eicar-Test-Signature.UNOFFICIAL)"]
 
 
-def test_skips_through_postfix(pair, tmp_path):
+def test_skips_through_postfix(scanners, tmp_path):
     """LocalNet (swaks comes from 127.0.0.1), an allowed sender, an authenticated user."""
     del tmp_path
-    allow = pair.extra["root"] / "allow-list"
+    allow = scanners.extra["root"] / "allow-list"
     allow.write_text("From:^<boss@example\\.org>$\n")  # a POSIX basic regex: ? is no operator
     allow.chmod(0o644)
     sasl = _authenticated_login()
@@ -143,7 +133,7 @@ def test_skips_through_postfix(pair, tmp_path):
              ({"SkipAuthenticated": "^alice"}, sasl["main"], "sender@example.org")]
     codes = []
     for options, main, sender in cases:
-        milter, postfix = milter_postfix(pair, {"OnInfected": "Reject", **options}, "skips",
+        milter, postfix = milter_postfix(scanners, {"OnInfected": "Reject", **options}, "skips",
                                          main=main)
         try:
             args = sasl["swaks"] if main else []
@@ -168,7 +158,7 @@ def _authenticated_login() -> dict:
             "swaks": ["--xclient-login", "alice"]}
 
 
-def test_same_replies_and_headers_as_clamav_milter(pair):
+def test_same_replies_and_headers_as_clamav_milter(scanners):
     """The same configuration through clamav-milter and clammail milter, both on clamd."""
     options = {"OnInfected": "Reject", "RejectMsg": "Refused: %v", "AddHeader": "Replace"}
     mails = [CLEAN, EICAR_BODY, EICAR_ZIP,
@@ -177,7 +167,7 @@ def test_same_replies_and_headers_as_clamav_milter(pair):
                      b"caf\xc3\xa9 na\xc3\xafve\n")]
     outcome = {}
     for kind in ("clamav-milter", "clammail"):
-        milter, postfix = milter_postfix(pair, options, f"diff-{kind}", kind=kind, backend="clamd")
+        milter, postfix = milter_postfix(scanners, options, f"diff-{kind}", kind=kind, backend="clamd")
         try:
             replies = [(r.data.code, re.sub(r"queued as \w+", "queued as ID", r.data.text))
                        for r in (postfix.send(m) for m in mails)]
@@ -195,12 +185,12 @@ def test_same_replies_and_headers_as_clamav_milter(pair):
     assert [code for code, _ in outcome["clammail"][0]] == [250, 550, 550, 250, 250]
 
 
-def test_backend_faults_through_postfix(pair):
+def test_backend_faults_through_postfix(scanners):
     """No verdict: the client gets 4xx and nothing is delivered; a dead milter: the same."""
     root = make_root()
     spare = backends(root)
     milter, postfix = milter_postfix(
-        pair, {"ClamdSocket": [f"unix:{spare.clammail.unix}", f"unix:{spare.clamd.unix}"],
+        scanners, {"ClamdSocket": [f"unix:{spare.clammail.unix}", f"unix:{spare.clamd.unix}"],
                "OnInfected": "Reject", "ReadTimeout": 5}, "faults")
     try:
         first = postfix.send(EICAR_ZIP)

@@ -10,32 +10,21 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
 import time
 import urllib.request
 
 import pytest
-from clamd_harness import EICAR, REPO, free_port, make_root
+from clamd_harness import EICAR, REPO, free_port
 from conftest import clammail_cli, need_program
 from milter_client import MilterClosed
-from milter_harness import MESSAGES, backends, headers, start_milter, stop_all, write_conf
+from milter_harness import MESSAGES, headers, start_milter, stop_all, write_conf
 
 pytestmark = [pytest.mark.oracle]
 
 SENDER = "<sender@example.org>"
 RCPT = ["<rcpt@example.com>"]
-
-
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 # -- configuration -------------------------------------------------------------
@@ -99,11 +88,11 @@ def test_semantic_errors_as_clamav_milter(tmp_path, options, message):
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
 
 
-def test_yaml_milter_section(tmp_path, pair):
+def test_yaml_milter_section(tmp_path, scanners):
     sock = tmp_path / "m.sock"
     conf = tmp_path / "clammail.yaml"
     conf.write_text(f"milter:\n  MilterSocket: unix:{sock}\n  ClamdSocket:\n"
-                    f"    - unix:{pair.clamd.unix}\n  OnInfected: Reject\n"
+                    f"    - unix:{scanners.clamd.unix}\n  OnInfected: Reject\n"
                     f"  MaxFileSize: 10M\n  AddHeader: Add\n  Foreground: yes\n"
                     f"  LogFile: {tmp_path}/m.log\n")
     assert clammail_cli("config", "-c", str(conf)).returncode == 0
@@ -146,9 +135,9 @@ def _rss_kb(pid: int) -> int:
         return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1])
 
 
-def test_hostile_messages_get_a_verdict_with_bounded_memory(pair):
-    milter = start_milter("clammail", pair.extra["root"],
-                          {"ClamdSocket": f"unix:{pair.clammail.unix}", "OnInfected": "Reject",
+def test_hostile_messages_get_a_verdict_with_bounded_memory(scanners):
+    milter = start_milter("clammail", scanners.extra["root"],
+                          {"ClamdSocket": f"unix:{scanners.clammail.unix}", "OnInfected": "Reject",
                            "AddHeader": "Replace", "MaxFileSize": "25M"}, name="hostile")
     try:
         with milter.client(timeout=300) as client:
@@ -176,10 +165,10 @@ def test_hostile_messages_get_a_verdict_with_bounded_memory(pair):
     assert peak < 150_000, f"peak RSS {peak} kB"
 
 
-def test_oversized_message_as_clamav_milter(pair):
+def test_oversized_message_as_clamav_milter(scanners):
     """MaxFileSize: the first bytes are scanned and the rest ignored, by both milters."""
-    root = pair.extra["root"]
-    options = {"ClamdSocket": f"unix:{pair.clamd.unix}", "OnInfected": "Reject",
+    root = scanners.extra["root"]
+    options = {"ClamdSocket": f"unix:{scanners.clamd.unix}", "OnInfected": "Reject",
                "MaxFileSize": "1M", "AddHeader": "Replace", "ReportHostname": "mx"}
     theirs = start_milter("clamav-milter", root, options, name="maxsize-theirs")
     ours = start_milter("clammail", root, options, name="maxsize-ours")
@@ -200,9 +189,9 @@ def test_oversized_message_as_clamav_milter(pair):
 # -- signals and shutdown ------------------------------------------------------
 
 
-def test_sighup_reopens_the_log_and_sigterm_lets_a_message_finish(pair, tmp_path):
-    milter = start_milter("clammail", pair.extra["root"],
-                          {"ClamdSocket": f"unix:{pair.clammail.unix}",
+def test_sighup_reopens_the_log_and_sigterm_lets_a_message_finish(scanners, tmp_path):
+    milter = start_milter("clammail", scanners.extra["root"],
+                          {"ClamdSocket": f"unix:{scanners.clammail.unix}",
                            "OnInfected": "Reject"}, name="signals")
     try:
         moved = milter.log.with_name("milter.log.1")
@@ -240,10 +229,10 @@ def test_sighup_reopens_the_log_and_sigterm_lets_a_message_finish(pair, tmp_path
 # -- metrics -----------------------------------------------------------------------
 
 
-def test_metrics_endpoint(pair):
+def test_metrics_endpoint(scanners):
     port = free_port()
-    milter = start_milter("clammail", pair.extra["root"],
-                          {"ClamdSocket": f"unix:{pair.clammail.unix}", "OnInfected": "Reject",
+    milter = start_milter("clammail", scanners.extra["root"],
+                          {"ClamdSocket": f"unix:{scanners.clammail.unix}", "OnInfected": "Reject",
                            "MetricsListen": f"127.0.0.1:{port}"}, name="metrics")
     try:
         for name in ("clean", "eicar-body", "eicar-zip"):
@@ -262,16 +251,16 @@ def test_metrics_endpoint(pair):
 # -- detaching, pid file, user -----------------------------------------------------
 
 
-def test_detached_with_pid_file_as_user(pair):
+def test_detached_with_pid_file_as_user(scanners):
     user = "nobody"
     pwd.getpwnam(user)
-    work = pair.extra["root"] / "detached"  # a place `nobody` can reach
+    work = scanners.extra["root"] / "detached"  # a place `nobody` can reach
     work.mkdir()
     work.chmod(0o777)
     conf = work / "milter.conf"
     pid_file = work / "milter.pid"
     sock = work / "milter.sock"
-    write_conf(conf, {"MilterSocket": f"unix:{sock}", "ClamdSocket": f"unix:{pair.clamd.unix}",
+    write_conf(conf, {"MilterSocket": f"unix:{sock}", "ClamdSocket": f"unix:{scanners.clamd.unix}",
                       "PidFile": str(pid_file), "User": user, "LogFile": str(work / "m.log"),
                       "MilterSocketMode": "660", "OnInfected": "Reject"})
     proc = clammail_cli("milter", "-c", str(conf), timeout=60)

@@ -8,27 +8,16 @@ both sides of the proxy is in test_proxy_postfix.py.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
-from clamd_harness import EICAR, free_port, make_root
-from milter_harness import backends, raw_message, zipped
+from clamd_harness import EICAR, free_port
+from milter_harness import raw_message, zipped
 from proxy_harness import NextHop, send, start_proxy
 
 pytestmark = [pytest.mark.oracle]
-
-
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -38,9 +27,9 @@ def hop():
     h.stop()
 
 
-def proxy_for(pair, hop, name, backend="clammail", **options):
-    target = pair.clammail if backend == "clammail" else pair.clamd
-    return start_proxy(pair.extra["root"], {"NextHop": f"127.0.0.1:{hop.port}",
+def proxy_for(scanners, hop, name, backend="clammail", **options):
+    target = scanners.clammail if backend == "clammail" else scanners.clamd
+    return start_proxy(scanners.extra["root"], {"NextHop": f"127.0.0.1:{hop.port}",
                                             "ClamdSocket": [f"unix:{target.unix}"], **options},
                        name=name)
 
@@ -51,8 +40,8 @@ def headers_and_body(data: bytes) -> tuple[list[bytes], bytes]:
 
 
 @pytest.mark.parametrize("backend", ["clammail", "clamd"])
-def test_clean_mail_passes_byte_for_byte_with_headers_added(pair, hop, backend):
-    proxy = proxy_for(pair, hop, f"clean-{backend}", backend=backend)
+def test_clean_mail_passes_byte_for_byte_with_headers_added(scanners, hop, backend):
+    proxy = proxy_for(scanners, hop, f"clean-{backend}", backend=backend)
     try:
         message = raw_message("clean-attachments")
         sent = send(proxy.port, message)
@@ -69,8 +58,8 @@ def test_clean_mail_passes_byte_for_byte_with_headers_added(pair, hop, backend):
 
 @pytest.mark.parametrize("action, code", [("Reject", 554), ("Defer", 451), ("Blackhole", 250),
                                           ("Quarantine", 250)])
-def test_infected_mail_by_action(pair, hop, action, code):
-    proxy = proxy_for(pair, hop, f"action-{action}", OnInfected=action)
+def test_infected_mail_by_action(scanners, hop, action, code):
+    proxy = proxy_for(scanners, hop, f"action-{action}", OnInfected=action)
     try:
         results = [send(proxy.port, raw_message(name)) for name in ("eicar-body", "eicar-zip")]
         clean = send(proxy.port, raw_message("clean"))
@@ -88,13 +77,13 @@ def test_infected_mail_by_action(pair, hop, action, code):
         assert listing == ""
 
 
-def test_reject_message_and_subject_tag(pair, hop):
-    proxy = proxy_for(pair, hop, "tag", OnInfected="Accept", SubjectTag="[VIRUS]")
+def test_reject_message_and_subject_tag(scanners, hop):
+    proxy = proxy_for(scanners, hop, "tag", OnInfected="Accept", SubjectTag="[VIRUS]")
     try:
         tagged = send(proxy.port, raw_message("eicar-zip"))
     finally:
         proxy.stop()
-    proxy2 = proxy_for(pair, hop, "rejectmsg", RejectMsg="No thanks: %v")
+    proxy2 = proxy_for(scanners, hop, "rejectmsg", RejectMsg="No thanks: %v")
     try:
         refused = send(proxy2.port, raw_message("eicar-zip"))
     finally:
@@ -106,13 +95,13 @@ def test_reject_message_and_subject_tag(pair, hop):
     assert (refused.code, refused.text) == (550, "5.7.1 No thanks: Eicar-Test-Signature.UNOFFICIAL")
 
 
-def test_strip_replaces_the_infected_part_and_keeps_the_rest(pair, hop):
+def test_strip_replaces_the_infected_part_and_keeps_the_rest(scanners, hop):
     from milter_harness import mime
     fields, body = mime([("text/plain", "", b"Two files attached."),
                          ("application/zip", "eicar.zip", zipped("eicar.com", EICAR)),
                          ("application/pdf", "report.pdf", b"%PDF-1.4\n% harmless\n")])
     message = b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n" + body
-    proxy = proxy_for(pair, hop, "strip", OnInfected="Strip")
+    proxy = proxy_for(scanners, hop, "strip", OnInfected="Strip")
     try:
         sent = send(proxy.port, message)
     finally:
@@ -129,12 +118,12 @@ def test_strip_replaces_the_infected_part_and_keeps_the_rest(pair, hop):
     assert parts[2].get_payload(decode=True) == b"%PDF-1.4\n% harmless\n"
     # What went on is clean for ClamAV's own clamd.
     from clammail.clamd.client import Clamd
-    rescan = Clamd(pair.clamd.unix).instream(delivered.content)
+    rescan = Clamd(scanners.clamd.unix).instream(delivered.content)
     assert rescan.clean
 
 
-def test_quarantine_release_delivers_once(pair, hop):
-    proxy = proxy_for(pair, hop, "release", OnInfected="Quarantine")
+def test_quarantine_release_delivers_once(scanners, hop):
+    proxy = proxy_for(scanners, hop, "release", OnInfected="Quarantine")
     try:
         sent = send(proxy.port, raw_message("eicar-zip"),
                     recipients=("a@example.com", "b@example.com"))
@@ -162,9 +151,9 @@ def test_quarantine_release_delivers_once(pair, hop):
     assert delivered.content == raw_message("eicar-zip")
 
 
-def test_each_recipient_gets_the_next_hops_answer(pair, hop):
+def test_each_recipient_gets_the_next_hops_answer(scanners, hop):
     hop.handler.refuse_rcpt = {"nobody@example.com"}
-    proxy = proxy_for(pair, hop, "recipients")
+    proxy = proxy_for(scanners, hop, "recipients")
     try:
         sent = send(proxy.port, raw_message("clean"),
                     recipients=("rcpt@example.com", "nobody@example.com", "other@example.com"))
@@ -176,16 +165,16 @@ def test_each_recipient_gets_the_next_hops_answer(pair, hop):
     assert hop.deliveries[0].rcpt_tos == ["rcpt@example.com", "other@example.com"]
 
 
-def test_faults_leave_the_message_with_the_sender(pair, hop, tmp_path):
+def test_faults_leave_the_message_with_the_sender(scanners, hop, tmp_path):
     # No backend answers: 4xx, nothing delivered.
-    dead = proxy_for(pair, hop, "nobackend", ClamdSocket=[f"tcp:127.0.0.1:{free_port()}"])
+    dead = proxy_for(scanners, hop, "nobackend", ClamdSocket=[f"tcp:127.0.0.1:{free_port()}"])
     try:
         no_backend = send(dead.port, raw_message("clean"))
     finally:
         dead.stop()
     # The next hop is not there.
-    gone = start_proxy(pair.extra["root"], {"NextHop": f"127.0.0.1:{free_port()}",
-                                            "ClamdSocket": [f"unix:{pair.clammail.unix}"]},
+    gone = start_proxy(scanners.extra["root"], {"NextHop": f"127.0.0.1:{free_port()}",
+                                            "ClamdSocket": [f"unix:{scanners.clammail.unix}"]},
                        name="nohop")
     try:
         no_hop = send(gone.port, raw_message("clean"))
@@ -193,7 +182,7 @@ def test_faults_leave_the_message_with_the_sender(pair, hop, tmp_path):
         gone.stop()
     # The next hop refuses the message temporarily.
     hop.handler.data_reply = "452 4.3.1 Insufficient system storage"
-    busy = proxy_for(pair, hop, "busyhop")
+    busy = proxy_for(scanners, hop, "busyhop")
     try:
         full = send(busy.port, raw_message("clean"))
     finally:
@@ -205,7 +194,7 @@ def test_faults_leave_the_message_with_the_sender(pair, hop, tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], check=True)
     try:
         (disk / "filler").write_bytes(b"x" * 12288)
-        quarantine = proxy_for(pair, hop, "fulldisk", OnInfected="Quarantine",
+        quarantine = proxy_for(scanners, hop, "fulldisk", OnInfected="Quarantine",
                                QuarantineDirectory=str(disk / "q"))
         try:
             no_room = send(quarantine.port, raw_message("eicar-zip") + b"y" * 20000)
@@ -219,8 +208,8 @@ def test_faults_leave_the_message_with_the_sender(pair, hop, tmp_path):
     assert leftovers == []  # nothing half-written
 
 
-def test_killed_mid_data_delivers_nothing(pair, hop):
-    proxy = proxy_for(pair, hop, "killed")
+def test_killed_mid_data_delivers_nothing(scanners, hop):
+    proxy = proxy_for(scanners, hop, "killed")
     import smtplib
     client = smtplib.SMTP("127.0.0.1", proxy.port, timeout=30)
     client.ehlo("client.test")
@@ -237,8 +226,8 @@ def test_killed_mid_data_delivers_nothing(pair, hop):
     assert hop.deliveries == []
 
 
-def test_size_limit_and_shutdown(pair, hop):
-    proxy = proxy_for(pair, hop, "limits", MaxMessageSize="100K")
+def test_size_limit_and_shutdown(scanners, hop):
+    proxy = proxy_for(scanners, hop, "limits", MaxMessageSize="100K")
     try:
         too_big = send(proxy.port, raw_message("clean") + b"z" * 200_000)
         fine = send(proxy.port, raw_message("clean"))
@@ -284,7 +273,7 @@ def signed(message: bytes, key_path) -> bytes:
     return signature + message
 
 
-def test_dkim_pass_kept_through_a_tag_only_pass_and_fail_reported(pair, hop, keys):
+def test_dkim_pass_kept_through_a_tag_only_pass_and_fail_reported(scanners, hop, keys):
     import dkim
 
     from clammail.proxy.authentication import Resolver
@@ -293,7 +282,7 @@ def test_dkim_pass_kept_through_a_tag_only_pass_and_fail_reported(pair, hop, key
     original = signed(raw_message("clean"), paths["author"])
     assert dkim.verify(original, dnsfunc=resolver)  # passes before
     tampered = original.replace(b"nothing to see here", b"something to see here")
-    proxy = proxy_for(pair, hop, "dkim", DNSRecordsFile=str(dns))
+    proxy = proxy_for(scanners, hop, "dkim", DNSRecordsFile=str(dns))
     try:
         assert send(proxy.port, original).code == 250
         assert send(proxy.port, tampered).code == 250
@@ -305,7 +294,7 @@ def test_dkim_pass_kept_through_a_tag_only_pass_and_fail_reported(pair, hop, key
     assert b"dkim=fail header.d=example.org header.s=s1" in failed
 
 
-def test_stripped_message_carries_an_arc_set_that_verifies(pair, hop, keys):
+def test_stripped_message_carries_an_arc_set_that_verifies(scanners, hop, keys):
     import dkim
     from milter_harness import mime
 
@@ -316,7 +305,7 @@ def test_stripped_message_carries_an_arc_set_that_verifies(pair, hop, keys):
     fields = [(n, v.replace(b"sender@example.org", b"author@example.org")) for n, v in fields]
     message = signed(b"".join(n + b": " + v + b"\r\n" for n, v in fields) + b"\r\n" + body,
                      paths["author"])
-    proxy = proxy_for(pair, hop, "arc", DNSRecordsFile=str(dns), OnInfected="Strip",
+    proxy = proxy_for(scanners, hop, "arc", DNSRecordsFile=str(dns), OnInfected="Strip",
                       ARCSealKey=str(paths["arc"]), ARCSelector="arc", ARCDomain="mx.test",
                       SubjectTag="[stripped]")
     try:
@@ -332,12 +321,12 @@ def test_stripped_message_carries_an_arc_set_that_verifies(pair, hop, keys):
     assert b"dkim=pass header.d=example.org" in delivered.content
 
 
-def test_outgoing_mail_is_dkim_signed_for_configured_domains(pair, hop, keys):
+def test_outgoing_mail_is_dkim_signed_for_configured_domains(scanners, hop, keys):
     import dkim
 
     from clammail.proxy.authentication import Resolver
     paths, dns, _ = keys
-    proxy = proxy_for(pair, hop, "sign", DNSRecordsFile=str(dns),
+    proxy = proxy_for(scanners, hop, "sign", DNSRecordsFile=str(dns),
                       DKIMSign=[f"example.org:s1:{paths['author']}"])
     try:
         send(proxy.port, raw_message("clean"), sender="someone@example.org")

@@ -6,7 +6,6 @@ server answering per recipient, a private Postfix trusting XCLIENT.
 
 from __future__ import annotations
 
-import shutil
 import smtplib
 import socket
 import ssl
@@ -17,26 +16,16 @@ import pytest
 from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import AuthResult
-from clamd_harness import free_port, make_root
-from milter_harness import backends, raw_message
+from clamd_harness import free_port
+from milter_harness import raw_message
 from postfix_harness import PostfixConfig, start_postfix
 from proxy_harness import RecordingHandler, send, start_proxy
 
 pytestmark = [pytest.mark.oracle]
 
 
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def proxy_for(pair, name, **options):
-    return start_proxy(pair.extra["root"], {"ClamdSocket": [f"unix:{pair.clammail.unix}"],
+def proxy_for(scanners, name, **options):
+    return start_proxy(scanners.extra["root"], {"ClamdSocket": [f"unix:{scanners.clammail.unix}"],
                                             **options}, name=name)
 
 
@@ -52,7 +41,7 @@ def certificate(tmp_path_factory):
     return context
 
 
-def test_starttls_and_auth_to_the_next_hop(pair, certificate):
+def test_starttls_and_auth_to_the_next_hop(scanners, certificate):
     handler = RecordingHandler()
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -64,13 +53,13 @@ def test_starttls_and_auth_to_the_next_hop(pair, certificate):
                      require_starttls=True, auth_required=True, authenticator=authenticator)
     hop.start()
     try:
-        good = proxy_for(pair, "tls-auth", NextHop=f"127.0.0.1:{port}",
+        good = proxy_for(scanners, "tls-auth", NextHop=f"127.0.0.1:{port}",
                          NextHopStartTLS="Required", NextHopUser="filter",
                          NextHopPassword="s3cret")
-        bad = proxy_for(pair, "tls-badauth", NextHop=f"127.0.0.1:{port}",
+        bad = proxy_for(scanners, "tls-badauth", NextHop=f"127.0.0.1:{port}",
                         NextHopStartTLS="Required", NextHopUser="filter",
                         NextHopPassword="wrong", NextHopTimeout=5)
-        plain = proxy_for(pair, "no-tls", NextHop=f"127.0.0.1:{port}")
+        plain = proxy_for(scanners, "no-tls", NextHop=f"127.0.0.1:{port}")
         try:
             accepted = send(good.port, raw_message("clean"))
             refused_auth = send(bad.port, raw_message("clean"))
@@ -141,13 +130,13 @@ def lmtp_exchange(port: int, message: bytes, recipients: list[str]) -> list[str]
         return answers
 
 
-def test_lmtp_on_both_sides_gives_each_recipient_its_answer(pair):
-    path = pair.extra["root"] / "lmtp.sock"
+def test_lmtp_on_both_sides_gives_each_recipient_its_answer(scanners):
+    path = scanners.extra["root"] / "lmtp.sock"
     handler = PerRecipientHandler(full={"full@example.com"})
     hop = LMTPController(handler, unix_socket=str(path))
     hop.start()
     port = free_port()
-    proxy = proxy_for(pair, "lmtp", Listen=f"lmtp:127.0.0.1:{port}",
+    proxy = proxy_for(scanners, "lmtp", Listen=f"lmtp:127.0.0.1:{port}",
                       NextHop=f"lmtp:unix:{path}")
     try:
         clean = lmtp_exchange(port, raw_message("clean"), ["rcpt@example.com",
@@ -163,10 +152,10 @@ def test_lmtp_on_both_sides_gives_each_recipient_its_answer(pair):
     assert len(handler.deliveries) == 1
 
 
-def test_xclient_passed_on_to_postfix(pair):
+def test_xclient_passed_on_to_postfix(scanners):
     postfix = start_postfix(PostfixConfig(main={
         "smtpd_authorized_xclient_hosts": "127.0.0.0/8"}))
-    proxy = proxy_for(pair, "xclient", NextHop=f"127.0.0.1:{postfix.smtp_port}")
+    proxy = proxy_for(scanners, "xclient", NextHop=f"127.0.0.1:{postfix.smtp_port}")
     try:
         with smtplib.SMTP("127.0.0.1", proxy.port, timeout=60) as client:
             client.ehlo("relay.test")
@@ -183,13 +172,13 @@ def test_xclient_passed_on_to_postfix(pair):
     assert "client=mx.remote.test[192.0.2.9]" in log
 
 
-def test_proxy_metrics(pair):
+def test_proxy_metrics(scanners):
     handler = RecordingHandler()
     port = free_port()
     hop = Controller(handler, hostname="127.0.0.1", port=port)
     hop.start()
     metrics_port = free_port()
-    proxy = proxy_for(pair, "metrics", NextHop=f"127.0.0.1:{port}",
+    proxy = proxy_for(scanners, "metrics", NextHop=f"127.0.0.1:{port}",
                       MetricsListen=f"127.0.0.1:{metrics_port}", OnInfected="Quarantine")
     try:
         for name in ("clean", "eicar-body", "clean"):

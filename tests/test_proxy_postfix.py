@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import collections
 import re
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
-from clamd_harness import EICAR, free_port, make_root
-from milter_harness import backends, zipped
+from clamd_harness import EICAR, free_port
+from milter_harness import zipped
 from postfix_harness import (
     PostfixConfig,
     after_queue_filter,
@@ -31,21 +30,11 @@ from test_milter_postfix import CLEAN, EICAR_BODY, EICAR_ZIP, message, with_atta
 pytestmark = [pytest.mark.oracle]
 
 
-@pytest.fixture(scope="module")
-def pair():
-    root = make_root()
-    p = backends(root)
-    p.extra["root"] = root
-    yield p
-    p.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def after_queue(pair, options: dict, name: str, backend: str = "clammail"):
+def after_queue(scanners, options: dict, name: str, backend: str = "clammail"):
     """Postfix -> proxy -> Postfix's re-injection port, on fixed free ports."""
     filter_port, reinject_port = free_port(), free_port()
-    target = pair.clammail if backend == "clammail" else pair.clamd
-    proxy = start_proxy(pair.extra["root"], {
+    target = scanners.clammail if backend == "clammail" else scanners.clamd
+    proxy = start_proxy(scanners.extra["root"], {
         "Listen": f"127.0.0.1:{filter_port}", "NextHop": f"127.0.0.1:{reinject_port}",
         "ClamdSocket": [f"unix:{target.unix}"], **options}, name=name)
     try:
@@ -57,8 +46,8 @@ def after_queue(pair, options: dict, name: str, backend: str = "clammail"):
 
 
 @pytest.mark.parametrize("backend", ["clammail", "clamd"])
-def test_after_queue(pair, backend):
-    proxy, postfix = after_queue(pair, {"OnInfected": "Blackhole", "AddHeader": "Replace"},
+def test_after_queue(scanners, backend):
+    proxy, postfix = after_queue(scanners, {"OnInfected": "Blackhole", "AddHeader": "Replace"},
                                  f"aq-{backend}", backend)
     try:
         sent = [postfix.send(m) for m in (CLEAN, EICAR_BODY, EICAR_ZIP)]
@@ -89,8 +78,8 @@ def test_after_queue(pair, backend):
                      r"orig_client=localhost\[127\.0\.0\.1\]", maillog), maillog
 
 
-def test_after_queue_quarantine_release_delivers_once(pair):
-    proxy, postfix = after_queue(pair, {"OnInfected": "Quarantine"}, "aq-quarantine")
+def test_after_queue_quarantine_release_delivers_once(scanners):
+    proxy, postfix = after_queue(scanners, {"OnInfected": "Quarantine"}, "aq-quarantine")
     try:
         sent = postfix.send(EICAR_ZIP, recipients=["rcpt@example.com", "rcpt2@example.com"])
         deadline = time.monotonic() + 30
@@ -113,11 +102,11 @@ def test_after_queue_quarantine_release_delivers_once(pair):
     assert all(EICAR_ZIP.split(b"\n\n", 1)[1] in d.data for d in delivered)
 
 
-def test_before_queue_rejects_during_the_dialogue(pair):
+def test_before_queue_rejects_during_the_dialogue(scanners):
     proxy_port, reinject_port = free_port(), free_port()
-    proxy = start_proxy(pair.extra["root"], {
+    proxy = start_proxy(scanners.extra["root"], {
         "Listen": f"127.0.0.1:{proxy_port}", "NextHop": f"127.0.0.1:{reinject_port}",
-        "ClamdSocket": [f"unix:{pair.clammail.unix}"], "OnInfected": "Reject",
+        "ClamdSocket": [f"unix:{scanners.clammail.unix}"], "OnInfected": "Reject",
         "RejectMsg": "Not with %v"}, name="bq")
     postfix = start_postfix(before_queue_proxy(proxy_port, reinject_port=reinject_port))
     try:
@@ -137,10 +126,10 @@ def test_before_queue_rejects_during_the_dialogue(pair):
     assert len(delivered) == 1 and queue == []
 
 
-def test_faults_while_mail_flows_lose_and_duplicate_nothing(pair):
+def test_faults_while_mail_flows_lose_and_duplicate_nothing(scanners):
     """Kill -9 the proxy mid-DATA, stop its backend, stop its next hop, fill its quarantine
     disk; then repair everything: each message is delivered once or quarantined."""
-    root = pair.extra["root"]
+    root = scanners.extra["root"]
     filter_port, hop_port = free_port(), free_port()
     next_hop = start_postfix(PostfixConfig(smtp_port=hop_port))
     front = start_postfix(after_queue_filter(filter_port))
@@ -148,7 +137,7 @@ def test_faults_while_mail_flows_lose_and_duplicate_nothing(pair):
     disk.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
     options = {"Listen": f"127.0.0.1:{filter_port}", "NextHop": f"127.0.0.1:{hop_port}",
-               "ClamdSocket": [f"unix:{pair.clammail.unix}"], "OnInfected": "Quarantine",
+               "ClamdSocket": [f"unix:{scanners.clammail.unix}"], "OnInfected": "Quarantine",
                "QuarantineDirectory": str(disk / "q"), "ReadTimeout": 10}
     proxy = start_proxy(root, options, name="faults")
     sent = collections.Counter()
@@ -173,13 +162,13 @@ def test_faults_while_mail_flows_lose_and_duplicate_nothing(pair):
         proxy.stop(signal.SIGKILL)
         proxy = start_proxy(root, options, name="faults")
         # 2. The backend stops: messages get 451 from the proxy and wait in the queue.
-        pair.clammail.proc.send_signal(signal.SIGSTOP)
+        scanners.clammail.proc.send_signal(signal.SIGSTOP)
         proxy.stop()
         proxy = start_proxy(root, {**options, "ReadTimeout": 2}, name="faults")
         for n in range(20, 23):
             send(n)
         time.sleep(4)
-        pair.clammail.proc.send_signal(signal.SIGCONT)
+        scanners.clammail.proc.send_signal(signal.SIGCONT)
         # 3. The next hop stops (what it delivered so far is counted).
         delivered_before = next_hop.delivered()
         next_hop.stop()
@@ -207,8 +196,8 @@ def test_faults_while_mail_flows_lose_and_duplicate_nothing(pair):
         front.stop()
         next_hop.stop()
         proxy.stop()
-        pair.clammail.proc.send_signal(signal.SIGCONT)
-        subprocess.run(["umount", str(disk)], check=False)
+        scanners.clammail.proc.send_signal(signal.SIGCONT)
+        subprocess.run(["umount", "-l", str(disk)], check=False)
     ids = collections.Counter(d.headers["Message-ID"] for d in delivered)
     assert front_queue == []
     assert all(count == 1 for count in ids.values()), ids  # none duplicated

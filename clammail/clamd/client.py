@@ -469,8 +469,10 @@ class AsyncClamd:
         replies = ReplyReader()
         lines: list[str] = []
         try:
-            while chunk := await asyncio.wait_for(reader.read(65536), self.timeout):
-                lines += replies.feed(chunk)
+            # One deadline for the whole reply, as clamav-milter's ReadTimeout.
+            async with asyncio.timeout(self.timeout):
+                while chunk := await reader.read(65536):
+                    lines += replies.feed(chunk)
         except TimeoutError:
             raise ClamdTimeout(f"{self.address}: no reply in {self.timeout:g} s") from None
         except OSError as exc:
@@ -483,7 +485,8 @@ class AsyncClamd:
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         try:
             writer.write(data)
-            await asyncio.wait_for(writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
         except TimeoutError:
             raise ClamdTimeout(f"{self.address}: does not take data ({self.timeout:g} s)") from None
         except OSError as exc:

@@ -8,8 +8,10 @@ then daemonize unless Foreground and write the PidFile.
 Signals as clamd: SIGTERM/SIGINT exit cleanly after in-flight scans (bounded),
 SIGHUP reopens the log file, SIGUSR2 reloads the database. Reloads (RELOAD,
 SIGUSR2, SelfCheck finding changed database files) load the new database in
-a thread while the old generation keeps serving; a database that fails to
-load leaves the old one in place, and the log says why.
+a new generation's loader process (workers.WorkerPool) while the old
+generation keeps serving; a database that fails to load leaves the old one
+in place, and the log says why. The daemon process itself never holds a
+database: a retired generation's processes end and give their memory back.
 
 Where clamd's threads become processes, the options keep their meaning:
 MaxThreads bounds the scan workers (never more than the cores: more
@@ -34,7 +36,8 @@ import time
 
 from clammail import __version__
 from clammail.clamd import pathscan
-from clammail.clamd.workers import WorkerPool
+from clammail.clamd.server import Server
+from clammail.clamd.workers import LoadFailed, WorkerPool
 from clammail.config.clamdconf import Config, ConfigError
 from clammail.service.log import ServiceLog
 from clammail.service.process import (
@@ -133,7 +136,7 @@ class Daemon:
                                (database_paths or [config["DatabaseDirectory"]])]
         self.walk_options = pathscan.WalkOptions.from_config(config)
         self.pool: WorkerPool | None = None
-        self.database = None
+        self.info = None  # the serving generation's DatabaseInfo
         self.generation = 0
         self._retiring: set[WorkerPool] = set()
         self._reload_task: asyncio.Task | None = None
@@ -141,12 +144,17 @@ class Daemon:
         self._db_stamp: dict[str, tuple] = {}
         self.server = None
         self.socket_path: str | None = None
+        self.socket_activated = False  # listening sockets from systemd
         self.started = time.time()
 
     # -- database -------------------------------------------------------
 
     def load_engine(self):
-        """Load the database and build an engine (in the calling thread)."""
+        """Load the database and build an engine: (engine, DatabaseInfo).
+
+        Runs in a generation's loader process (see workers.WorkerPool), never
+        in the daemon's own.
+        """
         from clammail.engine import Engine, ScanOptions
         from clammail.signatures.common import LoadOptions
         from clammail.signatures.loader import load_database
@@ -158,12 +166,11 @@ class Daemon:
             exclude_pua=tuple(self.config["ExcludePUA"] or ()),
             include_pua=tuple(self.config["IncludePUA"] or ()),
         )
-        stamp = self._stat_database()
         database = load_database(self.database_paths, options, cache_dir=self.cache_dir)
         if database.info.signatures == 0:
             raise ValueError("No signatures loaded (the database is empty)")
         engine = Engine(database, ScanOptions.from_mapping(self.config.engine_options()))
-        return database, engine, stamp
+        return engine, database.info
 
     def _stat_database(self) -> dict[str, tuple]:
         stamp = {}
@@ -182,17 +189,23 @@ class Daemon:
                 stamp[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return stamp
 
-    def install(self, database, engine, stamp) -> WorkerPool:
+    def new_generation(self) -> tuple[WorkerPool, dict[str, tuple]]:
+        """A pool for the next database generation (not loaded yet), and the
+        database files' state it will load."""
         self.generation += 1
-        pool = WorkerPool(engine, self.walk_options, self._pool_size(), self.generation,
+        pool = WorkerPool(self.load_engine, self.walk_options, self._pool_size(), self.generation,
                           idle_timeout=float(self.config["IdleTimeout"]))
-        pool.start()
+        pool.on_broken = self._generation_broken
+        return pool, self._stat_database()
+
+    def install(self, pool: WorkerPool, info, stamp) -> None:
+        """`pool` serves from now on; the one before finishes its jobs and ends."""
         old, self.pool = self.pool, pool
-        self.database = database
+        self.info = info
         self._db_stamp = stamp
         if old is not None:
+            old.hand_over()
             self._retire(old)
-        return pool
 
     def _pool_size(self) -> int:
         # MaxThreads bounds concurrent scans as in clamd; more processes than
@@ -203,15 +216,22 @@ class Daemon:
         self._retiring.add(pool)
 
         async def wait_and_close():
-            while pool.pending:
+            while pool.active:
                 await asyncio.sleep(0.05)
             await pool.close(timeout=SHUTDOWN_GRACE)
             self._retiring.discard(pool)
 
         asyncio.get_running_loop().create_task(wait_and_close())
 
+    def _generation_broken(self, pool: WorkerPool) -> None:
+        if pool is not self.pool or self._stopping is None or self._stopping.done():
+            return
+        self.log.error(f"The loader process of database generation {pool.generation} ended: "
+                       "loading the database again")
+        self.request_reload("loader process lost")
+
     def version_string(self) -> str:
-        info = self.database.info if self.database is not None else None
+        info = self.info
         if info is not None and info.version:
             return f"clammail {__version__}/{info.version}/{info.build_time}"
         return f"clammail {__version__}"
@@ -247,7 +267,7 @@ class Daemon:
         for waited in (pool.idle_times() if pool else []):
             lines.append(f"\tIDLE {waited:.6f} ")
         lines.append("")
-        used = _rss_mb([os.getpid()] + (pool.pids() if pool else []))
+        used = _rss_mb([os.getpid()] + (pool.pids() + [pool.loader_pid] if pool else []))
         lines.append(
             "MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A "
             f"pools 1 pools_used {used:.3f}M pools_total {used:.3f}M"
@@ -257,16 +277,11 @@ class Daemon:
 
     # -- events ---------------------------------------------------------
 
-    async def detected(self, path: str, name: str, md5: str, size: int) -> None:
-        if self.config["ExtendedDetectionInfo"] and size:
-            self.log.info(f"{path}: {name}({md5}:{size}) FOUND")
-        else:
-            self.log.info(f"{path}: {name} FOUND")
+    async def virus_event(self, path: str, name: str) -> None:
+        """clamd's VirusEvent for a detection, if configured."""
         command = self.config["VirusEvent"]
-        if command:
-            await self._virus_event(command, path, name)
-
-    async def _virus_event(self, command: str, path: str, name: str) -> None:
+        if not command:
+            return
         text = command.replace("%v", name).replace("%f", path)
         env = {"CLAM_VIRUSEVENT_FILENAME": path, "CLAM_VIRUSEVENT_VIRUSNAME": name}
         if "PATH" in os.environ:
@@ -281,10 +296,6 @@ class Daemon:
         except OSError as exc:
             self.log.error(f"VirusEvent: fork failed: {exc}")
 
-    def log_clean(self, path: str) -> None:
-        if self.config["LogClean"]:
-            self.log.info(f"{path}: OK")
-
     # -- control ----------------------------------------------------------
 
     def request_shutdown(self, why: str) -> None:
@@ -298,21 +309,34 @@ class Daemon:
             return
         self.log.info(f"Reading databases from {', '.join(self.database_paths)} ({why})")
         self._reload_task = asyncio.get_running_loop().create_task(self._reload())
+        self._reload_task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(f"reload: failed: {task.exception()!r}")
 
     async def _reload(self) -> None:
+        if not self.config["ConcurrentDatabaseReload"] and self.pool is not None:
+            # Blocking reload, as clamd: stop scanning while loading.
+            while self.pool.pending:
+                await asyncio.sleep(0.05)
+        pool, stamp = self.new_generation()
         try:
-            if not self.config["ConcurrentDatabaseReload"] and self.pool is not None:
-                # Blocking reload, as clamd: stop scanning while loading.
-                while self.pool.pending:
-                    await asyncio.sleep(0.05)
-            database, engine, stamp = await asyncio.to_thread(self.load_engine)
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old database
+            info = await pool.start()
+        except LoadFailed as exc:
             self.log.error(f"reload: Database load failed: {exc}")
             self.log.error("reload: keeping the database already loaded")
             self._db_stamp = self._stat_database()
+            if self.pool is not None and self.pool.broken and not self.pool.workers:
+                self.pool.hand_over()  # nothing can serve the jobs waiting there
+        except BaseException:
+            pool.kill_now()
+            raise
         else:
-            self.install(database, engine, stamp)
-            self.log.info(f"Database correctly reloaded ({database.info.signatures} signatures)")
+            self.install(pool, info, stamp)
+            for warning in info.warnings:
+                self.log.warning(warning)
+            self.log.info(f"Database correctly reloaded ({info.signatures} signatures)")
         if self._reload_again:
             self._reload_again = False
             self.request_reload("queued reload")
@@ -329,11 +353,10 @@ class Daemon:
     _stopping: asyncio.Future | None = None
 
     async def serve(self, listeners: list[tuple[socket.socket, str]]) -> None:
-        from clammail.clamd.server import Server
-
         loop = asyncio.get_running_loop()
         self._stopping = loop.create_future()
         self.server = Server(self)
+        self.server.close_listeners = not self.socket_activated
         for sock, kind in listeners:
             self.server.add_listener(sock, kind)
         loop.add_signal_handler(signal.SIGTERM, self.request_shutdown, "SIGTERM caught")
@@ -470,7 +493,7 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
     for warning in config.warnings:
         sys.stderr.write(f"WARNING: {warning}\n")
         log.warning(warning)
-    log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+    log.info(f"+++ Started at {time.asctime()}")
     raise_descriptor_limit()
     passed = listen_fds()
     log.info(f"Received {passed} file descriptor(s) from systemd.")
@@ -493,32 +516,35 @@ def _run(config: Config, log: ServiceLog, foreground: bool, cache_dir: str | Non
                               os.path.dirname(socket_path or "")))
     daemon = Daemon(config, log, cache_dir=cache_dir)
     daemon.socket_path = socket_path
+    daemon.socket_activated = bool(passed)
     log.info(f"Reading databases from {', '.join(daemon.database_paths)}")
+    pool, stamp = daemon.new_generation()
     try:
-        database, engine, stamp = daemon.load_engine()
-    except Exception as exc:  # noqa: BLE001 - a start-up failure is reported, not raised
+        info = pool.load_blocking()
+    except LoadFailed as exc:
         _cleanup(config, socket_path)
         raise StartError(f"Can't load {', '.join(daemon.database_paths)}: {exc}") from None
-    for warning in database.info.warnings:  # skipped files and rules, as clamd warns
+    for warning in info.warnings:  # skipped files and rules, as clamd warns
         log.warning(warning)
-    log.info(f"Loaded {database.info.signatures} signatures.")
+    log.info(f"Loaded {info.signatures} signatures.")
     if not foreground:
-        daemonize()
+        daemonize()(True)  # the database is loaded: the starting process may go
     write_pid_file(config["PidFile"], log)
     sd_notify("READY=1")
     try:
-        asyncio.run(_serve(daemon, database, engine, stamp, listeners))
+        asyncio.run(_serve(daemon, pool, info, stamp, listeners))
     finally:
         for sock, _ in listeners:
             sock.close()
         _cleanup(config, socket_path)
-        log.info(f"--- Stopped at {time.strftime('%a %b %d %H:%M:%S %Y')}")
+        log.info(f"--- Stopped at {time.asctime()}")
         log.close()
     return 0
 
 
-async def _serve(daemon: Daemon, database, engine, stamp, listeners) -> None:
-    daemon.install(database, engine, stamp)
+async def _serve(daemon: Daemon, pool: WorkerPool, info, stamp, listeners) -> None:
+    await pool.open()
+    daemon.install(pool, info, stamp)
     await daemon.serve(listeners)
 
 

@@ -9,8 +9,8 @@ directories, then by inode number), when a walk stops (SCAN at the first
 detection), and when the closing "<path>: OK" is sent (nothing was found and
 not everything failed).
 
-The walk yields `Item`s; the worker that runs it scans each `File` and turns
-the outcome into reply lines with `file_replies`.
+The walk yields `Reply`s and `File`s; the worker that runs it scans each
+`File` and reports an outcome back with `Walk.scanned`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # The texts of libclamav's cl_strerror() that reach clients.
@@ -47,15 +47,15 @@ class WalkOptions:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reply:
-    """A reply line about a path: `<path>: <text>`."""
+    """A reply line about a path that is not scanned: `<path>: <text>`."""
 
     path: str
     text: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class File:
     """A regular file to scan."""
 
@@ -252,11 +252,8 @@ def _trim(path: str) -> str:
     return trimmed
 
 
-def open_error_reply(exc: OSError) -> str:
-    """The reply for a file that could not be opened for scanning."""
+def open_error(exc: OSError) -> str:
+    """Why a file could not be opened for scanning, as clamd says it (before " ERROR")."""
     if exc.errno == errno.EACCES:
-        return "Access denied. ERROR"
-    return f"{EOPEN} ERROR"
-
-
-ScanFn = Callable[[str], tuple[list[str], str | None]]
+        return "Access denied."
+    return EOPEN

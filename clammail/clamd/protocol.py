@@ -51,7 +51,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("SHUTDOWN", False, True, False),
     CommandSpec("MULTISCAN", True, True, False),
     CommandSpec("FILDES", False, True, True),
-    CommandSpec("STATS", False, True, True),
+    CommandSpec("STATS", False, False, True),
     CommandSpec("IDSESSION", False, False, False),
     CommandSpec("INSTREAM", False, False, True),
     CommandSpec("DETSTATSCLEAR", False, True, False),
@@ -144,11 +144,28 @@ class StreamAbort:
 
 
 @dataclass
+class SessionGarbage:
+    """A session's last command (END, a FILDES without descriptor) had bytes
+    after it. clamd answers "Error processing command." and drops the
+    session's pending replies if scans are still in flight; if none are, it
+    has closed the connection already and says nothing."""
+
+    id: int
+    term: bytes
+
+
+@dataclass
 class Close:
-    """No more input is read; close once every pending reply is sent."""
+    """No more input is read; close once every pending reply is sent.
+
+    `abort`: a session ended in an error; clamd then ends the session's scans
+    still in flight without their replies (thrmgr_group_terminate).
+    """
+
+    abort: bool = False
 
 
-Event = Send | Request | StreamStart | StreamData | StreamAbort | Close
+Event = Send | Request | StreamStart | StreamData | StreamAbort | SessionGarbage | Close
 
 
 def reply_line(id: int, term: bytes, text: str | bytes) -> bytes:
@@ -175,6 +192,9 @@ class Connection:
         self.allow_fd = allow_fd
         self.pending_fd: int | None = None
         self.fildes: tuple[bytes, int] | None = None  # (term, id) while waiting for the fd
+        # The delimiter of the last command read (clamd's buf->term, zeroed
+        # at the start): connection-level errors are terminated with it.
+        self.term = NUL
 
     # -- input ----------------------------------------------------------
 
@@ -224,10 +244,16 @@ class Connection:
             term, id = self.fildes
             self.fildes = None
             self.mode = Mode.COMMAND
+            self.term = term
+            self.next_id += 1
             del self.buffer[:1]  # the dummy byte that carried the descriptor
             self._dispatch_fildes(term, id, events)
             if self.mode is Mode.DONE:
                 return
+            # clamd parsed FILDES again from the start of its buffer: what
+            # follows is not at the start of a packet.
+            events.extend(self._process(fresh_packet=False))
+            return
         events.extend(self._process(fresh_packet=True))
 
     def eof(self) -> list[Event]:
@@ -259,13 +285,28 @@ class Connection:
                 break
             text, term, bare, span = command
             self._command(text, term, bare, span, events)
-        if self.pending_fd is not None and self.mode is not Mode.WAIT_FD:
-            os.close(self.pending_fd)
-            self.pending_fd = None
-            if self.mode is not Mode.DONE:
-                events.append(Send(reply_line(self.next_id, NL, "PROTOCOL ERROR: ancillary data sent without FILDES. ERROR")))
-                self._finish(events)
+        if self.pending_fd is not None:
+            # A descriptor no FILDES took (also one that came with the FILDES
+            # command itself instead of with the byte after it).
+            if self.mode is Mode.DONE:
+                os.close(self.pending_fd)
+                self.pending_fd = None
+            else:
+                # Only a command that changed the mode is followed by clamd's
+                # generic error line; an incomplete one is not.
+                self._protocol_error(events, processing_error=self.mode is not Mode.COMMAND)
         return events
+
+    def _protocol_error(self, events: list[Event], processing_error: bool = True) -> None:
+        """clamd's answer to an unclaimed descriptor; the connection ends."""
+        os.close(self.pending_fd)
+        self.pending_fd = None
+        id = self.next_id if self.in_session else 0
+        events.append(Send(reply_line(id, self.term, "PROTOCOL ERROR: ancillary data sent without FILDES. ERROR")))
+        if processing_error:
+            events.append(Send(reply_line(id, self.term, "Error processing command. ERROR")))
+        self.fildes = None
+        self._finish(events, abort=self.in_session)
 
     def _next_command(self, fresh_packet: bool) -> tuple[bytes, bytes, bool, int] | None:
         """The next complete command: (text, delimiter, bare, bytes after it).
@@ -280,14 +321,20 @@ class Connection:
             if end < 0:
                 return None
             span = len(self.buffer) - 1
-            raw = bytes(self.buffer[1:end])
-            text = raw.rstrip(b"\r\n") if term == NL else raw
+            # clamd writes a NUL over the delimiter and reads the command as a
+            # C string: up to the first NUL, with trailing CR/LF overwritten
+            # by NULs (cli_chomp). It steps over the text and one byte more;
+            # whatever follows (after an embedded NUL, the stripped CR/LF as
+            # NULs) stays in its buffer.
+            line = bytearray(self.buffer[1:end]) + NUL
             del self.buffer[: end + 1]
-            if len(text) < len(raw):
-                # clamd overwrites the stripped CR/LF with NULs and steps over
-                # only the kept text: the NULs stay in its buffer.
-                self.buffer[:0] = NUL * (len(raw) - len(text))
-            return text.split(NUL, 1)[0], term, False, span
+            length = line.index(NUL)
+            text = bytes(line[:length])
+            if term == NL:
+                text = text.rstrip(b"\r\n")
+            line[len(text):length] = NUL * (length - len(text))
+            self.buffer[:0] = line[len(text) + 1:]
+            return text, term, False, span
         if not fresh_packet:
             # clamd reads a bare command only at the start of a packet.
             return None
@@ -306,16 +353,25 @@ class Connection:
                  events: list[Event]) -> None:
         id = self.next_id if self.in_session else 0
         if self.in_session and bare:
-            events.append(Send(reply_line(id, term, "Only new-line terminated nCMDS or NULL-terminated zCMDS are accepted inside IDSESSION. ERROR")))
-            events.append(Send(reply_line(id, term, "Error processing command. ERROR")))
-            self._finish(events)
+            # Answered with the session's delimiter (the last command's).
+            events.append(Send(reply_line(id, self.term, "Only nCMDS\\n and zCMDS\\0 are accepted inside IDSESSION. ERROR")))
+            if self.pending_fd is not None:
+                # clamd's check for an unclaimed descriptor comes first and
+                # replaces the generic line (the command loop stopped in
+                # command mode).
+                self._protocol_error(events, processing_error=False)
+                return
+            events.append(Send(reply_line(id, self.term, "Error processing command. ERROR")))
+            self._finish(events, abort=True)
             return
         name, argument = parse_command(text, bare)
         self.next_id += 1
+        if name != "FILDES" or span > len(b"FILDES\n"):
+            self.term = term  # a FILDES still waiting for its descriptor does not set it
         if self.in_session and (name == UNKNOWN or not SPECS[name].in_session):
             events.append(Send(reply_line(id, term, "Command invalid inside IDSESSION. ERROR")))
             self.in_session = False
-            self._finish(events)
+            self._finish(events, abort=True)
             return
         if name == UNKNOWN:
             events.append(Send(reply_line(id, term, "UNKNOWN COMMAND")))
@@ -325,6 +381,8 @@ class Connection:
         elif name == "END":
             if not self.in_session:
                 events.append(Send(reply_line(0, term, "UNKNOWN COMMAND")))
+            elif self.buffer:
+                events.append(SessionGarbage(id, term))
             self._finish(events)
         elif name == "INSTREAM":
             self.mode = Mode.STREAM
@@ -338,19 +396,20 @@ class Connection:
                 # the next packet (and its dummy byte).
                 self.mode = Mode.WAIT_FD
                 self.fildes = (term, id)
+                self.next_id -= 1  # clamd reads the command again then, under the same number
                 return
             # clamd steps over one more byte: the dummy byte that carries the
             # descriptor (or whatever is there).
             del self.buffer[:1]
             self._dispatch_fildes(term, id, events)
-        elif name in ("PING", "VERSION", "VERSIONCOMMANDS", "STATS"):
+        elif name in ("PING", "VERSION", "VERSIONCOMMANDS"):
             events.append(Request(name, argument, term, id))
             if not self.in_session:
                 self._finish(events)
         elif name in ("SHUTDOWN", "QUIT", "RELOAD", "DETSTATS", "DETSTATSCLEAR", "STREAM"):
             events.append(Request("SHUTDOWN" if name == "QUIT" else name, argument, term, id))
             self._finish(events)
-        else:  # SCAN CONTSCAN MULTISCAN ALLMATCHSCAN RAWSCAN
+        else:  # SCAN CONTSCAN MULTISCAN ALLMATCHSCAN RAWSCAN STATS: run in clamd's thread pool
             events.append(Request(name, argument, term, id))
             if not self.in_session:
                 self._last_command(events, term)
@@ -361,6 +420,8 @@ class Connection:
             if fd is not None:
                 os.close(fd)
             events.append(Send(reply_line(id, term, "No file descriptor received. ERROR")))
+            if self.in_session and self.buffer:
+                events.append(SessionGarbage(id, term))
             self._finish(events)
             return
         events.append(Request("FILDES", None, term, id, fd))
@@ -368,7 +429,14 @@ class Connection:
             self._last_command(events, term)
 
     def _last_command(self, events: list[Event], term: bytes) -> None:
-        """Outside a session one scan command is all: anything more is an error."""
+        """Outside a session one scan command is all: anything more is an error.
+
+        clamd looks for a descriptor no command took first; either error
+        gets one "Error processing command." (the scan still runs).
+        """
+        if self.pending_fd is not None:
+            self._protocol_error(events)
+            return
         if self.buffer:
             events.append(Send(reply_line(0, term, "Error processing command. ERROR")))
             self.buffer.clear()
@@ -403,10 +471,10 @@ class Connection:
             self.chunk_left -= take
         return self.chunk_left == 0 and bool(self.buffer)
 
-    def _finish(self, events: list[Event]) -> None:
+    def _finish(self, events: list[Event], abort: bool = False) -> None:
         self.mode = Mode.DONE
         self.buffer.clear()
         if self.pending_fd is not None:
             os.close(self.pending_fd)
             self.pending_fd = None
-        events.append(Close())
+        events.append(Close(abort))

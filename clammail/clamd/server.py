@@ -25,12 +25,22 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from clammail.clamd import pathscan, protocol
+from clammail.clamd.jobs import (
+    Finished,
+    Job,
+    Outcome,
+    ScanDescriptor,
+    ScanFiles,
+    WalkPath,
+    WorkerReply,
+    verdict_lines,
+)
 from clammail.clamd.protocol import Request, reply_line
-from clammail.clamd.workers import WorkerLost
+from clammail.clamd.workers import ENGINE_FAILURE, PoolClosed, WorkerLost
 
 # Connections served at once; beyond this, accepting waits (file descriptors
 # are the limit: each connection may hold a descriptor or a stream too).
@@ -46,6 +56,10 @@ def connection_limit() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
     return max(16, min(MAX_CONNECTIONS, (soft - RESERVED_FDS) // 2))
+
+
+class _Stopped(Exception):
+    """The daemon is shutting down and this connection has nothing in flight."""
 
 
 @dataclass
@@ -68,6 +82,11 @@ class Server:
         self.daemon = daemon  # clammail.clamd.daemon.Daemon: config, pool, log, actions
         self.config = daemon.config
         self.listeners: list[tuple[socket.socket, str]] = []
+        # Sockets from systemd stay open at shutdown: systemd keeps them for
+        # the next start (clamd leaves them alone too).
+        self.close_listeners = True
+        self.stopping = False
+        self.sessions: set[_Session] = set()
         self.tasks: set[asyncio.Task] = set()
         self.running: dict[int, Task] = {}
         self.connections = 0
@@ -86,6 +105,9 @@ class Server:
             self._accepting.append(asyncio.create_task(self._accept_loop(sock, kind)))
 
     async def stop_accepting(self) -> None:
+        """Shutdown begins: new connections are refused at once, as clamd refuses
+        them, and connections that wait for a command are closed."""
+        self.stopping = True
         for task in self._accepting:
             task.cancel()
         for task in self._accepting:
@@ -94,9 +116,14 @@ class Server:
             except (asyncio.CancelledError, Exception):
                 pass
         self._accepting.clear()
+        if self.close_listeners:
+            for sock, _ in self.listeners:
+                sock.close()
+        for session in list(self.sessions):
+            session.stop_if_idle()
 
     async def drain(self, timeout: float) -> None:
-        """Wait for connections to finish (bounded), then cancel the rest."""
+        """Wait for in-flight scans to be answered (bounded), then cancel what is left."""
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
             for task in pending:
@@ -133,9 +160,11 @@ class Server:
 
     async def _serve(self, sock: socket.socket, kind: str) -> None:
         session = _Session(self, sock, kind)
+        self.sessions.add(session)
         try:
             await session.run()
         finally:
+            self.sessions.discard(session)
             await session.finish()
 
 
@@ -157,6 +186,8 @@ class _Session:
         self.stream_fd: int | None = None
         self.stream_id, self.stream_term = 0, protocol.NL
         self.broken = False
+        self.muted = False  # a session ended in an error: replies still due are dropped
+        self._reading: asyncio.Future | None = None  # set while waiting for the client
 
     async def run(self) -> None:
         # clamd's deadlines: CommandReadTimeout from the connection's start,
@@ -170,6 +201,9 @@ class _Session:
             try:
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 data, fds = await asyncio.wait_for(self._recv(), remaining)
+            except _Stopped:
+                await self._events(self.conn.eof())
+                break
             except TimeoutError:
                 await self._events(self.conn.timeout())
                 break
@@ -195,10 +229,21 @@ class _Session:
             pass
         self.sock.close()
 
+    def _idle(self) -> bool:
+        """No scan in flight and no stream coming in: shutdown closes such a connection."""
+        return not self.jobs and self.conn.mode is not protocol.Mode.STREAM
+
+    def stop_if_idle(self) -> None:
+        """At shutdown: stop waiting for this client's next command if nothing is in flight."""
+        if self._reading is not None and not self._reading.done() and self._idle():
+            self._reading.set_exception(_Stopped())
+
     async def _recv(self) -> tuple[bytes, list[int]]:
         loop = asyncio.get_running_loop()
         fileno = self.sock.fileno()
         while True:
+            if self.server.stopping and self._idle():
+                raise _Stopped()
             try:
                 if self.kind == "unix":
                     data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, 8)
@@ -213,9 +258,11 @@ class _Session:
                     fut.set_result(None)
 
             loop.add_reader(fileno, wake)
+            self._reading = ready
             try:
                 await ready
             finally:
+                self._reading = None
                 loop.remove_reader(fileno)
 
     async def send(self, data: bytes) -> bool:
@@ -227,6 +274,8 @@ class _Session:
         async with self.write_lock:
             if self.broken:  # given up while this reply waited its turn
                 return False
+            if self.muted:
+                return True
             try:
                 await asyncio.wait_for(loop.sock_sendall(self.sock, data), max(limit, 1.0))
                 return True
@@ -251,6 +300,11 @@ class _Session:
                 self._drop_stream()
             elif isinstance(event, Request):
                 await self._request(event)
+            elif isinstance(event, protocol.SessionGarbage) and self.jobs:
+                await self.send(reply_line(event.id, event.term, "Error processing command. ERROR"))
+                self.muted = True
+            elif isinstance(event, protocol.Close) and event.abort:
+                self.muted = True
 
     def _start_stream(self, event: protocol.StreamStart) -> None:
         self._drop_stream()
@@ -284,7 +338,7 @@ class _Session:
         # read, so a client that does not read its replies stops being read.
         immediate = {
             "PING": self._ping, "VERSION": self._version, "VERSIONCOMMANDS": self._commands,
-            "STATS": self._stats, "RELOAD": self._reload,
+            "RELOAD": self._reload,
         }
         command = request.command
         if command in immediate:
@@ -296,7 +350,9 @@ class _Session:
         if command in ("DETSTATS", "DETSTATSCLEAR"):
             return  # clamd 1.4.6 removed detection statistics: it closes without a reply
         await self._room_for_job()
-        if command == "INSTREAM":
+        if command == "STATS":
+            self._spawn(self._stats(request))  # clamd's thread pool answers it, as a scan
+        elif command == "INSTREAM":
             fd, self.stream_fd = self.stream_fd, None
             self._spawn(self._scan_fd(request, fd, "stream", "INSTREAM"))
         elif command == "FILDES":
@@ -313,7 +369,12 @@ class _Session:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.jobs.add(task)
-        task.add_done_callback(self.jobs.discard)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self.jobs.discard(task)
+        if self.server.stopping:
+            self.stop_if_idle()  # a session's last scan answered: no next command
 
     async def reply(self, request: Request, text: str | bytes) -> bool:
         return await self.send(reply_line(request.id, request.term, text))
@@ -338,34 +399,71 @@ class _Session:
 
     # -- scans ----------------------------------------------------------
 
+    async def _report(self, request: Request, outcome: Outcome, reply_name: str, log_name: str,
+                      reply_ok: bool, extended_reply: bool = False) -> bool:
+        """Log an outcome as clamd does, run VirusEvent, and reply; False once the client is gone.
+
+        `reply_ok`: a clean object gets its own "OK" (single-object
+        commands); a walk answers OK once at its end instead.
+        """
+        extended = bool(self.config["ExtendedDetectionInfo"])
+        if outcome.found:
+            for line, virus in zip(verdict_lines(log_name, outcome, extended), outcome.found, strict=True):
+                self.daemon.log.info(line)
+                await self.daemon.virus_event(log_name, virus)
+        elif outcome.error is not None or self.config["LogClean"]:
+            self.daemon.log.info(verdict_lines(log_name, outcome)[0])
+        if outcome.clean and not reply_ok:
+            return True
+        for line in verdict_lines(reply_name, outcome, extended_reply and extended):
+            if not await self.reply(request, line):
+                return False
+        return True
+
+    def _log_name(self, command: str, fd: int) -> str:
+        """What clamd's log calls a scanned descriptor (its reply says "stream" or "fd[N]")."""
+        if command == "INSTREAM":
+            return "instream(local)" if self.kind == "unix" else f"instream({self._peer()})"
+        if command == "STREAM":
+            return f"stream({self._peer()})"
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")  # cli_get_filepath_from_filedesc
+        except OSError:
+            path = ""
+        return path if path.startswith("/") else f"fd[{fd}]"
+
+    def _peer(self) -> str:
+        try:
+            host, port = self.sock.getpeername()[:2]
+        except (OSError, ValueError):
+            return "local"
+        return f"{host}@{port}"
+
     async def _scan_fd(self, request: Request, fd: int | None, name: str, command: str) -> None:
         if fd is None:
             return
+        log_name = self._log_name(command, fd)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                self.daemon.log.info(f"{name}: Not a regular file. ERROR")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                self.daemon.log.info(f"{log_name}: Not a regular file. ERROR")
                 await self.reply(request, f"{name}: Not a regular file ERROR")
                 return
-            result = None
-            async with contextlib.aclosing(self._scan(command, name, ("fd", name, False), fd)) as replies:
-                async for message in replies:
-                    result = message
-            _, found, error, _, md5, size = result
-        except WorkerLost:
-            await self.reply(request, f"{name}: {pathscan.EOPEN} ERROR")
-            return
+            outcome = await self._scan_one(command, name, fd)
         finally:
             os.close(fd)
-        if found:
-            await self.daemon.detected(name, found[0], md5, size)
-            await self.reply(request, f"{name}: {found[0]} FOUND")
-        elif error:
-            self.daemon.log.info(f"{name}: {error} ERROR")
-            await self.reply(request, f"{name}: {error} ERROR")
-        else:
-            self.daemon.log_clean(name)
-            await self.reply(request, f"{name}: OK")
+        await self._report(request, outcome, name, log_name, reply_ok=True)
+
+    async def _scan_one(self, command: str, name: str, fd: int) -> Outcome:
+        """Scan a descriptor in a worker: its outcome, or the error a lost worker leaves."""
+        outcome = None
+        try:
+            async with contextlib.aclosing(self._scan(command, name, ScanDescriptor(name), fd)) as replies:
+                async for reply in replies:
+                    if isinstance(reply, Outcome):
+                        outcome = reply
+        except WorkerLost as lost:
+            return _lost(name, lost)
+        return outcome or Outcome(name, error=ENGINE_FAILURE)
 
     async def _path_command(self, request: Request) -> None:
         path = os.fsdecode(request.argument or b"")
@@ -373,7 +471,6 @@ class _Session:
         if command == "ALLMATCHSCAN" and not self.config["AllowAllMatchScan"]:
             await self.reply(request, f"{path}: ALLMATCHSCAN command disabled by clamd configuration. ERROR")
             return
-        allmatch = command == "ALLMATCHSCAN"
         if command == "MULTISCAN":
             try:
                 is_dir = stat.S_ISDIR(os.stat(path).st_mode)
@@ -384,34 +481,23 @@ class _Session:
                 return
             command = "CONTSCAN"
         try:
-            job = self._scan(command, path, ("walk", path, command, allmatch))
+            job = self._scan(command, path, WalkPath(path, command))
             async with contextlib.aclosing(job) as replies:
-                async for message in replies:
-                    if not await self._walk_message(request, message):
-                        raise ConnectionError("client gone")
-        except WorkerLost:
-            await self.reply(request, f"{path}: {pathscan.EOPEN} ERROR")
-        except ConnectionError:
-            return
+                async for reply in replies:
+                    if not await self._walk_reply(request, reply):
+                        return  # the client is gone
+        except WorkerLost as lost:
+            await self._report(request, _lost(path, lost), path, path, reply_ok=True)
 
-    async def _walk_message(self, request: Request, message: tuple) -> bool:
-        kind = message[0]
-        if kind == "reply":
-            _, path, text = message
-            if text.endswith(" ERROR"):
-                self.daemon.log.info(f"{path}: {text}")
-            return await self.reply(request, f"{path}: {text}")
-        if kind == "found":
-            _, path, name, md5, size = message
-            await self.daemon.detected(path, name, md5, size)
-            return await self.reply(request, f"{path}: {name} FOUND")
-        if kind == "clean":
-            self.daemon.log_clean(message[1])
-            return True
-        if kind == "done":
-            _, closing_ok, top = message
-            if closing_ok:
-                return await self.reply(request, f"{top}: OK")
+    async def _walk_reply(self, request: Request, reply: WorkerReply) -> bool:
+        if isinstance(reply, pathscan.Reply):
+            if reply.text.endswith(" ERROR"):
+                self.daemon.log.info(f"{reply.path}: {reply.text}")
+            return await self.reply(request, f"{reply.path}: {reply.text}")
+        if isinstance(reply, Outcome):
+            return await self._report(request, reply, reply.name, reply.name, reply_ok=False)
+        if isinstance(reply, Finished) and reply.closing_ok:
+            return await self.reply(request, f"{reply.top}: OK")
         return True
 
     async def _multiscan(self, request: Request, path: str) -> None:
@@ -421,30 +507,26 @@ class _Session:
         # clamd counts a MULTISCAN's outcome over the files it dispatched only.
         tally = pathscan.Tally(total=len(files))
 
-        async def report(file_path: str, found: list, error: str | None, md5: str, size: int) -> None:
-            if error:
+        async def report(outcome: Outcome) -> None:
+            if outcome.error is not None:
                 tally.errors += 1
-                self.daemon.log.info(f"{file_path}: {error}")
-                await self.reply(request, f"{file_path}: {error}")
-            elif found:
-                tally.infected += len(found)
-                await self.daemon.detected(file_path, found[0], md5, size)
-                await self.reply(request, f"{file_path}: {found[0]} FOUND")
-            else:
-                self.daemon.log_clean(file_path)
+            tally.infected += len(outcome.found[:1])
+            await self._report(request, Outcome(outcome.name, outcome.found[:1], outcome.error,
+                                                outcome.md5, outcome.size),
+                               outcome.name, outcome.name, reply_ok=False)
 
         async def scan_batch(paths: list[str]) -> None:
             try:
-                results = await self._scan_files(paths)
-            except WorkerLost:
+                outcomes = await self._scan_files(paths)
+            except WorkerLost as lost:
                 if len(paths) == 1:
-                    results = [(paths[0], [], f"{pathscan.EOPEN} ERROR", "", 0)]
+                    outcomes = [_lost(paths[0], lost)]
                 else:
                     # One of them may have taken the worker down: each on its own.
                     await asyncio.gather(*(scan_batch([p]) for p in paths))
                     return
-            for result in results:
-                await report(*result)
+            for outcome in outcomes:
+                await report(outcome)
 
         for item in items:
             if isinstance(item, pathscan.Reply):
@@ -456,26 +538,55 @@ class _Session:
         if tally.closing_ok() and not self.broken:
             await self.reply(request, f"{walk.top}: OK")
 
-    async def _scan_files(self, paths: list[str]) -> list[tuple]:
-        """Scan files by path in one job: [(path, detections, error reply, md5, size)]."""
-        results: list[tuple] = []
-        job = self._scan("MULTISCANFILE", paths[0], ("files", paths, False))
+    async def _scan_files(self, paths: list[str]) -> list[Outcome]:
+        """Scan files by path in one job: an Outcome for each."""
+        outcomes: list[Outcome] = []
+        # A batch whose worker died is split up by the caller instead of retried whole.
+        job = self._scan("MULTISCANFILE", paths[0], ScanFiles(tuple(paths)), retry=len(paths) == 1)
         async with contextlib.aclosing(job) as replies:
-            async for message in replies:
-                results = message[1]
-        return results
+            async for reply in replies:
+                if isinstance(reply, Outcome):
+                    outcomes.append(reply)
+        return outcomes
 
-    async def _scan(self, command: str, name: str, message: tuple, fd: int | None = None):
-        """One job on the current pool, within MaxQueue's bound, listed in STATS: its messages."""
+    async def _scan(self, command: str, name: str, job: Job, fd: int | None = None,
+                    retry: bool = True) -> AsyncIterator[WorkerReply]:
+        """One job within MaxQueue's bound, listed in STATS: its replies.
+
+        A job runs on the pool that is current when it starts; if a reload
+        replaces that pool while the job waits for a worker, it runs on the
+        new one. If its worker dies before anything was replied, the job is
+        run once more on a fresh worker (its input is still here: a spooled
+        stream, a descriptor, a path); a second loss, or one after replies,
+        ends it with WorkerLost.
+        """
         server = self.server
         task = Task(command, name)
+        retried = False
         async with server._queue:
             server.running[id(task)] = task
             try:
-                async with contextlib.aclosing(
-                        self.daemon.pool.run(message, fd, on_start=task.begin)) as replies:
-                    async for reply in replies:
-                        yield reply
+                while True:
+                    pool = self.daemon.pool
+                    replied = False
+                    try:
+                        async with contextlib.aclosing(pool.run(job, fd, on_start=task.begin)) as replies:
+                            async for reply in replies:
+                                replied = True
+                                yield reply
+                        return
+                    except PoolClosed:
+                        if self.daemon.pool is pool or replied:
+                            raise
+                    except WorkerLost as lost:
+                        again = retry and not retried and not replied
+                        pid = f" (pid {lost.pid})" if lost.pid else ""
+                        self.daemon.log.error(
+                            f"{name}: {lost.reason}{pid} during the scan; "
+                            + ("scanning again on a fresh worker" if again else "giving up"))
+                        if not again:
+                            raise
+                        retried = True
             finally:
                 del server.running[id(task)]
 
@@ -537,25 +648,12 @@ class _Session:
                     quota -= len(chunk)
             scan_fd, fd = fd, None
             try:
-                job = self._scan("STREAM", "stream", ("fd", "stream", False), scan_fd)
-                async with contextlib.aclosing(job) as replies:
-                    async for message in replies:
-                        result = message
+                outcome = await self._scan_one("STREAM", "stream", scan_fd)
             finally:
                 os.close(scan_fd)
-            _, found, error, _, md5, size = result
-            if found:
-                await self.daemon.detected("stream", found[0], md5, size)
-                if self.config["ExtendedDetectionInfo"] and size:
-                    await self.reply(request, f"stream: {found[0]}({md5}:{size}) FOUND")
-                else:
-                    await self.reply(request, f"stream: {found[0]} FOUND")
-            elif error:
-                await self.reply(request, f"stream: {error} ERROR")
-            else:
-                await self.reply(request, "stream: OK")
-        except WorkerLost:
-            await self.reply(request, f"stream: {pathscan.EOPEN} ERROR")
+            # STREAM's reply, alone of all, carries ExtendedDetectionInfo.
+            await self._report(request, outcome, "stream", f"stream({peer[0]}@{port})",
+                               reply_ok=True, extended_reply=True)
         finally:
             listener.close()
             if fd is not None:
@@ -622,4 +720,7 @@ def _close_unclaimed(events: list) -> None:
             os.close(event.fd)
 
 
-ReplyFn = Callable[[str], None]
+
+def _lost(name: str, lost: WorkerLost) -> Outcome:
+    """The outcome of a scan whose worker died (or none could be had): an error that says so."""
+    return Outcome(name, error=f"Scan aborted: {lost.reason}")

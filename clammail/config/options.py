@@ -234,61 +234,68 @@ DAEMON_DEFAULTS: dict[str, object] = {
 }
 
 
+def _in_section(section: str, *options: Option) -> tuple[Option, ...]:
+    return tuple(Option(o.name, o.kind, o.default, o.multiple, o.applies, section, o.pattern,
+                        o.deprecated) for o in options)
+
+
+# What the milter and the proxy share, with clamav-milter's names and defaults:
+# the service (log, user, pid file), the backends, and clammail's additions
+# (a Prometheus endpoint on host:port, one summary line per message, how often
+# a failed backend is PINGed, how long messages in flight get on SIGTERM).
+_SERVICE = (
+    Option("User", S, None),
+    Option("PidFile", S, None),
+    Option("Foreground", B, False),
+    Option("LogFile", S, None),
+    Option("LogFileUnlock", B, False),
+    Option("LogFileMaxSize", Z, 1048576),
+    Option("LogTime", B, False),
+    Option("LogSyslog", B, False),
+    Option("LogFacility", S, "LOG_LOCAL6"),
+    Option("LogVerbose", B, False),
+    Option("LogRotate", B, False),
+    Option("ClamdSocket", S, None, multiple=True),
+    Option("ReadTimeout", N, 120),
+    Option("RejectMsg", S, None),
+    Option("ReportHostname", S, None),
+    Option("MetricsListen", S, None),
+    Option("LogMessageSummary", B, True),
+    Option("ClamdProbeInterval", N, 10),
+    Option("ShutdownTimeout", N, 30),
+)
+
 # The milter: every option clamav-milter 1.4.6 reads from clamav-milter.conf
-# (common/optparser.c, OPT_MILTER), with its defaults, plus clammail's own
-# additions at the end. Kinds differ from clamd.conf's for some names
-# (LogClean is Off/Basic/Full here), hence a table of its own.
+# (common/optparser.c, OPT_MILTER), with its defaults. Kinds differ from
+# clamd.conf's for some names (LogClean is Off/Basic/Full here), hence a
+# table of its own.
 _ACTION = r"^(Accept|Reject|Defer|Blackhole|Quarantine)$"
-MILTER_OPTIONS = _opts(*(
-    Option(o.name, o.kind, o.default, o.multiple, o.applies, "milter", o.pattern, o.deprecated)
-    for o in (
-        Option("MilterSocket", S, None),
-        Option("MilterSocketGroup", S, None),
-        Option("MilterSocketMode", S, None),
-        Option("FixStaleSocket", B, True),
-        Option("User", S, None),
-        Option("ReadTimeout", N, 120),
-        Option("Foreground", B, False),
-        Option("Chroot", S, None),
-        Option("PidFile", S, None),
-        Option("TemporaryDirectory", S, None),
-        # clamav-milter accepts it and runs a thread per MTA connection anyway.
-        Option("MaxThreads", N, 10),
-        Option("ClamdSocket", S, None, multiple=True),
-        Option("LocalNet", S, None, multiple=True),
-        Option("AllowList", S, None),
-        Option("Whitelist", S, None),  # AllowList's old name, still read
-        Option("SkipAuthenticated", S, None),
-        Option("MaxFileSize", Z, 100 * MB),
-        Option("OnClean", S, "Accept", pattern=_ACTION),
-        Option("OnInfected", S, "Quarantine", pattern=_ACTION),
-        Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
-        Option("RejectMsg", S, None),
-        Option("AddHeader", S, "No", pattern=r"^(No|Replace|Yes|Add)$"),
-        Option("ReportHostname", S, None),
-        Option("VirusAction", S, None),
-        Option("LogFile", S, None),
-        Option("LogFileUnlock", B, False),
-        Option("LogFileMaxSize", Z, 1048576),
-        Option("LogTime", B, False),
-        Option("LogSyslog", B, False),
-        Option("LogFacility", S, "LOG_LOCAL6"),
-        Option("LogVerbose", B, False),
-        Option("LogRotate", B, False),
-        Option("LogInfected", S, "Off"),  # Off, Basic or Full: checked by the milter
-        Option("LogClean", S, "Off"),
-        Option("SupportMultipleRecipients", B, False),
-        # clammail's own (not in clamav-milter): a Prometheus endpoint
-        # (host:port), one summary line per message in the log, how often a
-        # backend that failed is probed with PING, and how long messages in
-        # flight may take to finish on SIGTERM.
-        Option("MetricsListen", S, None),
-        Option("LogMessageSummary", B, True),
-        Option("ClamdProbeInterval", N, 10),
-        Option("ShutdownTimeout", N, 30),
-    )
-), *(
-    Option(name, kind, None, section="milter", deprecated=True, applies=False)
+MILTER_OPTIONS = _opts(*_in_section(
+    "milter",
+    *_SERVICE,
+    Option("MilterSocket", S, None),
+    Option("MilterSocketGroup", S, None),
+    Option("MilterSocketMode", S, None),
+    Option("FixStaleSocket", B, True),
+    Option("Chroot", S, None),
+    Option("TemporaryDirectory", S, None),
+    # clamav-milter accepts it and runs a thread per MTA connection anyway.
+    Option("MaxThreads", N, 10),
+    Option("LocalNet", S, None, multiple=True),
+    Option("AllowList", S, None),
+    Option("Whitelist", S, None),  # AllowList's old name, still read
+    Option("SkipAuthenticated", S, None),
+    Option("MaxFileSize", Z, 100 * MB),
+    Option("OnClean", S, "Accept", pattern=_ACTION),
+    Option("OnInfected", S, "Quarantine", pattern=_ACTION),
+    Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
+    Option("AddHeader", S, "No", pattern=r"^(No|Replace|Yes|Add)$"),
+    Option("VirusAction", S, None),
+    Option("LogInfected", S, "Off"),  # Off, Basic or Full: checked by the milter
+    Option("LogClean", S, "Off"),
+    Option("SupportMultipleRecipients", B, False),
+), *_in_section("milter", *(
+    Option(name, kind, None, deprecated=True, applies=False)
     for name, kind in (
         ("ArchiveBlockEncrypted", B), ("DatabaseDirectory", S), ("Debug", B),
         ("DetectBrokenExecutables", B), ("LeaveTemporaryFiles", B), ("LocalSocket", S),
@@ -297,60 +304,39 @@ MILTER_OPTIONS = _opts(*(
         ("ScanOLE2", B), ("ScanPE", B), ("StreamMaxLength", Z), ("TCPAddr", S),
         ("TCPSocket", N), ("AllowSupplementaryGroups", B),
     )
-))
-
+)))
 
 # The SMTP content-filter proxy: the YAML file's `proxy` section. Names follow
 # clamav-milter's where the meaning is the same (ClamdSocket, OnInfected,
 # RejectMsg, AddHeader ...); config/clammail.yaml documents every key.
-PROXY_OPTIONS = _opts(*(
-    Option(o.name, o.kind, o.default, o.multiple, o.applies, "proxy", o.pattern, o.deprecated)
-    for o in (
-        Option("Listen", S, "127.0.0.1:10025"),
-        Option("Hostname", S, None),
-        Option("MaxConnections", N, 100),
-        Option("MaxMessageSize", Z, 25 * MB),
-        Option("ClientTimeout", N, 300),
-        Option("NextHop", S, "127.0.0.1:10026"),
-        Option("NextHopStartTLS", S, "No", pattern=r"^(No|Yes|Required)$"),
-        Option("NextHopTLSVerify", B, False),
-        Option("NextHopUser", S, None),
-        Option("NextHopPassword", S, None),
-        Option("NextHopTimeout", N, 300),
-        Option("ClamdSocket", S, None, multiple=True),
-        Option("ReadTimeout", N, 120),
-        Option("ClamdProbeInterval", N, 10),
-        Option("OnClean", S, "Accept", pattern=_ACTION),
-        Option("OnInfected", S, "Reject",
-               pattern=r"^(Accept|Reject|Defer|Blackhole|Quarantine|Strip)$"),
-        Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
-        Option("RejectMsg", S, None),
-        Option("AddHeader", S, "Replace", pattern=r"^(No|Replace|Yes|Add)$"),
-        Option("ReportHostname", S, None),
-        Option("SubjectTag", S, None),
-        Option("QuarantineDirectory", S, "/var/lib/clammail/quarantine"),
-        Option("DKIMVerify", B, True),
-        Option("AuthservID", S, None),
-        Option("ARCSealKey", S, None),
-        Option("ARCSelector", S, None),
-        Option("ARCDomain", S, None),
-        Option("DKIMSign", S, None, multiple=True),
-        Option("DNSRecordsFile", S, None),
-        Option("MetricsListen", S, None),
-        Option("LogMessageSummary", B, True),
-        Option("ShutdownTimeout", N, 30),
-        Option("User", S, None),
-        Option("PidFile", S, None),
-        Option("Foreground", B, False),
-        Option("LogFile", S, None),
-        Option("LogFileUnlock", B, False),
-        Option("LogFileMaxSize", Z, 1048576),
-        Option("LogTime", B, False),
-        Option("LogSyslog", B, False),
-        Option("LogFacility", S, "LOG_LOCAL6"),
-        Option("LogVerbose", B, False),
-        Option("LogRotate", B, False),
-    )
+PROXY_OPTIONS = _opts(*_in_section(
+    "proxy",
+    *_SERVICE,
+    Option("Listen", S, "127.0.0.1:10025"),
+    Option("Hostname", S, None),
+    Option("MaxConnections", N, 100),
+    Option("MaxMessageSize", Z, 25 * MB),
+    Option("ClientTimeout", N, 300),
+    Option("NextHop", S, "127.0.0.1:10026"),
+    Option("NextHopStartTLS", S, "No", pattern=r"^(No|Yes|Required)$"),
+    Option("NextHopTLSVerify", B, False),
+    Option("NextHopUser", S, None),
+    Option("NextHopPassword", S, None),
+    Option("NextHopTimeout", N, 300),
+    Option("OnClean", S, "Accept", pattern=_ACTION),
+    Option("OnInfected", S, "Reject",
+           pattern=r"^(Accept|Reject|Defer|Blackhole|Quarantine|Strip)$"),
+    Option("OnFail", S, "Defer", pattern=r"^(Accept|Reject|Defer)$"),
+    Option("AddHeader", S, "Replace", pattern=r"^(No|Replace|Yes|Add)$"),
+    Option("SubjectTag", S, None),
+    Option("QuarantineDirectory", S, "/var/lib/clammail/quarantine"),
+    Option("DKIMVerify", B, True),
+    Option("AuthservID", S, None),
+    Option("ARCSealKey", S, None),
+    Option("ARCSelector", S, None),
+    Option("ARCDomain", S, None),
+    Option("DKIMSign", S, None, multiple=True),
+    Option("DNSRecordsFile", S, None),
 ))
 
 

@@ -27,19 +27,21 @@ import threading
 import time
 
 from clammail import __version__
-from clammail.config.clamdconf import ConfigError
 from clammail.service.log import ServiceLog
 from clammail.service.process import (
     StartError,
     daemonize,
     drop_privileges,
+    no_wait,
     remove_file,
     sd_notify,
     write_pid_file,
 )
 from clammail.service.sockets import remove_stale_socket, set_socket_access
+from clammail.service.startup import start_service
 
 CONFIG_CANDIDATES = ("/etc/clammail/clammail.yaml", "/etc/clammail/clamav-milter.conf")
+REPLY_GRACE = 0.5  # seconds libmilter gets to send the last replies before the process exits
 MILTER_NAME = "clammail"
 
 HELP = """\
@@ -86,38 +88,16 @@ def main(argv: list[str]) -> int:
     from clammail.milter.settings import MilterSettings, load_config
 
     path = args.config_file or default_config_path()
-    try:
+
+    def load():
         config = load_config(path)
         if args.pid:
             config.values["PidFile"] = args.pid
         if args.foreground:
             config.values["Foreground"] = True
-        settings = MilterSettings.from_config(config)
-    except ConfigError as exc:
-        sys.stderr.write(f"ERROR: {exc}\n")
-        sys.stderr.write(f"ERROR: Can't open/parse the config file {path}\n")
-        return 1
-    for warning in config.warnings:
-        sys.stderr.write(f"WARNING: {warning}\n")
-    try:
-        return run(settings, debug=args.debug)
-    except StartError as exc:
-        if not exc.shown:
-            sys.stderr.write(f"ERROR: {exc}\n")
-        return 1
+        return MilterSettings.from_config(config)
 
-
-def run(settings, debug: bool = False) -> int:
-    config = settings.config
-    foreground = bool(config["Foreground"])
-    log = ServiceLog(config, foreground, debug, ident="clammail-milter")
-    try:
-        return _run(settings, log, foreground)
-    except StartError as exc:
-        log.error(str(exc))
-        exc.shown = log.to_stderr
-        log.close()
-        raise
+    return start_service(path, load, _run, ident="clammail-milter", debug=args.debug)
 
 
 def _run(settings, log: ServiceLog, foreground: bool) -> int:
@@ -155,8 +135,7 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
             remove_file(settings.socket_path)
             raise
     log.info(f"Milter socket {settings.socket}")
-    if not foreground:
-        daemonize()
+    tell_parent = daemonize() if not foreground else no_wait
     write_pid_file(config["PidFile"], log)
     drop_privileges(config["User"], log, own_files=(config["LogFile"],))
     if metrics is not None:
@@ -166,7 +145,7 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
             raise StartError(f"MetricsListen {settings.metrics_listen}: {exc}") from None
         log.info(f"Metrics on http://{settings.metrics_listen}/metrics")
     service.pool.start_probing()
-    return _serve(milter, service, settings, log)
+    return _serve(milter, service, settings, log, tell_parent)
 
 
 def _give_socket(path: str, config, umask: int) -> None:
@@ -197,10 +176,10 @@ def _register(milter, factory) -> None:
     milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
     milter.set_close_callback(Milter.close_callback)
     negotiate = Milter.negotiate_callback if milter.getversion() >= (1, 0, 1) else None
-    milter.register(MILTER_NAME, negotiate=negotiate)
+    milter.register(MILTER_NAME, data=lambda ctx: ctx.getpriv().data(), negotiate=negotiate)
 
 
-def _serve(milter, service, settings, log: ServiceLog) -> int:
+def _serve(milter, service, settings, log: ServiceLog, tell_parent) -> int:
     wake = threading.Event()
     requested: list[str] = []  # signals to act on, in order
 
@@ -225,6 +204,7 @@ def _serve(milter, service, settings, log: ServiceLog) -> int:
     worker.start()
     log.info(f"clammail milter {__version__} ready: {len(settings.backends)} backend(s)")
     sd_notify("READY=1")
+    tell_parent(True)
     why = ""
     while not why:
         wake.wait()
@@ -245,6 +225,9 @@ def _serve(milter, service, settings, log: ServiceLog) -> int:
     # process, and the MTA applies milter_default_action (tempfail) to them.
     service.stop_accepting()
     left = service.wait_idle(settings.shutdown_timeout)
+    # A message counts as done when its end-of-message callback returns;
+    # libmilter writes the reply just after. Give it a moment to do so.
+    time.sleep(REPLY_GRACE)
     if left:
         log.warning(f"{left} message(s) still in flight after {settings.shutdown_timeout:g} s:"
                     " the MTA gets no verdict for them and keeps them (milter_default_action)")

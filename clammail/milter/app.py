@@ -10,8 +10,10 @@ log lines, as clamav-milter 1.4.6 makes them (clamav-milter/clamfi.c):
   "Name: value\\r\\n", the body follows a "\\r\\n" -- the same bytes, so a
   backend gives the same verdict as behind clamav-milter;
 - LocalNet is checked at connect, SkipAuthenticated and a sender on the
-  AllowList at MAIL FROM, recipients that are all on the AllowList at the
-  first header;
+  AllowList at MAIL FROM, recipients that are all on the AllowList at DATA
+  (clamav-milter: at the first header, with the same outcome);
+- headers and body chunks are taken without a reply (the milter protocol's
+  NR_HDR and NR_BODY), so the MTA does not wait a round trip for each;
 - an empty message (no header, no body) is not scanned: OnClean applies.
 """
 
@@ -180,17 +182,22 @@ class Connection(Milter.Base):
                 message.all_allowed = self.service.settings.skip.allow.recipient_allowed(recipient)
         return Milter.CONTINUE
 
+    def data(self):
+        message = self.message
+        if message is not None and message.all_allowed:
+            self.service.log.debug("Skipping scan (all destinations allowed)")
+            self._end_message()
+            return Milter.ACCEPT
+        return Milter.CONTINUE
+
     # -- content ---------------------------------------------------------------
 
+    @Milter.noreply
     @Milter.decode("bytes")
     def header(self, name, value):
         message = self.message
         if message is None:
             return Milter.CONTINUE
-        if message.sent == 0 and message.all_allowed:
-            self.service.log.debug("Skipping scan (all destinations allowed)")
-            self._end_message()
-            return Milter.ACCEPT
         if isinstance(name, bytes):
             name = name.decode("utf-8", "surrogateescape")
         settings = self.service.settings
@@ -210,6 +217,7 @@ class Connection(Milter.Base):
         message.write(name.encode("utf-8", "surrogateescape") + b": " + value + b"\r\n")
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk):
         message = self.message
         if message is None:

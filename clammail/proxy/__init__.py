@@ -22,17 +22,18 @@ import sys
 import time
 
 from clammail import __version__
-from clammail.config.clamdconf import ConfigError
 from clammail.service.log import ServiceLog
 from clammail.service.process import (
     StartError,
     daemonize,
     drop_privileges,
+    no_wait,
     remove_file,
     sd_notify,
     write_pid_file,
 )
 from clammail.service.sockets import bind_tcp, bind_unix
+from clammail.service.startup import start_service
 
 DEFAULT_CONFIG = "/etc/clammail/clammail.yaml"
 BACKLOG = 100
@@ -73,36 +74,13 @@ def main(argv: list[str]) -> int:
         return 0
     from clammail.proxy.settings import ProxySettings, load_config
 
-    try:
+    def load():
         config = load_config(args.config)
         if args.foreground:
             config.values["Foreground"] = True
-        settings = ProxySettings.from_config(config)
-    except ConfigError as exc:
-        sys.stderr.write(f"ERROR: {exc}\n")
-        sys.stderr.write(f"ERROR: Can't open/parse the config file {args.config}\n")
-        return 1
-    for warning in config.warnings:
-        sys.stderr.write(f"WARNING: {warning}\n")
-    try:
-        return run(settings, debug=args.debug)
-    except StartError as exc:
-        if not exc.shown:
-            sys.stderr.write(f"ERROR: {exc}\n")
-        return 1
+        return ProxySettings.from_config(config)
 
-
-def run(settings, debug: bool = False) -> int:
-    config = settings.config
-    foreground = bool(config["Foreground"])
-    log = ServiceLog(config, foreground, debug, ident="clammail-proxy")
-    try:
-        return _run(settings, log, foreground)
-    except StartError as exc:
-        log.error(str(exc))
-        exc.shown = log.to_stderr
-        log.close()
-        raise
+    return start_service(args.config, load, _run, ident="clammail-proxy", debug=args.debug)
 
 
 def _run(settings, log: ServiceLog, foreground: bool) -> int:
@@ -124,13 +102,12 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
         except OSError as exc:
             raise StartError(f"QuarantineDirectory {settings.quarantine_directory}: "
                              f"{exc.strerror}") from None
-    if not foreground:
-        daemonize()
+    tell_parent = daemonize() if not foreground else no_wait
     write_pid_file(config["PidFile"], log)
     drop_privileges(config["User"], log, own_files=(config["LogFile"],),
                     own_dirs=(os.path.dirname(config["PidFile"] or ""),))
     try:
-        asyncio.run(_serve(settings, log, listener))
+        asyncio.run(_serve(settings, log, listener, tell_parent))
     finally:
         listener.close()
         if kind == "unix":
@@ -141,7 +118,7 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
     return 0
 
 
-async def _serve(settings, log: ServiceLog, listener) -> None:
+async def _serve(settings, log: ServiceLog, listener, tell_parent) -> None:
     from clammail.mailfilter.backends import BackendPool
     from clammail.mailfilter.metrics import Metrics
     from clammail.proxy.server import ProxyHandler, ProxySMTP
@@ -185,6 +162,7 @@ async def _serve(settings, log: ServiceLog, listener) -> None:
     log.info(f"clammail proxy {__version__} ready: next hop {settings.next_hop}, "
              f"{len(settings.backends)} backend(s)")
     sd_notify("READY=1")
+    tell_parent(True)
     await stop.wait()
     sd_notify("STOPPING=1")
     log.info(f"{why[0]} caught: no new connections; finishing the messages in flight")

@@ -147,17 +147,22 @@ class NextHop:
     async def _read_reply(self) -> Reply:
         lines = []
         try:
-            while len(lines) < MAX_REPLY_LINES:
-                line = await asyncio.wait_for(self._reader.readline(), self.timeout)
-                if not line:
-                    raise NextHopError(f"{self}: the next hop closed the connection")
-                lines.append(line)
-                if len(line) < 4 or line[3:4] != b"-":
-                    return parse_reply(lines)
+            # One deadline for the whole reply, however many lines it has.
+            async with asyncio.timeout(self.timeout):
+                return await self._read_lines(lines)
         except TimeoutError:
             raise NextHopError(f"{self}: no reply in {self.timeout:g} s") from None
         except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
             raise NextHopError(f"{self}: {exc}") from None
+
+    async def _read_lines(self, lines: list[bytes]) -> Reply:
+        while len(lines) < MAX_REPLY_LINES:
+            line = await self._reader.readline()
+            if not line:
+                raise NextHopError(f"{self}: the next hop closed the connection")
+            lines.append(line)
+            if len(line) < 4 or line[3:4] != b"-":
+                return parse_reply(lines)
         raise NextHopError(f"{self}: a reply of more than {MAX_REPLY_LINES} lines")
 
     async def _send(self, data: bytes) -> None:
@@ -165,7 +170,8 @@ class NextHop:
             raise NextHopError(f"{self}: not connected")
         try:
             self._writer.write(data)
-            await asyncio.wait_for(self._writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._writer.drain()
         except TimeoutError:
             raise NextHopError(f"{self}: does not take data ({self.timeout:g} s)") from None
         except OSError as exc:

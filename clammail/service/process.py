@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class StartError(Exception):
@@ -61,10 +61,21 @@ def drop_privileges(user: str | None, log, own_files: Iterable[str | None] = (),
     log.info(f"Running as user {user} (UID {entry.pw_uid}, GID {entry.pw_gid})")
 
 
-def daemonize() -> None:
-    """Detach as clamd does: fork, new session, fork again, stdio to /dev/null, cwd /."""
+def daemonize() -> Callable[[bool], None]:
+    """Detach as clamd does: fork, new session, fork again, stdio to /dev/null, cwd /.
+
+    The process that started stays until the service says it is ready (or
+    gave up), and exits 0 (or 1): an init script or a `Type=forking` unit
+    sees a start that failed as failed, as with clamav-milter. The returned
+    function tells it; calling it more than once is harmless.
+    """
+    read_end, write_end = os.pipe()
     if os.fork():
-        os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read(1)
+        os._exit(0 if answer == b"1" else 1)
+    os.close(read_end)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -74,6 +85,24 @@ def daemonize() -> None:
     if devnull > 2:
         os.close(devnull)
     os.chdir("/")
+    told = []
+
+    def ready(ok: bool = True) -> None:
+        if told:
+            return
+        told.append(ok)
+        try:
+            if ok:
+                os.write(write_end, b"1")
+            os.close(write_end)
+        except OSError:
+            pass
+
+    return ready
+
+
+def no_wait(ok: bool = True) -> None:
+    """What `daemonize` returns when there is nobody to tell (in the foreground)."""
 
 
 def write_pid_file(path: str | None, log) -> None:
