@@ -71,14 +71,19 @@ PREVIOUS ?= HEAD~1
 piuparts: deb
 	packaging/piuparts $(DEB_DIR)/clammail_$(DEB_VERSION)_all.deb $(PREVIOUS) build/piuparts
 
-# Debian packages: installed only when one of the list is missing.
+# Debian packages: installed only when one of the list is missing. A line
+# `package [arch ...]` is for those architectures only.
 # Postfix is only there for the tests' private instances: installed fresh, it
 # is preseeded "No configuration", so its installation asks nothing, writes
 # no /etc/postfix/main.cf and starts no system mail server (an existing
 # Postfix and its debconf answers are left alone).
 $(STAMPS)/apt: $(APT_LIST)
 	@mkdir -p $(STAMPS)
-	@missing=$$(sed -e 's/#.*//' $(APT_LIST) | xargs -n1 | while read -r pkg; do \
+	@arch=$$(dpkg --print-architecture); \
+	missing=$$(sed -e 's/#.*//' $(APT_LIST) | \
+		awk -v arch="$$arch" 'NF == 0 { next } NF == 1 { print; next } \
+			{ for (i = 2; i <= NF; i++) { a = $$i; gsub(/[][]/, "", a); if (a == arch) print $$1 } }' | \
+		while read -r pkg; do \
 		dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q '^install ok installed' || echo "$$pkg"; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -92,24 +97,21 @@ $(STAMPS)/apt: $(APT_LIST)
 	@touch $@
 
 # The virtual environment, with the project installed in editable mode.
-# hyperscan (the fast matcher) is optional: without a wheel for this machine
-# the engine uses pyahocorasick.
+# The fast matcher needs no Python package: the engine binds Debian's
+# libhyperscan5 itself (clammail/engine/match/libhs.py).
 $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
-	$(BIN)/pip install -q --disable-pip-version-check 'hyperscan>=0.4' || \
-		echo "hyperscan is not available here: the engine will use pyahocorasick"
 	@touch $@
 
 # Debian's python3 with its python3-* packages (packaging/apt-packages.txt);
-# pip adds only what Debian 12 lacks (inflate64, ruff, the hyperscan wheel).
+# pip adds only what Debian 12 lacks (inflate64, ruff); the fast matcher is
+# libhyperscan5 itself (clammail/engine/match/libhs.py).
 $(STAMPS)/venv-debian: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(DEBIAN_VENV)/bin/python || /usr/bin/python3 -m venv --system-site-packages $(DEBIAN_VENV)
 	$(DEBIAN_VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
-	$(DEBIAN_VENV)/bin/pip install -q --disable-pip-version-check 'hyperscan>=0.4' || \
-		echo "hyperscan is not available here: the engine will use pyahocorasick"
 	@touch $@
 
 clean:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Database load time and peak memory: clammail (cold, and from its cache) beside clamd 1.4.6.
 
-Usage: bench_load.py [DBDIR] [--runs N] [--no-clamd]
+Usage: bench_load.py [DBDIR] [--runs N] [--no-clamd] [--update]
 DBDIR defaults to a fresh `mkdb.py DBDIR 1.0` directory (2M MD5 + 1M SHA256
 hash signatures, 100k body signatures) under /tmp. clamd is started in the
 foreground with a temporary clamd.conf pointing at DBDIR and timed until its
@@ -9,6 +9,14 @@ socket answers PING. clammail loads the same directory in a fresh process
 each run and builds its `Engine` (the body matcher, hyperscan's compile
 included): what it needs before it can answer a scan. Three runs: cold (no
 cache), filling the compiled-database cache, and from the cache.
+
+`--update` adds a database update: DBDIR's files (hard links) plus a
+daily.ndb (2 000 body signatures in mkdb.py's style) and daily.hdb (20 000
+hashes); the cache is filled with one version of the daily files, then they
+are replaced by another and clammail loads with that cache
+(`clammail_after_update`: the per-file cache gives DBDIR's files, the
+hyperscan chunk cache most of the compiled matcher), beside clamd loading
+the updated directory (`clamd_after_update`, which always loads all).
 
 Memory: `peak_mb` is VmHWM of the main process (clamd has only that one).
 clammail forks helpers while loading (hash files, hyperscan chunks), so
@@ -165,11 +173,53 @@ def clamd_load(dbdir: str, timeout: float = 300) -> dict:
                 proc.wait()
 
 
+def _write_daily(directory: str, version: int) -> None:
+    """daily.ndb and daily.hdb of one version (a different seed each)."""
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("mkdb", MKDB)
+    mkdb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mkdb)
+    rng = random.Random(1000 + version)
+    with open(os.path.join(directory, "daily.ndb"), "w") as fh:
+        for i in range(2000):
+            fh.write(f"Daily{version}.Body-{i}:0:*:{mkdb.hexsig(rng)}\n")
+    with open(os.path.join(directory, "daily.hdb"), "w") as fh:
+        for i in range(20000):
+            fh.write(f"{rng.randbytes(16).hex()}:{rng.randint(100, 5000000)}:"
+                     f"Daily{version}.Hash-{i}\n")
+
+
+def update_run(dbdir: str, clamd: bool) -> dict:
+    """Load after a daily update, with the cache of the version before."""
+    work = tempfile.mkdtemp(prefix="bench-update-")
+    cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
+    try:
+        updated = os.path.join(work, "db")
+        os.mkdir(updated)
+        for name in os.listdir(dbdir):
+            os.link(os.path.join(dbdir, name), os.path.join(updated, name))
+        _write_daily(updated, 1)
+        fill = clammail_load(updated, cache_dir)
+        _write_daily(updated, 2)
+        run = {"clammail_fill_before_update": fill,
+               "clammail_after_update": clammail_load(updated, cache_dir)}
+        if clamd:
+            run["clamd_after_update"] = clamd_load(updated)
+        return run
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dbdir", nargs="?")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-clamd", action="store_true")
+    parser.add_argument("--update", action="store_true",
+                        help="also time a load after a daily update, with the cache before it")
     parser.add_argument("--baseline", metavar="SRC",
                         help="also time the clammail source tree SRC (e.g. `git archive main`"
                              " unpacked there), cold, for a before/after in one run")
@@ -180,7 +230,7 @@ def main() -> int:
         made = dbdir = tempfile.mkdtemp(prefix="bench-db-")
         subprocess.run([sys.executable, MKDB, dbdir, "1.0"], check=True)
     cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
-    results = {"dbdir": dbdir, "runs": []}
+    results = {"dbdir": dbdir, "loadavg": os.getloadavg(), "runs": []}
     try:
         for _ in range(args.runs):
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -192,6 +242,8 @@ def main() -> int:
                    "clammail_cached": clammail_load(dbdir, cache_dir)}
             if not args.no_clamd:
                 run["clamd"] = clamd_load(dbdir)
+            if args.update:
+                run |= update_run(dbdir, not args.no_clamd)
             results["runs"].append(run)
             for name, value in run.items():
                 print(f"{name:20s} {value['seconds']:7.2f} s  cpu {value['cpu_s']:6.2f} s"

@@ -196,6 +196,11 @@ class Output:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
+    def info(self, text: str) -> None:
+        """A line clamscan prints unless --infected or --quiet (a skipped symbolic link)."""
+        if not self.args.infected:
+            self.line(text)
+
     def error(self, text: str) -> None:
         self.progress.clear()
         sys.stderr.write(text + "\n")
@@ -213,13 +218,17 @@ def _scan_path(engine, path, args, totals: Totals, out: Output, progress: Progre
             return
         totals.directories += 1
         try:
-            entries = sorted(os.listdir(path))
+            entries = os.listdir(path)  # readdir order, as clamscan walks
         except OSError as exc:
             out.error(f"{path}: {exc.strerror}")
             totals.errors += 1
             return
         for entry in entries:
             _scan_path(engine, os.path.join(path, entry), args, totals, out, progress, top=False)
+        return
+    if stat.S_ISLNK(st.st_mode):
+        # clamscan follows links given on the command line only (--follow-*-symlinks=1).
+        out.info(f"{path}: Symbolic link")
         return
     if not stat.S_ISREG(st.st_mode):
         return

@@ -58,3 +58,30 @@ def test_bare_switch_does_not_swallow_the_path(sigdir):
         [sigdir / "test.hdb"], ["--disable-cache", TESTFILES / "clam.exe"]
     )
     assert results == {str(TESTFILES / "clam.exe"): ["ClamAV-Test-File.UNOFFICIAL"]}
+
+
+def test_directory_output_lines_are_clamscans(sigdir, tmp_path):
+    """A directory: its entries in readdir order, symbolic links inside it named and not
+    followed, a subdirectory left alone without -r; the same lines with -i and -o."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, need_program
+
+    (sigdir / "test.hdb").write_text(CLAM_TEST_FILE_SIG + "\n")
+    folder = tmp_path / "dir"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "clean.txt").write_text("nothing to see\n")
+    (folder / "clam.exe").write_bytes((TESTFILES / "clam.exe").read_bytes())
+    (folder / "link.exe").symlink_to(TESTFILES / "clam.exe")
+    (folder / "dirlink").symlink_to(folder / "sub")
+    (folder / "broken").symlink_to(tmp_path / "missing")
+    for extra in ([], ["-i"], ["-o"], ["-r"]):
+        common = ["--no-summary", "-d", str(sigdir / "test.hdb"), *extra, str(folder)]
+        theirs = subprocess.run([need_program("clamscan"), *common], capture_output=True,
+                                text=True, timeout=600)
+        ours = subprocess.run([sys.executable, "-m", "clammail", "scan", "--no-progress",
+                               *common], capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert ours.stdout == theirs.stdout
+        assert ours.returncode == theirs.returncode == 1
+    assert "link.exe: Symbolic link" in theirs.stdout

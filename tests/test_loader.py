@@ -125,7 +125,7 @@ def test_cache_round_trip_and_corruption(tmp_path, target, sigdir):
     (sigdir / "x.hdb").write_text(_sig(target, "Cached"))
     cache = tmp_path / "cache"
     first = load_database([str(sigdir)], cache_dir=str(cache))
-    files = os.listdir(cache)
+    files = [name for name in os.listdir(cache) if name.startswith("db-")]
     assert len(files) == 1 and first.fingerprint
     second = load_database([str(sigdir)], cache_dir=str(cache))
     digest = hashlib.md5(target.read_bytes()).digest()
@@ -149,7 +149,7 @@ def test_cache_round_trip_and_corruption(tmp_path, target, sigdir):
     assert third.file_hashes.lookup(digest, size) == ["Cached.UNOFFICIAL"]
     assert third.compiled == {}
     # A cache writable by others is not trusted.
-    os.chmod(cache / os.listdir(cache)[0], 0o666)
+    os.chmod(cache / files[0], 0o666)
     from clammail.signatures.dbcache import DatabaseCache
 
     assert DatabaseCache(str(cache)).load(third.fingerprint) is None

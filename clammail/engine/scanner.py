@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from clammail import mapped
 from clammail.config.options import ENGINE_DEFAULTS
 from clammail.engine.cache import CleanCache
 from clammail.engine.objectinfo import ObjectInfo
@@ -116,12 +117,10 @@ class Engine:
             os.close(fd)
 
     def scan_fd(self, fd: int, name: str | None = None, allmatch: bool = False) -> ScanResult:
+        """Scan an open file (SCAN, FILDES, INSTREAM's spool file, `clammail scan`)
+        through a read-only mapping: its bytes are never copied into memory as a whole."""
         try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                data: bytes | mmap.mmap = b""
-            else:
-                data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            data = mapped.map_fd(fd)
         except (OSError, ValueError) as exc:
             # Not mappable (a pipe, a special file): read it.
             try:
@@ -321,7 +320,8 @@ class ScanJob:
     def _scan_info(self, info: ObjectInfo) -> None:
         """libclamav's order: open containers first, then match the raw bytes
         (and hashes), then the passes that depend on the raw scan's findings:
-        executable structure, normalized text, binary data as target 14."""
+        executable structure, normalized text, binary data as target 14.
+        A mapped file's pages are given back after each pass (`mapped.release`)."""
         engine = self.engine
         ftype = info.ftype
         parse_html = self.options["ScanHTML"]
@@ -333,6 +333,7 @@ class ScanJob:
             return
         if not (ftype is FileType.HTML and parse_html):
             engine.matcher.match_buffer(info.data, RAW_TARGET.get(ftype, 0), info, self.report)
+            mapped.release(info.data)
             self._match_hashes(info)
             # The raw scan also opens archives and executables embedded
             # anywhere in the object (self-extractors, appended zips).
@@ -346,6 +347,7 @@ class ScanJob:
             engine.matcher.match_executable(info, self.report, self.options,
                                             None if pe_broken_off else self.alert,
                                             after_sections=self._overlay_scanner(info))
+            mapped.release(info.data)
             if ftype is FileType.MSEXE and self.options["ScanPE"]:
                 strict = self.options["AlertBrokenExecutables"] and not self.corrupted_input
                 self._scan_children(unpack_packed_pe(info.data, self, strict), info)
@@ -354,10 +356,12 @@ class ScanJob:
                 self._unpack(info, FileType.HTML)  # found by the raw scan past the typing window
             else:
                 self._match_normalized_text(info)
+                mapped.release(info.data)
         elif ftype is FileType.BINARY_DATA:
             # clamd scans unrecognised data a second time as CL_TYPE_OTHER
             # (target 14), hashes included: ALLMATCH lists show names twice.
             engine.matcher.match_buffer(info.data, Target.OTHER, info, self.report)
+            mapped.release(info.data)
             self._match_hashes(info)
 
     def _overlay_scanner(self, info: ObjectInfo) -> Callable[[], None] | None:
@@ -389,6 +393,8 @@ class ScanJob:
                 self._scan_child(child, info)
         except LimitExceeded as exc:
             self._exceeded(exc.limit)
+        finally:
+            mapped.release(info.data)
 
     def _scan_child(self, child: Extracted, parent: ObjectInfo) -> None:
         if child.view_target is not None:
@@ -444,9 +450,17 @@ _UNCOUNTED = _CONTAINER_ONLY | {FileType.ANY}
 
 
 def _digest(info: ObjectInfo, algo: str) -> bytes:
-    """A hash of the object, computed once per object."""
+    """A hash of the object, computed once per object (a mapped file piece by piece,
+    each piece's pages given back after it)."""
     digests = info.extra.setdefault("digests", {})
     if algo not in digests:
-        digests[algo] = hashlib.new(algo, info.data).digest()
+        data = info.data
+        digest = hashlib.new(algo)
+        with memoryview(data) as whole:
+            for start, stop in mapped.pieces(len(data)):
+                with whole[start:stop] as piece:
+                    digest.update(piece)
+                mapped.release(data, start, stop)
+        digests[algo] = digest.digest()
     return digests[algo]
 

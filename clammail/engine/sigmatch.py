@@ -35,11 +35,16 @@ class SignatureMatcher:
             )
         self.body = self._compiled_matcher(backend)
 
-    def _patterns(self) -> list:
-        patterns = [sig.pattern for sig in self._body_sigs]
+    def _patterns(self):
+        from clammail.signatures.bodysig import SignatureTable
+        from clammail.signatures.patterns import PatternTable
+
+        body = self._body_sigs
+        parts = [body.patterns() if isinstance(body, SignatureTable)
+                 else [sig.pattern for sig in body]]
         if self._logical is not None:
-            patterns.extend(self._logical.patterns)
-        return patterns
+            parts.append(self._logical.patterns)
+        return PatternTable.join(parts)
 
     def _compiled_matcher(self, backend: str | None):
         """The BodyMatcher from the compiled-database cache, or a new one (then cached):
@@ -53,7 +58,8 @@ class SignatureMatcher:
         count = len(self._body_sigs) + (len(self._logical.patterns) if self._logical else 0)
         if cached is not None and cached.pattern_count == count:
             return cached
-        matcher = BodyMatcher(self._patterns(), backend=backend)
+        matcher = BodyMatcher(self._patterns(), backend=backend,
+                              cache_dir=getattr(self.database, "cache_dir", None))
         if compiled is not None and getattr(self.database, "cache_dir", None):
             from clammail.signatures.dbcache import save_compiled
 

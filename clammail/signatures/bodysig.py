@@ -72,6 +72,17 @@ class SignatureTable(Sequence):
                     else (s.min_flevel, s.max_flevel) for s in signatures],
                    PatternTable.of(s.pattern for s in signatures))
 
+    @classmethod
+    def join(cls, parts) -> SignatureTable:
+        """One table of tables and lists of signatures, in order, making no signature
+        (how the per-file cache's shares of a load are put together)."""
+        tables = [cls.of(part) for part in parts]
+        if len(tables) == 1:
+            return tables[0]
+        return cls([name for table in tables for name in table._names],
+                   [levels for table in tables for levels in table._levels],
+                   PatternTable.join(table._patterns for table in tables))
+
     def __len__(self) -> int:
         return len(self._names)
 

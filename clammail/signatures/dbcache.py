@@ -55,7 +55,8 @@ from clammail.signatures.common import LoadOptions
 log = logging.getLogger(__name__)
 
 MAGIC = b"CLAMMAIL-DB-CACHE\n"
-FORMAT = 4  # 3: pattern records moved to clammail.signatures.patterns; 4: BodyPattern.logical
+FORMAT = 5  # 3: pattern records moved to clammail.signatures.patterns; 4: BodyPattern.logical;
+# 5: hyperscan chunks with ids from their first (the own libhs binding)
 _PREFIX = "db-"
 _SUFFIX = ".cache"
 # After MAGIC: format, checksum of what follows the fixed header up to the
@@ -81,13 +82,18 @@ def _stat_line(path: str) -> str:
     return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_mode:o}"
 
 
-def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None:
-    """The cache key of loading these paths with these options; None if a path is unreadable."""
+def _environment(options: LoadOptions, keys) -> list[str]:
+    """What every cached load depends on besides the files."""
     import numpy
 
-    parts = [f"format={FORMAT}", f"clammail={__version__}", f"flevel={FLEVEL}",
-             f"python={sys.version_info[:3]}", f"numpy={numpy.__version__}",
-             f"options={options!r}", f"keys={keys!r}"]
+    return [f"format={FORMAT}", f"clammail={__version__}", f"flevel={FLEVEL}",
+            f"python={sys.version_info[:3]}", f"numpy={numpy.__version__}",
+            f"options={options!r}", f"keys={keys!r}"]
+
+
+def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None:
+    """The cache key of loading these paths with these options; None if a path is unreadable."""
+    parts = _environment(options, keys)
     try:
         for path in paths:
             path = os.path.abspath(os.fspath(path))
@@ -101,26 +107,35 @@ def fingerprint(paths: list[str], options: LoadOptions, keys=None) -> str | None
 
 
 class DatabaseCache:
-    def __init__(self, directory: str) -> None:
+    """Cache files of one kind (`prefix`) in a directory: a whole loaded Database
+    (the default), or one database file's share of it (`FileUnits`)."""
+
+    def __init__(self, directory: str, prefix: str = _PREFIX) -> None:
         self.directory = directory
+        self.prefix = prefix
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.directory, f"{_PREFIX}{key}{_SUFFIX}")
-
-    def _trusted(self, st: os.stat_result) -> bool:
-        return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        return os.path.join(self.directory, f"{self.prefix}{key}{_SUFFIX}")
 
     def load(self, key: str):
         """The cached Database for this key, or None (missing, foreign or corrupt)."""
+        database = self.load_object(key)
+        if database is not None:
+            database.fingerprint = key
+            database.cache_dir = self.directory
+        return database
+
+    def load_object(self, key: str):
+        """What was stored under this key (its big buffers mapped), or None."""
         path = self._path(key)
         try:
-            if not self._trusted(os.stat(self.directory)):
+            if not _trusted(os.stat(self.directory)):
                 log.warning("cache directory %s is not ours alone (owner or write permission): not used",
                             self.directory)
                 return None
             with open(path, "rb") as fh:
                 st = os.fstat(fh.fileno())
-                if not self._trusted(st):
+                if not _trusted(st):
                     log.warning("cache file %s is not ours alone: not used", path)
                     return None
                 parts = self._read_checked(fh, st.st_size)
@@ -133,13 +148,10 @@ class DatabaseCache:
             return None
         buffers = [memoryview(mapping)[offset:offset + length] for offset, length in layout]
         try:
-            database = pickle.loads(payload, buffers=buffers)
+            return pickle.loads(payload, buffers=buffers)
         except Exception as exc:  # a payload we wrote but cannot read back (code changed)
             self._discard(path, f"unreadable ({exc.__class__.__name__})")
             return None
-        database.fingerprint = key
-        database.cache_dir = self.directory
-        return database
 
     @staticmethod
     def _read_checked(fh, size: int):
@@ -172,8 +184,9 @@ class DatabaseCache:
                 return "buffer checksum mismatch"
         return rest[table_length:], [(offset, length) for _, offset, length, _ in layout]
 
-    def store(self, key: str, database) -> bool:
-        """Write the Database for this key; False (and no cache) if that is not possible."""
+    def store(self, key: str, database, remove_others: bool = True) -> bool:
+        """Write the Database (or other object) for this key; False (and no cache) if that
+        is not possible. Other files of this kind are removed unless `remove_others` is false."""
         buffers: list[pickle.PickleBuffer] = []
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -215,17 +228,19 @@ class DatabaseCache:
             except OSError:
                 pass
             return False
-        self._remove_others(key)
+        if remove_others:
+            self.keep_only([key])
         return True
 
-    def _remove_others(self, key: str) -> None:
-        keep = os.path.basename(self._path(key))
+    def keep_only(self, keys) -> None:
+        """Remove the files of this kind other than those of `keys`."""
+        keep = {os.path.basename(self._path(key)) for key in keys}
         try:
             names = os.listdir(self.directory)
         except OSError:
             return
         for name in names:
-            if name.startswith(_PREFIX) and name.endswith(_SUFFIX) and name != keep:
+            if name.startswith(self.prefix) and name.endswith(_SUFFIX) and name not in keep:
                 try:
                     os.unlink(os.path.join(self.directory, name))
                 except OSError:
@@ -237,6 +252,133 @@ class DatabaseCache:
             os.unlink(path)
         except OSError:
             pass
+
+
+class FileUnits:
+    """The per-file cache: what one database file (or container) added to a load.
+
+    When any database file changed, the loader takes every unchanged file's
+    share from here instead of parsing it again (a daily.cvd update does not
+    parse main.cvd). A unit's key covers the file's (and its twin's) status,
+    what the load depended on before it (`context`: the ignore lists loaded
+    so far), and everything `fingerprint` covers. Units of files no longer
+    loaded are removed by `finish`.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._cache = DatabaseCache(os.path.join(directory, "files"), "file-")
+        self._used: list[str] = []
+
+    def key(self, paths: list[str], options: LoadOptions, keys, context: str) -> str | None:
+        parts = _environment(options, keys) + [f"context={context}"]
+        for path in paths:
+            try:
+                parts.append(_stat_line(os.path.abspath(path)))
+            except FileNotFoundError:
+                parts.append(f"{path}\0missing")
+            except OSError:
+                return None
+        return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+    def get(self, key: str):
+        unit = self._cache.load_object(key)
+        if unit is not None:
+            self._used.append(key)
+        return unit
+
+    def put(self, key: str, unit) -> None:
+        if self._cache.store(key, unit, remove_others=False):
+            self._used.append(key)
+
+    def finish(self) -> None:
+        """The load is complete: drop the units it did not use."""
+        self._cache.keep_only(self._used)
+
+
+class BlobCache:
+    """Named blobs beside the database caches (`<prefix><key><suffix>`), with the
+    same trust rules: ours alone, checked by the SHA256 stored in front of each.
+    What the matcher keeps per hyperscan chunk, so a database update compiles
+    only the chunks whose expressions changed."""
+
+    _HEAD = struct.Struct("<32s")
+
+    def __init__(self, directory: str, prefix: str, suffix: str, magic: bytes) -> None:
+        self.directory = directory
+        self.prefix, self.suffix, self.magic = prefix, suffix, magic
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.directory, f"{self.prefix}{key}{self.suffix}")
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            if not _trusted(os.stat(self.directory)):
+                return None
+            with open(path, "rb") as fh:
+                if not _trusted(os.fstat(fh.fileno())):
+                    return None
+                data = fh.read()
+        except OSError:
+            return None
+        start = len(self.magic) + self._HEAD.size
+        if not data.startswith(self.magic) or len(data) < start:
+            self.discard(key, "not a cache file")
+            return None
+        (digest,) = self._HEAD.unpack_from(data, len(self.magic))
+        blob = data[start:]
+        if hashlib.sha256(blob).digest() != digest:
+            self.discard(key, "checksum mismatch")
+            return None
+        return blob
+
+    def put(self, key: str, blob: bytes) -> bool:
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+        except OSError as exc:
+            log.info("cache %s not written: %s", self._path(key), exc)
+            return False
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.magic + self._HEAD.pack(hashlib.sha256(blob).digest()))
+                fh.write(blob)
+            os.chmod(temp, 0o600)
+            os.replace(temp, self._path(key))
+        except OSError as exc:
+            log.info("cache %s not written: %s", self._path(key), exc)
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            return False
+        return True
+
+    def keep_only(self, keys) -> None:
+        """Remove this kind's blobs other than `keys`."""
+        keep = {os.path.basename(self._path(key)) for key in keys}
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(self.prefix) and name.endswith(self.suffix) and name not in keep:
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except OSError:
+                    pass
+
+    def discard(self, key: str, why: str) -> None:
+        log.warning("cache %s ignored: %s", self._path(key), why)
+        try:
+            os.unlink(self._path(key))
+        except OSError:
+            pass
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _file_digest(fh, offset: int, length: int) -> bytes:

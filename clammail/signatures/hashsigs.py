@@ -351,11 +351,19 @@ class HashIndexBuilder:
             self.columns[algo] = _Columns(algo)
         return out
 
-    def add_export(self, columns: dict[str, tuple[np.ndarray, ...]], names: bytes) -> None:
-        """Take what `export` of another builder returned, with that builder's name blob."""
+    def add_export(self, columns: dict[str, tuple[np.ndarray, ...]], names: bytes,
+                   renumber: bool = False) -> None:
+        """Take what `export` of another builder returned, with that builder's name blob.
+        `renumber`: that builder numbered its files itself (a file's share from the
+        per-file cache); they come after this builder's files in load order."""
         base = self.names.add_blob(names)
+        files = 0
         for algo, (keys, offs, lens, seq) in columns.items():
+            if renumber and len(seq):
+                files = max(files, int(seq.max()) >> 32)
+                seq = seq + np.uint64(self._files << 32)
             self.columns[algo].append(keys, offs + np.uint32(base), lens, seq, in_order=True)
+        self._files += files
 
     def build(self) -> CompactHashIndex:
         self.flush()

@@ -72,6 +72,20 @@ class IgnoreList:
     def names(self) -> frozenset[bytes]:
         return frozenset(self._entries)
 
+    def state(self) -> dict[bytes, tuple]:
+        """The entries so far: what a cached load depended on (`added_since` its result)."""
+        return {name: tuple(md5s) for name, md5s in sorted(self._entries.items())}
+
+    def added_since(self, state: dict[bytes, tuple]) -> dict[bytes, tuple]:
+        """The entries loaded after `state` was taken (entries are only ever added)."""
+        return {name: tuple(md5s[len(state.get(name, ())):])
+                for name, md5s in self._entries.items() if len(md5s) > len(state.get(name, ()))}
+
+    def add_state(self, added: dict[bytes, tuple]) -> None:
+        """Load again what `added_since` returned (from a cached load)."""
+        for name, md5s in added.items():
+            self._entries.setdefault(name, []).extend(md5s)
+
     def __bool__(self) -> bool:
         return bool(self._entries)
 

@@ -155,6 +155,29 @@ class _Source:
     size: int = 0  # of a plain file; 0 when unknown
 
 
+@dataclass
+class _Unit:
+    """What one database file (or container) added to a load: what the per-file
+    cache keeps (`clammail.signatures.dbcache.FileUnits`)."""
+
+    hashes: dict  # Purpose -> (HashIndexBuilder.export(), its name blob)
+    records: dict  # as _Loader.records
+    signatures: int
+    files: list
+    skipped: list
+    warnings: list
+    ignore_added: dict  # ignore-list entries it loaded (IgnoreList.added_since)
+    daily_version: tuple[int, int] | None
+
+
+def _twin_of(path: str) -> str | None:
+    """A container's .cvd/.cld twin, whose presence decides whether it loads."""
+    kind = path[-4:].lower()
+    if kind in (".cvd", ".cld"):
+        return path[:-2] + ("l" if kind == ".cvd" else "v") + path[-1]
+    return None
+
+
 def load_database(paths: list[str], options: LoadOptions | None = None, *,
                   cache_dir: str | None = None,
                   keys: tuple[RsaKey, RsaKey] | None = None) -> Database:
@@ -165,7 +188,7 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
     .info) public keys, ClamAV's unless a test injects its own.
     """
     options = options or LoadOptions()
-    cache = fingerprint = None
+    cache = fingerprint = units = None
     if cache_dir is not None:
         from clammail.signatures import dbcache
 
@@ -175,7 +198,9 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
             cached = cache.load(fingerprint)
             if cached is not None:
                 return cached
-    loader = _Loader(options, keys or (CLAMAV_CVD_KEY, CLAMAV_INFO_KEY))
+        # Something changed: the unchanged files come from the per-file cache.
+        units = dbcache.FileUnits(cache_dir)
+    loader = _Loader(options, keys or (CLAMAV_CVD_KEY, CLAMAV_INFO_KEY), units=units)
     try:
         for path in paths:
             loader.load_path(os.fspath(path))
@@ -183,6 +208,8 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
     except BaseException as exc:
         loader.fail(exc)
         raise
+    if units is not None:
+        units.finish()
     if cache is not None and fingerprint is not None:
         database.fingerprint = fingerprint
         database.cache_dir = cache_dir
@@ -194,18 +221,32 @@ def load_database(paths: list[str], options: LoadOptions | None = None, *,
 
 
 class _Loader:
-    def __init__(self, options: LoadOptions, keys: tuple[RsaKey, RsaKey]) -> None:
+    def __init__(self, options: LoadOptions, keys: tuple[RsaKey, RsaKey], *,
+                 units=None, parent: _Loader | None = None) -> None:
         self.options = options
         self.keys = keys
         self.names = NameTable()
-        self.builders = {p: HashIndexBuilder(self.names) for p in Purpose}
-        self.ignore = IgnoreList()
+        if parent is None:
+            self.builders = {p: HashIndexBuilder(self.names) for p in Purpose}
+            self.ignore = IgnoreList()
+        else:
+            # One file's share (`_load_unit`): a name blob per purpose, so that each
+            # builder's export carries its own; the ignore lists loaded so far apply.
+            self.builders = {p: HashIndexBuilder(NameTable()) for p in Purpose}
+            self.ignore = parent.ignore
         self.info = DatabaseInfo()
         self.records: dict[str, list] = {"body_signatures": [], "logical_signatures": []}
         self._daily_version: tuple[int, int] | None = None  # (version, stime)
         # Big hash files parsed by forked children while this process goes on
         # (`_load_hashes`), in load order: (child, its parser here, file path).
         self._hash_jobs: list[tuple[forked.ForkedCall, HashFileParser, str]] = []
+        # Children started by this load, sub-loaders included (at most PARALLEL_HASH_FILES).
+        self._children = parent._children if parent is not None else [0]
+        # The per-file cache (`clammail.signatures.dbcache.FileUnits`), and the files'
+        # shares in load order, merged by `finish`: (cache key, _Unit or sub-loader).
+        self.units = units
+        self._pending: list[tuple[str | None, _Unit | _Loader]] = []
+        self._body_parts: list = []  # the shares' body signatures (tables or lists)
 
     # -- paths -----------------------------------------------------------
 
@@ -265,6 +306,12 @@ class _Loader:
             self.load_file(path, in_directory=True)
 
     def load_file(self, path: str, in_directory: bool) -> None:
+        if self.units is not None:
+            self._load_unit(path, in_directory)
+        else:
+            self._load_file(path, in_directory)
+
+    def _load_file(self, path: str, in_directory: bool) -> None:
         ext = database_extension(os.path.basename(path))
         if ext in (".cvd", ".cld", ".cud"):
             self.load_container(path)
@@ -332,7 +379,7 @@ class _Loader:
             self.builders[purpose], purpose, source.official, source.path,
             flevel=self.options.flevel, ignored=self.ignore if self.ignore else None,
             ignored_names=self.ignore.names, in_container=source.in_container)
-        if (source.size >= PARALLEL_HASH_BYTES and len(self._hash_jobs) < PARALLEL_HASH_FILES
+        if (source.size >= PARALLEL_HASH_BYTES and self._children[0] < PARALLEL_HASH_FILES
                 and forked.available()):
             try:
                 child = forked.ForkedCall(lambda: _parse_hash_file(parser, source.read))
@@ -340,6 +387,7 @@ class _Loader:
                 pass
             else:
                 self._hash_jobs.append((child, parser, source.path))
+                self._children[0] += 1
                 return
         parser.parse_stream(source.read)
         self.info.signatures += parser.signatures
@@ -368,11 +416,17 @@ class _Loader:
     def fail(self, error: BaseException) -> None:
         """The load failed with `error`: a hash file before the failing one that a
         child found malformed is the error clamd reports (the first in load order)."""
-        if self._hash_jobs and isinstance(error, SignatureError):
-            self._collect_hash_jobs()  # raises the earlier error, if there is one
-        for child, _, _ in self._hash_jobs:
-            child.abandon()
-        self._hash_jobs = []
+        loaders = [part for _, part in self._pending if isinstance(part, _Loader)] + [self]
+        try:
+            if isinstance(error, SignatureError):
+                for loader in loaders:
+                    if loader._hash_jobs:
+                        loader._collect_hash_jobs()  # raises the earlier error, if there is one
+        finally:
+            for loader in loaders:
+                for child, _, _ in loader._hash_jobs:
+                    child.abandon()
+                loader._hash_jobs = []
 
     def _load_delegated(self, source: _Source, ext: str) -> bool:
         module_name, function_name, field, line_limit, warns = _DELEGATED[ext]
@@ -447,6 +501,70 @@ class _Loader:
             return True
         return False
 
+    # -- the per-file cache -------------------------------------------------
+
+    def _load_unit(self, path: str, in_directory: bool) -> None:
+        """One database file's share of the load: from the per-file cache, or parsed
+        by a sub-loader. Shares are merged in load order by `finish`, so that a big
+        hash file still parses in a child while the next files load."""
+        watched = [path] + ([twin] if (twin := _twin_of(path)) else [])
+        key = self.units.key(watched, self.options, self.keys, repr(self.ignore.state()))
+        unit = self.units.get(key) if key is not None else None
+        if unit is not None:
+            self.ignore.add_state(unit.ignore_added)
+            self._merge_info(unit)
+            self._pending.append((None, unit))
+            return
+        sub = _Loader(self.options, self.keys, parent=self)
+        self._pending.append((key, sub))
+        before = self.ignore.state()
+        sub._load_file(path, in_directory)
+        sub.ignore_added = self.ignore.added_since(before)
+        self._merge_info(sub.info)
+
+    def _merge_info(self, info) -> None:
+        """A share's files, skips and warnings, in load order (its count comes with `finish`)."""
+        self.info.files.extend(info.files)
+        self.info.skipped.extend(info.skipped)
+        self.info.warnings.extend(info.warnings)
+
+    def _merge_units(self) -> None:
+        pending, self._pending = self._pending, []
+        for key, part in pending:
+            if isinstance(part, _Loader):
+                part._collect_hash_jobs()
+                unit = part._export_unit()
+                if key is not None:
+                    self.units.put(key, unit)
+            else:
+                unit = part
+            for purpose, (columns, names) in unit.hashes.items():
+                self.builders[purpose].add_export(columns, names, renumber=True)
+            for field, records in unit.records.items():
+                if field == "body_signatures":
+                    self._body_parts.append(records)  # joined as columns by `finish`
+                else:
+                    self.records[field].extend(records)
+            self.info.signatures += unit.signatures
+            if unit.daily_version is not None:
+                self._daily_version = unit.daily_version
+
+    def _export_unit(self) -> _Unit:
+        hashes = {}
+        for purpose, builder in self.builders.items():
+            if len(builder):
+                hashes[purpose] = (builder.export(), builder.names.finish())
+        body = self.records["body_signatures"]
+        if body:
+            from clammail.signatures.bodysig import BodySignatures
+
+            body = BodySignatures(body)  # pickled as columns
+        return _Unit(hashes=hashes,
+                     records={**self.records, "body_signatures": body},
+                     signatures=self.info.signatures, files=self.info.files,
+                     skipped=self.info.skipped, warnings=self.info.warnings,
+                     ignore_added=self.ignore_added, daily_version=self._daily_version)
+
     # -- results ------------------------------------------------------------
 
     def _skip(self, path: str, why: str, warn: bool = True) -> None:
@@ -456,6 +574,7 @@ class _Loader:
 
     def finish(self) -> Database:
         self._collect_hash_jobs()
+        self._merge_units()
         indexes = {p: b.build() for p, b in self.builders.items()}
         self.names.finish()
         if self._daily_version is not None:
@@ -463,7 +582,13 @@ class _Loader:
             self.info.build_timestamp = stime
             self.info.build_time = time.ctime(stime)
         body = self.records["body_signatures"]
-        if body:
+        if self._body_parts:
+            from clammail.signatures.bodysig import SignatureTable
+
+            # Columns put together: 100 000 signatures from the per-file cache are
+            # not made one by one (the matcher reads the columns too).
+            body = SignatureTable.join(self._body_parts)
+        elif body:
             from clammail.signatures.bodysig import BodySignatures
 
             body = BodySignatures(body)  # pickled as columns in the cache

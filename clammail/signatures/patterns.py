@@ -10,7 +10,7 @@ database and, for one buffer, returns where each pattern matched.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 
@@ -99,6 +99,23 @@ class PatternTable(Sequence):
             [p.nocase | p.wide << 1 | p.ascii << 2 | p.fullword << 3 | p.logical << 4
              for p in patterns],
             [p.max_matches for p in patterns], [p.anchors for p in patterns]))
+
+    @classmethod
+    def join(cls, parts: Iterable) -> PatternTable:
+        """One table of tables and lists of patterns, in order, making no pattern."""
+        tables = [cls.of(part) for part in parts]
+        if len(tables) == 1:
+            return tables[0]
+        return cls(tuple([value for table in tables for value in table._columns[column]]
+                         for column in range(len(cls._COLUMNS))))
+
+    _COLUMNS = ("hexsig", "offset", "target", "flags", "max_matches", "anchors")
+
+    def rows(self) -> Iterator[tuple[str, int, int, tuple | None]]:
+        """(hexsig, target, flags, anchors) of every pattern, without making them; flags
+        as stored: nocase 1, wide 2, ascii 4, fullword 8, logical 16."""
+        hexsig, _, target, flags, _, anchors = self._columns
+        return zip(hexsig, target, flags, anchors, strict=True)
 
     def __len__(self) -> int:
         return len(self._columns[0])

@@ -48,6 +48,7 @@ import re
 import struct
 from collections.abc import Iterator
 
+from clammail import mapped
 from clammail.formats.filetypes import FileType
 from clammail.unpack.base import Extracted, LimitExceeded, UnpackContext
 
@@ -178,7 +179,7 @@ _MHTML_GAP = 1024
 def _mhtml_offset(data) -> int | None:
     """Where the first "\\nMIME-Version: " followed within 1024 bytes by a
     "\\nContent-Type: " line starts, past the first byte; None if nowhere."""
-    for hit in _MIME_VERSION.finditer(data, 8):
+    for hit in mapped.finditer(_MIME_VERSION, data, 8):
         start = hit.start() - 7  # where "\\nMIME-V" would start
         if start > 0 and _MIME_VERSION_LINE.match(data, start):
             end = hit.end()
@@ -202,7 +203,8 @@ def _installer_hits(data) -> list[tuple[int, str]]:
     """The installer magics in `data` as _INSTALLERS.finditer would find them."""
     starts = set()
     for literal, back in _INSTALLER_LITERALS:
-        starts.update(m.start() - back for m in literal.finditer(data) if m.start() >= back)
+        starts.update(m.start() - back for m in mapped.finditer(literal, data)
+                      if m.start() >= back)
     hits = []
     resume = 0
     for start in sorted(starts):
@@ -241,7 +243,7 @@ def magic_hits(data) -> Iterator[tuple[int, str]]:
     one left-to-right scan finds them (no hit inside the previous one)."""
     heap = []
     for kind, pattern in _MAGICS:
-        match = pattern.search(data)
+        match = mapped.search(pattern, data)
         if match is not None:
             heap.append((match.start(), match.end(), kind, pattern))
     heapq.heapify(heap)
@@ -251,7 +253,7 @@ def magic_hits(data) -> Iterator[tuple[int, str]]:
         if offset >= resume:
             yield offset, kind
             resume = end
-        match = pattern.search(data, resume)
+        match = mapped.search(pattern, data, resume)
         if match is None:
             heapq.heappop(heap)
         else:

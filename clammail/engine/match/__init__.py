@@ -4,7 +4,8 @@
 the signature loaders have already parsed (`clammail.signatures.patterns`,
 `hexsig`, `anchors`) and compiles them into an automaton and verifiers;
 `api.py` holds what it returns, `verify.py` checks a part at a candidate
-position, `backends.py` wraps pyahocorasick and hyperscan.
+position, `backends.py` wraps pyahocorasick and hyperscan (the system's libhs
+through our ctypes binding, `libhs.py`).
 """
 
 from clammail.engine.match.backends import available_backends

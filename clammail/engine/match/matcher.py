@@ -19,6 +19,7 @@ cost little memory and workers forked after the build share it.
 
 from __future__ import annotations
 
+import mmap
 import re
 from array import array
 from collections.abc import Iterable, Sequence
@@ -85,9 +86,13 @@ def _key(pattern: int, variant: int, part: int) -> int:
 
 
 class BodyMatcher:
-    def __init__(self, patterns: Sequence[BodyPattern], backend: str | None = None):
-        self.patterns = list(patterns)
-        self._targets = array("B", (min(p.target, 255) for p in self.patterns))
+    def __init__(self, patterns: Sequence[BodyPattern], backend: str | None = None,
+                 cache_dir: str | None = None):
+        """`cache_dir`: keep the compiled hyperscan chunks there (and take them from
+        there), beside the compiled-database cache."""
+        # Columns: a table from the caches is read without making 100 000 patterns.
+        self.patterns = PatternTable.of(patterns)
+        self._targets = array("B")
         self._boyer_moore = array("b")  # per pattern: 1 if clamd uses Boyer-Moore for it
         self._bm_shift = array("i")  # per pattern: where Boyer-Moore notices it, from the start
         self._shapes: list[tuple[int, ...]] = []  # per pattern: parts per variant (shared tuples)
@@ -108,26 +113,26 @@ class BodyMatcher:
         # index of each repeated pattern text, for the report order.
         self._twin_of: dict[int, int] = {}
         first_of: dict[tuple, int] = {}
-        for index, pattern in enumerate(self.patterns):
-            anchors = pattern.anchors
+        for index, (hexsig, target, flags, anchors) in enumerate(self.patterns.rows()):
             if anchors is None:
                 try:
-                    anchors = plan_anchors(parse_pattern(pattern))
+                    anchors = plan_anchors(parse_pattern(self.patterns[index]))
                 except SignatureError:
                     anchors = ()  # a pattern ClamAV would refuse: it never matches
                 self._computed_anchors[index] = anchors
-            twin = first_of.setdefault((pattern.hexsig.lower(), pattern.nocase, pattern.wide,
-                                        pattern.ascii, pattern.fullword), index)
+            self._targets.append(min(target, 255))
+            # Same text and modifiers (nocase, wide, ascii, fullword: flags 1-8).
+            twin = first_of.setdefault((hexsig.lower(), flags & 15), index)
             if twin != index:
                 self._twin_of[index] = twin
             shape = tuple(len(parts) for _, parts, _ in anchors)
             self._shapes.append(shapes.setdefault(shape, shape))
             boyer_moore = bool(anchors) and anchors[0][0]
             self._boyer_moore.append(1 if boyer_moore else 0)
-            self._bm_shift.append(_bm_block(pattern, buckets) if boyer_moore else 0)
+            self._bm_shift.append(_bm_block(hexsig, target, buckets) if boyer_moore else 0)
             for _, _, length in anchors:
                 longest = self._longest
-                longest[pattern.target] = max(longest.get(pattern.target, 0), length)
+                longest[target] = max(longest.get(target, 0), length)
             for variant, (_, parts, _) in enumerate(anchors):
                 # One literal per variant goes to the automaton: the longest of its
                 # parts. The other parts are looked for only when it occurs.
@@ -157,7 +162,7 @@ class BodyMatcher:
         self._entry_values = np.fromiter((e for es in self._entries for e in es), np.int64,
                                          int(self._entry_starts[-1]))
         del self._entries
-        self._backend = make_backend(name, literals, windows)
+        self._backend = make_backend(name, literals, windows, cache_dir)
         self.backend_name = self._backend.name
         self._regexes: dict[int, re.Pattern | None] = {}
 
@@ -184,9 +189,7 @@ class BodyMatcher:
         state = dict(self.__dict__)
         state["_plans"] = {}
         state["_regexes"] = {}
-        # Columns, not 100 000 objects: the compiled-database cache loads fast.
-        state["patterns"] = PatternTable.of(self.patterns)
-        return state
+        return state  # `patterns` is a PatternTable: pickled as columns
 
     def report_order(self, hits: dict[int, list[PatternMatch]], indices: Iterable[int],
                      size: int = 0, target: int = 0) -> list[int]:
@@ -231,12 +234,12 @@ class BodyMatcher:
         """Matches of every pattern whose target is 0 or `target`, by pattern index."""
         if not self.patterns:
             return {}
-        buf = data if isinstance(data, bytes) else bytes(data)
-        lowered_cache: list[bytes] = []
+        buf = searchable(data)
+        lowered_cache: list = []
 
-        def lowered() -> bytes:
+        def lowered():
             if not lowered_cache:
-                lowered_cache.append(buf.lower())
+                lowered_cache.append(_lower(buf))
             return lowered_cache[0]
 
         candidates: dict[int, list[int]] = {}  # key -> anchor positions, increasing
@@ -457,6 +460,32 @@ class BodyMatcher:
         return out
 
 
+def searchable(data):
+    """`data` as an object with `find` (bytes, bytearray, mmap), copied only when it
+    is part of something else: a scanned file stays a mapping, not 100 MB more."""
+    if isinstance(data, (bytes, bytearray, mmap.mmap)):
+        return data
+    view = memoryview(data)
+    whole = view.obj
+    if (isinstance(whole, (bytes, bytearray, mmap.mmap)) and view.contiguous
+            and view.nbytes == len(whole)):
+        return whole
+    return view.tobytes()
+
+
+_LOWER_PIECE = 1 << 20
+
+
+def _lower(buf):
+    """buf.lower() for any of `searchable`'s types (mmap has no lower()), in one copy."""
+    if not isinstance(buf, mmap.mmap):
+        return buf.lower()
+    out = bytearray(len(buf))
+    for start in range(0, len(buf), _LOWER_PIECE):
+        out[start:start + _LOWER_PIECE] = buf[start:start + _LOWER_PIECE].lower()
+    return out
+
+
 def _windows(start: int, end: int, size: int, step: int) -> range:
     """The clamd scan windows that hold all of [start, end): window k covers
     [k * step, k * step + SCAN_WINDOW), and exists if the one before was full."""
@@ -469,17 +498,17 @@ def _windows(start: int, end: int, size: int, step: int) -> range:
     return range(first, max(first, last) + 1)
 
 
-def _bm_block(pattern: BodyPattern, buckets: dict[int, set[int]]) -> int:
+def _bm_block(hexsig: str, target: int, buckets: dict[int, set[int]]) -> int:
     """Where in a plain pattern clamd's Boyer-Moore matcher hashes it (its report position).
 
     clamd balances its hash buckets at load: a pattern is filed under its
     first three-byte block whose bucket is still empty.
     """
     try:
-        data = bytes.fromhex(pattern.hexsig)
+        data = bytes.fromhex(hexsig)
     except ValueError:
         return 0
-    occupied = buckets.setdefault(pattern.target, set())
+    occupied = buckets.setdefault(target, set())
     chosen = 0
     for i in range(len(data) - 2):
         if 211 * data[i] + 37 * data[i + 1] + data[i + 2] not in occupied:
