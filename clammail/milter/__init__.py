@@ -104,7 +104,7 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
     import milter
 
     from clammail.mailfilter.metrics import Metrics
-    from clammail.milter.app import Connection, MilterService
+    from clammail.milter.app import MilterService, connection_class
 
     config = settings.config
     log.info(f"+++ Started at {time.strftime('%a %b %d %H:%M:%S %Y')}")
@@ -116,8 +116,9 @@ def _run(settings, log: ServiceLog, foreground: bool) -> int:
             raise StartError(f"chroot to {config['Chroot']} failed. Are you root?") from None
     metrics = Metrics("milter") if settings.metrics_listen else None
     service = MilterService(settings, log, metrics)
-    Connection.service = service
-    _register(milter, Connection)
+    connection = connection_class(settings)
+    connection.service = service
+    _register(milter, connection)
     milter.setconn(settings.socket)
     if settings.socket_path:
         remove_stale_socket(settings.socket_path, bool(config["FixStaleSocket"]), log)

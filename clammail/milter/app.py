@@ -12,8 +12,11 @@ log lines, as clamav-milter 1.4.6 makes them (clamav-milter/clamfi.c):
 - LocalNet is checked at connect, SkipAuthenticated and a sender on the
   AllowList at MAIL FROM, recipients that are all on the AllowList at DATA
   (clamav-milter: at the first header, with the same outcome);
-- headers and body chunks are taken without a reply (the milter protocol's
-  NR_HDR and NR_BODY), so the MTA does not wait a round trip for each;
+- what never changes the outcome is taken without a reply (the milter
+  protocol's NR_* steps: headers, body chunks, recipients, and the connection
+  and DATA when no LocalNet or recipient AllowList is configured), and
+  DATA is not asked for at all then: the MTA waits no round trip for them
+  (`connection_class`);
 - an empty message (no header, no body) is not scanned: OnClean applies.
 """
 
@@ -174,6 +177,7 @@ class Connection(Milter.Base):
         self.service.message_started()
         return Milter.CONTINUE
 
+    @Milter.noreply
     def envrcpt(self, recipient, *params):
         message = self.message
         if message is not None:
@@ -363,3 +367,18 @@ class Connection(Milter.Base):
                 self.service.log.error(f"VirusEvent: fork failed: {exc.strerror or exc}")
                 continue
             self.service.log.debug(f"VirusEvent: child exited with code {done.returncode}")
+
+
+def connection_class(settings: MilterSettings) -> type[Connection]:
+    """Connection, with the steps the settings make idle turned into no-reply ones.
+
+    pymilter reads the protocol steps to negotiate from the class: without
+    LocalNet the connect step can only continue, and without recipient
+    rules in the AllowList the DATA step is not needed at all.
+    """
+    steps = {}
+    if not settings.skip.local_nets:
+        steps["connect"] = Milter.noreply(Connection.connect)
+    if not settings.skip.allow.recipients:
+        steps["data"] = Milter.nocallback(Connection.data)
+    return type("Connection", (Connection,), steps)
