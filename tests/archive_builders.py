@@ -230,11 +230,42 @@ def ar(members: Members) -> bytes:
     return bytes(out)
 
 
-def bsdtar(members: Members, fmt: str) -> bytes:
-    """libarchive's writer: xar, 7zip, cpio variants, iso9660, ..."""
+XAR_ENCODINGS = {
+    "none": ("application/octet-stream", lambda d: d),
+    "gzip": ("application/x-gzip", zlib.compress),
+    "bzip2": ("application/x-bzip2", bz2.compress),
+    "xz": ("application/x-xz", lambda d: lzma.compress(d, lzma.FORMAT_XZ)),
+    "lzma": ("application/x-lzma", lambda d: lzma.compress(d, lzma.FORMAT_ALONE)),
+}
+
+
+def xar(members: Members, encoding: str = "gzip") -> bytes:
+    """A xar laid out as libarchive writes it, byte for byte the same every run."""
+    style, encode = XAR_ENCODINGS[encoding]
+    heap, files = bytearray(b"\0" * 20), []  # the heap starts with the TOC's sha1
+    for number, (name, data) in enumerate(members, 1):
+        packed = encode(data)
+        files.append(
+            f'  <file id="{number}">\n   <name>{name}</name>\n   <type>file</type>\n'
+            f"   <mode>0644</mode>\n   <data>\n    <length>{len(packed)}</length>\n"
+            f"    <offset>{len(heap)}</offset>\n    <size>{len(data)}</size>\n"
+            f'    <encoding style="{style}"/>\n   </data>\n  </file>\n')
+        heap += packed
+    toc = ('<?xml version="1.0" encoding="UTF-8"?>\n<xar>\n <toc>\n'
+           "  <creation-time>2026-01-01T00:00:00</creation-time>\n"
+           '  <checksum style="sha1">\n   <offset>0</offset>\n   <size>20</size>\n  </checksum>\n'
+           + "".join(files) + " </toc>\n</xar>\n").encode()
+    packed_toc = zlib.compress(toc)
+    header = b"xar!" + struct.pack(">HHQQI", 28, 1, len(packed_toc), len(toc), 1)
+    return header + packed_toc + bytes(heap)
+
+
+def bsdtar(members: Members, fmt: str, *options: str) -> bytes:
+    """libarchive's writer: xar, 7zip, cpio variants, iso9660, ...; `options` as bsdtar's --options."""
     def run(src, names):
         out = os.path.join(src, "..", "out.bin")
-        _tool(["bsdtar", "--format", fmt, "-cf", out] + names, src)
+        extra = ["--options", ",".join(options)] if options else []
+        _tool(["bsdtar", "--format", fmt, *extra, "-cf", out] + names, src)
         return out
     return _with_files(members, run)
 
@@ -304,13 +335,13 @@ def hdb_line(data: bytes, name: str) -> str:
 
 
 def run_both(tmp_path, files: dict[str, bytes], signatures: list[str], *flags: str,
-             allmatch: bool = False):
+             allmatch: bool = False, clamscan_cache: bool = True):
     """Write `files` and an .hdb of `signatures`, scan them with clamscan and clammail.
 
     Returns (clamscan results, clammail results) as {file name: [names]}.
     Member contents should be unique per file: clamscan's clean cache spans
     the files of one run, and an object seen clean in one file is skipped
-    in the next.
+    in the next; or pass clamscan_cache=False.
     """
     from conftest import clammail_results, clamscan_results
 
@@ -323,7 +354,8 @@ def run_both(tmp_path, files: dict[str, bytes], signatures: list[str], *flags: s
         paths.append(path)
     db = tmp_path / "archive-test.hdb"
     db.write_text("".join(signatures) or "00000000000000000000000000000000:1:Never\n")
-    _, theirs, err1 = clamscan_results([db], paths, *flags, allmatch=allmatch)
+    oracle_flags = flags if clamscan_cache else (*flags, "--disable-cache")
+    _, theirs, err1 = clamscan_results([db], paths, *oracle_flags, allmatch=allmatch)
     _, ours, err2 = clammail_results([db], paths, *flags, allmatch=allmatch)
     assert "Traceback" not in err2, err2
 

@@ -7,8 +7,8 @@ and applies ClamAV 1.4.6's rules for that format:
 - zip (and the OOXML/ODF documents that are zips): `archive_zip`, ClamAV's
   own algorithm; gzip, bzip2, xz: `archive_streams`; ISO 9660:
   `archive_iso`; RAR with the RAR 1.5 and 2.0 methods: `rar`; tar, cpio,
-  7z, other RAR 1.5-4.x and RAR 5, cab, LHA/LZH, xar: libarchive
-  (`archive_lib`).
+  7z, other RAR 1.5-4.x and RAR 5, cab, LHA/LZH: libarchive
+  (`archive_lib`); xar: `archive_xar`, ClamAV's algorithm.
 - What happens to a member bigger than MaxFileSize or than what is left of
   MaxScanSize differs by format in ClamAV, and is copied per format in
   `_POLICIES` (measured with clamscan --gen-json, which lists what it
@@ -26,7 +26,6 @@ and applies ClamAV 1.4.6's rules for that format:
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -227,7 +226,6 @@ _POLICIES: dict[FileType, Policy] = {
     FileType.RAR: Policy(("rar", "rar5"), "skip", encrypted="Heuristics.Encrypted.RAR"),
     FileType.MSCAB: Policy(("cab",), "cut"),
     FileType.LHA_LZH: Policy(("lha",), "skip"),
-    FileType.XAR: Policy(("xar",), "stop"),
     FileType.AR: Policy(("ar",), "skip", extra=True),
 }
 
@@ -287,8 +285,8 @@ def _member(reader, entry, limits: Limits, policy: Policy) -> Extracted | None:
     if policy.oversize in ("skip", "stop") and entry.size is not None and entry.size > room:
         return _oversized(limits, policy, entry.size)
     if entry.size is not None:
-        # The header's size is what the member has: libarchive 3.6's xar
-        # reader returns some members' data twice.
+        # The header's size is what the member has: some libarchive readers
+        # (3.6's xar) have returned data twice.
         out, _more, error = reader.read(min(room, entry.size))
         more = entry.size > room
     else:
@@ -326,25 +324,35 @@ def _rar(data, ctx: UnpackContext) -> Iterator[Extracted]:
 
 
 def _xar(data, ctx: UnpackContext) -> Iterator[Extracted]:
-    """xar: ClamAV scans the table of contents (zlib-compressed XML) first."""
-    toc = _xar_toc(data, Limits(ctx).room())
+    """xar: the TOC, then each extent it names (`archive_xar`, ClamAV's reader)."""
+    from clammail.unpack import archive_xar as xar
+
+    header = xar.read_header(data)
+    if header is None:
+        return
+    limits = Limits(ctx)
+    toc = xar.read_toc(data, header, limits.room())
+    if toc is None:
+        return
     if toc:
         yield Extracted(toc, name=None)
-    yield from _libarchive_members(data, ctx, _POLICIES[FileType.XAR])
-
-
-def _xar_toc(data, cap: int) -> bytes | None:
-    head = bytes(data[:28])
-    if len(head) < 28 or head[:4] != b"xar!":
-        return None
-    header_size = int.from_bytes(head[4:6], "big")
-    compressed = int.from_bytes(head[8:16], "big")
-    raw = bytes(data[header_size:header_size + compressed])
-    decoder = zlib.decompressobj()
-    try:
-        return decoder.decompress(raw, cap)
-    except zlib.error:
-        return None
+    for extent in xar.extents(toc):
+        ctx.check()
+        room = limits.room()
+        try:
+            out = xar.extract(data, header, extent, room, limits.file_limit)
+        except xar.HeapUnreadable:
+            ctx.debug(f"xar: extent at heap offset {extent.offset} is outside the file")
+            return
+        if out is None:
+            ctx.debug(f"xar: extent at heap offset {extent.offset} does not decompress")
+            continue
+        if len(out) > room:
+            # ClamAV writes the whole member, and its scan of an oversized
+            # file ends the archive.
+            raise LimitExceeded(limits.exceeded(len(out)) or "MaxFileSize")
+        if out:
+            yield Extracted(out)  # ClamAV gives xar members no name
 
 
 # -- ISO 9660 -------------------------------------------------------------
