@@ -113,6 +113,11 @@ def tar_cli(members: Members, fmt: str = "v7") -> bytes:
     return _with_files(members, run)
 
 
+def xz_blocks(data: bytes, block_size: int) -> bytes:
+    """An xz stream of several blocks (xz-utils; Python's lzma writes one block)."""
+    return _tool(["xz", "-c", f"--block-size={block_size}"], tempfile.gettempdir(), stdin=data)
+
+
 def gz(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 

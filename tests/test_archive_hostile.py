@@ -8,6 +8,7 @@ checked directly.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import random
 import resource
@@ -158,6 +159,34 @@ def test_truncated_archives(tmp_path):
     # RAR is not read by Debian's clamscan (no unrar): compare the others.
     assert {k: v for k, v in ours.items() if "rar" not in k} == {
         k: v for k, v in theirs.items() if "rar" not in k}
+
+
+def test_damaged_xz(tmp_path):
+    """xz cut short or with 1-3 bytes changed: single and multi-block streams,
+    every check type, two streams. ClamAV's decoder scans what it decoded when
+    the damage comes after a block's data (check, index, next header)."""
+    one, two = b"xz damage test one\n" * 400, b"xz damage test two\n" * 300
+    streams = {
+        "crc64": lzma.compress(one), "crc32": lzma.compress(one, check=lzma.CHECK_CRC32),
+        "sha256": lzma.compress(one, check=lzma.CHECK_SHA256),
+        "nocheck": lzma.compress(one, check=lzma.CHECK_NONE),
+        "twostreams": lzma.compress(one) + lzma.compress(two),
+        "blocks": B.xz_blocks(one + two, 3000),
+    }
+    rnd = random.Random(11)
+    files = {}
+    for kind, data in streams.items():
+        for number in range(40):
+            damaged = bytearray(data)
+            for _ in range(rnd.randint(1, 3)):
+                damaged[rnd.randrange(len(damaged))] = rnd.randrange(256)
+            files[f"{kind}-{number:02d}.xz"] = bytes(damaged)
+        for size in range(1, len(data), max(1, len(data) // 30)):
+            files[f"{kind}-cut{size:05d}.xz"] = data[:size]
+    sigs = [B.hdb_line(one, "One"), B.hdb_line(two, "Two"), B.hdb_line(one + two, "OneTwo")]
+    theirs, ours = B.run_both(tmp_path, files, sigs, allmatch=True, clamscan_cache=False)
+    assert {k: v for k, v in ours.items() if k in theirs} == theirs
+    assert sum(1 for names in theirs.values() if names) > 40
 
 
 def test_garbage_behind_magic(tmp_path):

@@ -9,14 +9,19 @@ ClamAV does with imperfect streams, measured with clamscan:
   as far as it decompressed.
 - bzip2: only the first stream; a stream cut short or corrupt gives nothing
   (ClamAV scans the garbage a corrupt block decodes to: not reproduced).
-- xz: every stream; any error gives nothing (ClamAV scans a stream whose
-  data decoded even when its check or index is damaged: not reproduced,
-  Python's lzma cannot skip the check).
+- xz: every stream; damaged compressed data, a cut stream or a damaged
+  first header give nothing; damage after a block's data ended (its check,
+  the index, the next header) ends the file there and what was decoded is
+  scanned (`xz_blocks`).
 """
 
 from __future__ import annotations
 
 import bz2
+import ctypes
+import ctypes.util
+import functools
+import hashlib
 import lzma
 import struct
 import zlib
@@ -96,8 +101,11 @@ def bunzip2(data, cap: int) -> tuple[bytes, bool] | None:
     return first_bytes(out, cap)
 
 
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
 def unxz(data, cap: int) -> tuple[bytes, bool] | None:
-    return _lzma_streams(data, cap, lzma.FORMAT_XZ, b"\xfd7zXZ\x00")
+    return _lzma_streams(data, cap, lzma.FORMAT_XZ, _XZ_MAGIC)
 
 
 def unlzma(data, cap: int) -> tuple[bytes, bool] | None:
@@ -123,15 +131,153 @@ def _lzma_streams(data, cap: int, fmt: int, magic: bytes | None) -> tuple[bytes,
                     chunk = b""
                 out += decoder.decompress(chunk, cap + 1 - len(out))
         except lzma.LZMAError:
-            return None
+            salvaged = (xz_blocks(raw[start:], cap + 1 - len(out), after_stream=start > 0)
+                        if magic == _XZ_MAGIC else None)
+            if salvaged is None:
+                return None
+            out += salvaged  # and ClamAV's decoder ends there
+            break
         if len(out) > cap:
             break
         rest = decoder.unused_data + raw[pos:]
         stripped = rest.lstrip(b"\0")  # xz allows zero padding between streams
+        if magic is not None and stripped and magic.startswith(stripped[:len(magic)]) \
+                and len(stripped) < len(magic):
+            return None  # the next stream's header cut short: ClamAV waits for more input
         if magic is None or not stripped.startswith(magic):
             break
         start = len(raw) - len(stripped)
     return first_bytes(out, cap)
+
+
+# -- xz blocks decoded one by one -----------------------------------------
+
+# The check's size by check type (xz file format 1.1.0, 2.1.1.2).
+_XZ_CHECK_SIZES = [0, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
+_XZ_FILTERS = {0x21: lzma.FILTER_LZMA2, 0x03: lzma.FILTER_DELTA, 0x04: lzma.FILTER_X86,
+               0x05: lzma.FILTER_POWERPC, 0x06: lzma.FILTER_IA64, 0x07: lzma.FILTER_ARM,
+               0x08: lzma.FILTER_ARMTHUMB, 0x09: lzma.FILTER_SPARC}
+
+
+def xz_blocks(raw: bytes, cap: int, after_stream: bool) -> bytes | None:
+    """The xz stream at the start of `raw` as ClamAV's decoder takes it, for a stream liblzma refuses.
+
+    ClamAV's decoder (LZMA SDK) reports the end of the data, and ClamAV
+    scans what was decoded, when an error comes after a block's compressed
+    data ended: a damaged block check, padding, index or footer, or a
+    damaged header of the next block or stream (`after_stream`: a stream
+    ended just before this one). Damaged compressed data, a header error
+    before any block ended, or input that stops short give nothing (None).
+    At most `cap` bytes.
+    """
+    ended = after_stream
+    if len(raw) < 12 or raw[:6] != _XZ_MAGIC or zlib.crc32(raw[6:8]) != int.from_bytes(raw[8:12], "little"):
+        return b"" if ended else None
+    check_type = raw[7] & 0x0F
+    check_size = _XZ_CHECK_SIZES[check_type]
+    out = bytearray()
+    pos = 12
+    while pos < len(raw) and len(out) < cap:
+        if raw[pos] == 0:
+            return bytes(out)  # the index: the damage is in it or after it
+        header_size = (raw[pos] + 1) * 4
+        header = raw[pos:pos + header_size]
+        # The LZMA SDK acts on a header or a check it has read only when
+        # another byte of input follows it; without one it waits for more
+        # (and ClamAV ends with nothing).
+        if pos + header_size >= len(raw):
+            return None
+        filters = _xz_filters(header)
+        if zlib.crc32(header[:-4]) != int.from_bytes(header[-4:], "little") or filters is None:
+            return bytes(out) if ended else None
+        decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
+        block_start = len(out)
+        try:
+            out += decoder.decompress(raw[pos + header_size:], cap - len(out))
+        except lzma.LZMAError:
+            return None
+        if not decoder.eof:
+            return bytes(out) if len(out) >= cap else None
+        ended = True
+        packed = len(raw) - pos - header_size - len(decoder.unused_data)
+        pos += header_size + packed
+        padding, pos = raw[pos:pos + (-packed % 4)], pos + (-packed % 4)
+        check, pos = raw[pos:pos + check_size], pos + check_size
+        if pos >= len(raw):
+            return None
+        if padding.strip(b"\0") or not _xz_check_matches(check_type, check, bytes(out[block_start:])):
+            return bytes(out)
+    return bytes(out) if len(out) >= cap else None
+
+
+def _xz_check_matches(check_type: int, check: bytes, data: bytes) -> bool:
+    if check_type == 0x01:
+        return zlib.crc32(data) == int.from_bytes(check, "little")
+    if check_type == 0x04:
+        crc64 = _lzma_crc64()
+        return crc64 is None or crc64(data, len(data), 0) == int.from_bytes(check, "little")
+    if check_type == 0x0A:
+        return hashlib.sha256(data).digest() == check
+    return True  # none, or a type neither decoder checks
+
+
+@functools.lru_cache(maxsize=1)
+def _lzma_crc64():
+    """liblzma's CRC-64 (the xz default check), absent from Python's lzma module."""
+    name = ctypes.util.find_library("lzma")
+    if not name:
+        return None
+    function = ctypes.CDLL(name).lzma_crc64
+    function.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+    function.restype = ctypes.c_uint64
+    return function
+
+
+def _xz_filters(header: bytes) -> list[dict] | None:
+    """The filter chain a block header names, for liblzma's raw decoder."""
+    flags = header[1]
+    pos = 2
+    for present in (flags & 0x40, flags & 0x80):  # compressed, uncompressed size
+        if present:
+            pos = _skip_varint(header, pos)
+    chain = []
+    for _ in range((flags & 0x03) + 1):
+        filter_id, pos = _varint(header, pos)
+        size, pos = _varint(header, pos)
+        props = header[pos:pos + size]
+        pos += size
+        if filter_id not in _XZ_FILTERS or pos > len(header) - 4:
+            return None
+        spec = {"id": _XZ_FILTERS[filter_id]}
+        if filter_id == 0x21:
+            if size != 1 or props[0] > 40:
+                return None
+            bits = props[0]
+            spec["dict_size"] = 0xFFFFFFFF if bits == 40 else (2 | (bits & 1)) << (bits // 2 + 11)
+        elif filter_id == 0x03:
+            if size != 1:
+                return None
+            spec["dist"] = props[0] + 1
+        elif size == 4:
+            spec["start_offset"] = int.from_bytes(props, "little")
+        chain.append(spec)
+    return chain
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(buf) and shift < 63:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return -1, len(buf)
+
+
+def _skip_varint(buf: bytes, pos: int) -> int:
+    return _varint(buf, pos)[1]
 
 
 def unzstd(data, cap: int) -> tuple[bytes, bool] | None:
