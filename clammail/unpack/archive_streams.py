@@ -31,6 +31,8 @@ from clammail.unpack.base import first_bytes
 # Input handed to a decoder per call: small, so that the output lost when a
 # call fails on bad data stays small too.
 _FEED = 512
+# Input handed to liblzma per call.
+_LZMA_FEED = 1 << 16
 
 
 def _gzip_header_end(raw: bytes, start: int) -> int | None:
@@ -115,6 +117,7 @@ def unlzma(data, cap: int) -> tuple[bytes, bool] | None:
 
 def _lzma_streams(data, cap: int, fmt: int, magic: bytes | None) -> tuple[bytes, bool] | None:
     raw = bytes(data)
+    view = memoryview(raw)  # slices without copies: a file may hold many streams
     out = bytearray()
     start = 0
     while True:
@@ -125,13 +128,13 @@ def _lzma_streams(data, cap: int, fmt: int, magic: bytes | None) -> tuple[bytes,
                 if decoder.needs_input:
                     if pos >= len(raw):
                         return None  # cut short
-                    chunk = raw[pos:pos + (1 << 16)]
+                    chunk = view[pos:pos + _LZMA_FEED]
                     pos += len(chunk)
                 else:
                     chunk = b""
                 out += decoder.decompress(chunk, cap + 1 - len(out))
         except lzma.LZMAError:
-            salvaged = (xz_blocks(raw[start:], cap + 1 - len(out), after_stream=start > 0)
+            salvaged = (xz_blocks(view[start:], cap + 1 - len(out), after_stream=start > 0)
                         if magic == _XZ_MAGIC else None)
             if salvaged is None:
                 return None
@@ -139,14 +142,16 @@ def _lzma_streams(data, cap: int, fmt: int, magic: bytes | None) -> tuple[bytes,
             break
         if len(out) > cap:
             break
-        rest = decoder.unused_data + raw[pos:]
-        stripped = rest.lstrip(b"\0")  # xz allows zero padding between streams
-        if magic is not None and stripped and magic.startswith(stripped[:len(magic)]) \
-                and len(stripped) < len(magic):
+        end = pos - len(decoder.unused_data)
+        following = end
+        while following < len(raw) and raw[following] == 0:
+            following += 1  # xz allows zero padding between streams
+        rest = view[following:following + len(magic or b"")]
+        if magic is not None and 0 < len(rest) < len(magic) and magic.startswith(rest):
             return None  # the next stream's header cut short: ClamAV waits for more input
-        if magic is None or not stripped.startswith(magic):
+        if magic is None or rest != magic:
             break
-        start = len(raw) - len(stripped)
+        start = following
     return first_bytes(out, cap)
 
 
@@ -159,7 +164,7 @@ _XZ_FILTERS = {0x21: lzma.FILTER_LZMA2, 0x03: lzma.FILTER_DELTA, 0x04: lzma.FILT
                0x08: lzma.FILTER_ARMTHUMB, 0x09: lzma.FILTER_SPARC}
 
 
-def xz_blocks(raw: bytes, cap: int, after_stream: bool) -> bytes | None:
+def xz_blocks(raw: memoryview, cap: int, after_stream: bool) -> bytes | None:
     """The xz stream at the start of `raw` as ClamAV's decoder takes it, for a stream liblzma refuses.
 
     ClamAV's decoder (LZMA SDK) reports the end of the data, and ClamAV
@@ -192,20 +197,29 @@ def xz_blocks(raw: bytes, cap: int, after_stream: bool) -> bytes | None:
             return bytes(out) if ended else None
         decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
         block_start = len(out)
+        data_start = fed = pos + header_size
         try:
-            out += decoder.decompress(raw[pos + header_size:], cap - len(out))
+            while not decoder.eof and len(out) < cap:
+                if decoder.needs_input:
+                    if fed >= len(raw):
+                        break
+                    chunk = raw[fed:fed + _LZMA_FEED]
+                    fed += len(chunk)
+                else:
+                    chunk = b""
+                out += decoder.decompress(chunk, cap - len(out))
         except lzma.LZMAError:
             return None
         if not decoder.eof:
             return bytes(out) if len(out) >= cap else None
         ended = True
-        packed = len(raw) - pos - header_size - len(decoder.unused_data)
-        pos += header_size + packed
+        packed = fed - data_start - len(decoder.unused_data)
+        pos = data_start + packed
         padding, pos = raw[pos:pos + (-packed % 4)], pos + (-packed % 4)
         check, pos = raw[pos:pos + check_size], pos + check_size
         if pos >= len(raw):
             return None
-        if padding.strip(b"\0") or not _xz_check_matches(check_type, check, bytes(out[block_start:])):
+        if bytes(padding).strip(b"\0") or not _xz_check_matches(check_type, check, bytes(out[block_start:])):
             return bytes(out)
     return bytes(out) if len(out) >= cap else None
 
