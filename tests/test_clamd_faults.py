@@ -321,6 +321,19 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def process_tree(daemon) -> str:
+    """The daemon's descendants (pid, state, parent) and its log's end, for a failure message."""
+    lines = []
+    for pid in descendants(daemon.proc.pid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            lines.append(f"{pid} state {stat[0]} parent {stat[1]}")
+        except OSError:
+            lines.append(f"{pid} gone")
+    log = daemon.log.read_text().splitlines()[-25:] if daemon.log.exists() else []
+    return "\n".join(["descendants:", *lines, "log:", *log])
+
+
 def descendants(pid: int) -> list[int]:
     found = []
     for child in children(pid):
@@ -392,9 +405,30 @@ def test_reload_storm_under_load_costs_no_scan(root):
     d = results["clammail"][0]
     # The storm's last reload finishes, then the generations before it end.
     assert wait_for(lambda: len(children(d.proc.pid)) == 1 and "Database correctly reloaded"
-                    in d.log.read_text())
-    assert wait_for(lambda: len(descendants(d.proc.pid)) <= 3)  # a loader and up to 2 workers
+                    in d.log.read_text()), process_tree(d)
+    assert wait_for(lambda: len(descendants(d.proc.pid)) <= 3), process_tree(d)  # a loader, 2 workers
     assert "Traceback" not in (d.workdir / "stderr.txt").read_text()
+
+
+def test_reload_asked_during_a_reload_is_done_after_it(root):
+    """RELOAD, a new signature file, RELOAD at once: the second request comes
+    while the first reload runs and is done after it, so the new signature
+    is loaded. (clamd drops a request made during a reload.)"""
+    d = start(root, "clammail")
+    new_db = root / "db" / "queued.hdb"
+
+    def reloads() -> int:
+        return d.log.read_text().count("Database correctly reloaded")
+
+    try:
+        assert exchange(("unix", d.unix), b"zRELOAD\0") == b"RELOADING\0"
+        new_db.write_text(md5_line(NEW_SIG_DATA, "Clammail.Fault.Test"))
+        assert exchange(("unix", d.unix), b"zRELOAD\0") == b"RELOADING\0"
+        # Two requests, two reloads, whether the second came during the first or after it.
+        assert wait_for(lambda: reloads() == 2), process_tree(d)
+        assert instream(d, NEW_SIG_DATA) == NEW_FOUND
+    finally:
+        new_db.unlink()
 
 
 def test_killed_worker_is_logged_replaced_and_the_scan_retried(root):

@@ -351,7 +351,9 @@ class Daemon:
             self.log.info(f"Database correctly reloaded ({info.signatures} signatures)")
         if self._reload_again:
             self._reload_again = False
-            self.request_reload("queued reload")
+            # Once this task is done: request_reload from inside it would
+            # only queue the reload again, and nothing would run it.
+            asyncio.get_running_loop().call_soon(self.request_reload, "queued reload")
 
     async def _selfcheck(self, interval: int) -> None:
         while True:
