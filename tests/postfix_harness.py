@@ -904,7 +904,7 @@ def _start_master(root: Path, slot: _Slot, config: PostfixConfig) -> Postfix:
             # Postfix listens with SO_REUSEPORT: its bind succeeds even where
             # another program already listens, and the two would share the
             # connections. Only ours may listen there.
-            taken = _foreign_listeners(ports.values(), own_pids=instance.processes())
+            taken = _foreign_listeners_after_start(instance, ports.values())
             if proc.returncode == 0 and not taken:
                 _wait_banner(instance)
                 return instance
@@ -955,8 +955,24 @@ def _skip_integrity_check(root: Path) -> None:
 
 def _foreign_listeners(ports, own_pids) -> set[int]:
     """Which of `ports` have a TCP listener that none of `own_pids` holds."""
+    # The listeners first: a socket our process opens after this look is not
+    # seen at all, rather than seen without its owner.
+    listening = _listening_sockets(ports)
     owned = set().union(*(_socket_inodes(pid) for pid in own_pids))
-    return {port for port, inodes in _listening_sockets(ports).items() if inodes - owned}
+    return {port for port, inodes in listening.items() if inodes - owned}
+
+
+def _foreign_listeners_after_start(instance: Postfix, ports) -> set[int]:
+    """`_foreign_listeners` for a Postfix just started, looked at again for a
+    moment: its master may still be settling (a listener seen before the
+    process holding it)."""
+    taken: set[int] = set()
+    for _ in range(10):
+        taken = _foreign_listeners(ports, own_pids=instance.processes())
+        if not taken:
+            break
+        time.sleep(0.2)
+    return taken
 
 
 def _listening_sockets(ports) -> dict[int, set[str]]:
