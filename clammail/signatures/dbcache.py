@@ -48,6 +48,7 @@ import stat
 import struct
 import sys
 import tempfile
+from collections.abc import Callable
 
 from clammail import FLEVEL, __version__
 from clammail.signatures.common import LoadOptions
@@ -189,44 +190,35 @@ class DatabaseCache:
         is not possible. Other files of this kind are removed unless `remove_others` is false."""
         buffers: list[pickle.PickleBuffer] = []
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
             payload = pickle.dumps(database, protocol=5, buffer_callback=buffers.append)
-            views = [buffer.raw() for buffer in buffers]
-            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        except (OSError, pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+        except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
             log.info("database cache not written: %s", exc)
             return False
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                start = len(MAGIC) + _FIXED.size
-                position = start + len(views) * _ENTRY.size + len(payload)
-                table = []
-                for view in views:
-                    # A buffer's checksum covers the padding before it too: every
-                    # byte of the file is checked.
-                    padding = -position % _ALIGN
-                    digest = hashlib.sha256(b"\0" * padding)
-                    digest.update(view)
-                    position += padding
-                    table.append(_ENTRY.pack(position, view.nbytes, digest.digest()))
-                    position += view.nbytes
-                rest_checksum = hashlib.sha256(b"".join(table))
-                rest_checksum.update(payload)
-                fh.write(MAGIC + _FIXED.pack(FORMAT, rest_checksum.digest(), len(payload),
-                                             len(views)))
-                fh.write(b"".join(table))
-                fh.write(payload)
-                for view in views:
-                    fh.write(b"\0" * (-fh.tell() % _ALIGN))
-                    fh.write(view)
-            os.chmod(temp, 0o600)
-            os.replace(temp, self._path(key))
-        except OSError as exc:
-            log.info("database cache not written: %s", exc)
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+        views = [buffer.raw() for buffer in buffers]
+
+        def write(fh) -> None:
+            start = len(MAGIC) + _FIXED.size
+            position = start + len(views) * _ENTRY.size + len(payload)
+            table = []
+            for view in views:
+                # A buffer's checksum covers the padding before it too: every
+                # byte of the file is checked.
+                padding = -position % _ALIGN
+                digest = hashlib.sha256(b"\0" * padding)
+                digest.update(view)
+                position += padding
+                table.append(_ENTRY.pack(position, view.nbytes, digest.digest()))
+                position += view.nbytes
+            rest_checksum = hashlib.sha256(b"".join(table))
+            rest_checksum.update(payload)
+            fh.write(MAGIC + _FIXED.pack(FORMAT, rest_checksum.digest(), len(payload), len(views)))
+            fh.write(b"".join(table))
+            fh.write(payload)
+            for view in views:
+                fh.write(b"\0" * (-fh.tell() % _ALIGN))
+                fh.write(view)
+
+        if not _write_atomically(self.directory, self._path(key), write, "database cache"):
             return False
         if remove_others:
             self.keep_only([key])
@@ -234,17 +226,7 @@ class DatabaseCache:
 
     def keep_only(self, keys) -> None:
         """Remove the files of this kind other than those of `keys`."""
-        keep = {os.path.basename(self._path(key)) for key in keys}
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(self.prefix) and name.endswith(_SUFFIX) and name not in keep:
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                except OSError:
-                    pass
+        _keep_only(self.directory, self.prefix, _SUFFIX, {self._path(key) for key in keys})
 
     def _discard(self, path: str, why: str) -> None:
         log.warning("database cache %s ignored: %s", path, why)
@@ -333,40 +315,15 @@ class BlobCache:
         return blob
 
     def put(self, key: str, blob: bytes) -> bool:
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        except OSError as exc:
-            log.info("cache %s not written: %s", self._path(key), exc)
-            return False
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.magic + self._HEAD.pack(hashlib.sha256(blob).digest()))
-                fh.write(blob)
-            os.chmod(temp, 0o600)
-            os.replace(temp, self._path(key))
-        except OSError as exc:
-            log.info("cache %s not written: %s", self._path(key), exc)
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            return False
-        return True
+        def write(fh) -> None:
+            fh.write(self.magic + self._HEAD.pack(hashlib.sha256(blob).digest()))
+            fh.write(blob)
+
+        return _write_atomically(self.directory, self._path(key), write, "cache")
 
     def keep_only(self, keys) -> None:
         """Remove this kind's blobs other than `keys`."""
-        keep = {os.path.basename(self._path(key)) for key in keys}
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(self.prefix) and name.endswith(self.suffix) and name not in keep:
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                except OSError:
-                    pass
+        _keep_only(self.directory, self.prefix, self.suffix, {self._path(key) for key in keys})
 
     def discard(self, key: str, why: str) -> None:
         log.warning("cache %s ignored: %s", self._path(key), why)
@@ -374,6 +331,45 @@ class BlobCache:
             os.unlink(self._path(key))
         except OSError:
             pass
+
+
+def _write_atomically(directory: str, path: str, write: Callable, what: str) -> bool:
+    """Write `path` through `write(fh)` into a private temporary file renamed
+    over it: readers see the old file or the whole new one. False on failure."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    except OSError as exc:
+        log.info("%s %s not written: %s", what, path, exc)
+        return False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except OSError as exc:
+        log.info("%s %s not written: %s", what, path, exc)
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        return False
+    return True
+
+
+def _keep_only(directory: str, prefix: str, suffix: str, keep: set[str]) -> None:
+    """Remove the files `<prefix>*<suffix>` of `directory` other than the paths `keep`."""
+    names = {os.path.basename(path) for path in keep}
+    try:
+        found = os.listdir(directory)
+    except OSError:
+        return
+    for name in found:
+        if name.startswith(prefix) and name.endswith(suffix) and name not in names:
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def _trusted(st: os.stat_result) -> bool:
