@@ -105,18 +105,24 @@ ENGINE_OPTIONS = _opts(
 ENGINE_DEFAULTS: dict[str, object] = {name: o.default for name, o in ENGINE_OPTIONS.items()}
 
 
-# Options of the daemon itself: sockets, logging, start-up, path scanning.
-# Defaults are clamd 1.4.6's (`clamconf -g clamd.conf`); None means "disabled".
-DAEMON_OPTIONS = _opts(
+# The log, as clamd.conf and clamav-milter.conf both name it (clamd 1.4.6's
+# defaults, which clamav-milter shares).
+_LOG_FILE = (
     Option("LogFile", S, None),
     Option("LogFileUnlock", B, False),
     Option("LogFileMaxSize", Z, 1048576),
     Option("LogTime", B, False),
-    Option("LogClean", B, False),
     Option("LogSyslog", B, False),
     Option("LogFacility", S, "LOG_LOCAL6"),
     Option("LogVerbose", B, False),
     Option("LogRotate", B, False),
+)
+
+# Options of the daemon itself: sockets, logging, start-up, path scanning.
+# Defaults are clamd 1.4.6's (`clamconf -g clamd.conf`); None means "disabled".
+DAEMON_OPTIONS = _opts(
+    *_LOG_FILE,
+    Option("LogClean", B, False),
     Option("ExtendedDetectionInfo", B, False),
     Option("PidFile", S, None),
     Option("TemporaryDirectory", S, None),
@@ -247,14 +253,7 @@ _SERVICE = (
     Option("User", S, None),
     Option("PidFile", S, None),
     Option("Foreground", B, False),
-    Option("LogFile", S, None),
-    Option("LogFileUnlock", B, False),
-    Option("LogFileMaxSize", Z, 1048576),
-    Option("LogTime", B, False),
-    Option("LogSyslog", B, False),
-    Option("LogFacility", S, "LOG_LOCAL6"),
-    Option("LogVerbose", B, False),
-    Option("LogRotate", B, False),
+    *_LOG_FILE,
     Option("ClamdSocket", S, None, multiple=True),
     Option("ReadTimeout", N, 120),
     Option("RejectMsg", S, None),
