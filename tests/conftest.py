@@ -12,6 +12,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,16 @@ def need_fast_matcher() -> str:
         pytest.fail(f"the fast matcher ({FAST_MATCHER}) does not load (libhs.so.5): "
                     f"`make test` installs libhyperscan5 (packaging/apt-packages.txt)")
     return FAST_MATCHER
+
+
+def wait_until(predicate, timeout: float = 60.0) -> bool:
+    """Whether `predicate()` came true within `timeout` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
 
 
 def need_program(name: str) -> str:

@@ -8,11 +8,11 @@ import os
 import signal
 import socket
 import struct
-import time
 from pathlib import Path
 
 import pytest
 from clamd_harness import EICAR, TEST_DB, exchange, make_root, start_daemon, wait_ready
+from conftest import wait_until as wait_for
 
 NEW_SIG_DATA = b"clammail reload test object\n"
 
@@ -22,14 +22,6 @@ def md5_line(data: bytes, name: str) -> str:
 
     return f"{hashlib.md5(data).hexdigest()}:{len(data)}:{name}\n"
 
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from clamd_harness import EICAR, TEST_DB, connect, exchange, make_root, start_daemon, wait_ready
+from conftest import wait_until as wait_for
 
 pytestmark = [pytest.mark.oracle, pytest.mark.slow]
 
@@ -51,14 +52,6 @@ def instream_request(data: bytes) -> bytes:
 def instream(daemon, data: bytes = EICAR) -> bytes:
     return exchange(("unix", daemon.unix), instream_request(data), quiet=30)
 
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def exit_code(daemon, timeout: float = 30.0) -> int | None:

@@ -15,10 +15,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from postfix_harness import (
     SYSTEM_CONFIG_DIR,
     PostfixConfig,
@@ -158,7 +158,7 @@ def test_dead_content_filter_leaves_mail_deferred_then_delivers_it(postfix_facto
     gateway.flush()
     delivered = next_hop.wait_delivered(1)
     assert delivered[0].as_sent() == PLAIN_MESSAGE
-    assert _wait_until(lambda: gateway.queue() == [])
+    assert wait_until(lambda: gateway.queue() == [])
     assert gateway.delivered() == []
     assert len(next_hop.delivered()) == 1
 
@@ -300,12 +300,3 @@ def test_start_refuses_a_port_another_program_listens_on(postfix, tmp_path):
 def _not_same_process(pid: int, config_dir: Path) -> bool:
     """A pid reused since: it no longer names the instance's config."""
     return pid not in processes_with_config(config_dir)
-
-
-def _wait_until(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
