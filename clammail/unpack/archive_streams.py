@@ -238,10 +238,17 @@ def _xz_check_matches(check_type: int, check: bytes, data: bytes) -> bool:
 @functools.lru_cache(maxsize=1)
 def _lzma_crc64():
     """liblzma's CRC-64 (the xz default check), absent from Python's lzma module."""
-    name = ctypes.util.find_library("lzma")
-    if not name:
+    try:
+        library = ctypes.CDLL("liblzma.so.5")
+    except OSError:
+        name = ctypes.util.find_library("lzma")  # runs ldconfig: only when the soname fails
+        try:
+            library = ctypes.CDLL(name) if name else None
+        except OSError:
+            library = None
+    if library is None:
         return None
-    function = ctypes.CDLL(name).lzma_crc64
+    function = library.lzma_crc64
     function.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
     function.restype = ctypes.c_uint64
     return function
@@ -253,7 +260,7 @@ def _xz_filters(header: bytes) -> list[dict] | None:
     pos = 2
     for present in (flags & 0x40, flags & 0x80):  # compressed, uncompressed size
         if present:
-            pos = _skip_varint(header, pos)
+            pos = _varint(header, pos)[1]
     chain = []
     for _ in range((flags & 0x03) + 1):
         filter_id, pos = _varint(header, pos)
@@ -288,10 +295,6 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
     return -1, len(buf)
-
-
-def _skip_varint(buf: bytes, pos: int) -> int:
-    return _varint(buf, pos)[1]
 
 
 def unzstd(data, cap: int) -> tuple[bytes, bool] | None:
